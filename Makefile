@@ -1,0 +1,42 @@
+# Two commands for a fresh Debian/Ubuntu machine:  make demo   and   make test
+# Both create .venv, install the package (CPU torch pinned when there is no GPU), install the
+# Debian packages they need (as root, or via sudo; otherwise they say which), then run.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The CPU wheel this project is tested with; an unpinned torch would pull a multi-GB CUDA build.
+TORCH_CPU := torch==2.13.0
+JOBS ?= 8
+
+.PHONY: demo test setup system lint clean
+
+demo: setup
+	$(BIN)/snakemake --profile profiles/local -j $(JOBS)
+
+test: setup
+	scripts/system-packages.sh test
+	$(BIN)/pytest
+
+setup: $(VENV)/.installed
+	scripts/system-packages.sh demo
+	scripts/register-profiles.sh
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	  echo "GPU found: torch will come from PyPI's default (CUDA) build"; \
+	else \
+	  $(BIN)/pip install --quiet "$(TORCH_CPU)"; \
+	fi
+	$(BIN)/pip install --quiet -e '.[demo,test]'
+	touch $@
+
+lint: setup
+	$(BIN)/ruff check src tests scripts bench
+	$(BIN)/snakefmt --check Snakefile workflow
+	$(BIN)/snakemake --lint
+
+clean:
+	rm -rf results logs benchmarks .snakemake

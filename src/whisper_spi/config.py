@@ -1,0 +1,76 @@
+"""Configuration: validated against the JSON schema (which also supplies every default).
+
+Used by the Snakefile before any job runs and by the CLI; errors name the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.resources
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from .errors import ConfigError
+
+CONDITIONS = ("clean", "time_stretch", "speaker_mix", "gaussian_noise")
+
+
+def schema() -> dict:
+    text = importlib.resources.files("whisper_spi").joinpath("data/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _with_defaults(validator_class):
+    """A validator that fills in ``default`` values while it validates (jsonschema FAQ idiom)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft7Validator)
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = set(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - known)
+        keys = ", ".join(f"'{path + '.' if path else ''}{k}'" for k in unknown)
+        return f"unknown config key {keys} (known here: {', '.join(sorted(known))})"
+    return f"config key '{path or '<top level>'}': {error.message}"
+
+
+def validate(config: dict) -> dict:
+    """Return a validated copy of ``config`` with defaults filled in; raise ConfigError."""
+    cfg = copy.deepcopy(config or {})
+    errors = sorted(_Validator(schema()).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError(_message(errors[0]))
+    root = cfg["corpus"]["root"]
+    if root != "demo":
+        path = Path(root)
+        if not path.is_dir():
+            raise ConfigError(f"config key 'corpus.root': directory {root!r} does not exist")
+        for split in cfg["corpus"]["splits"]:
+            if not (path / split).is_dir():
+                raise ConfigError(
+                    f"config key 'corpus.splits': split {split!r} not found under {root!r}"
+                )
+    return cfg
+
+
+def load(path: str | Path) -> dict:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc})") from None
+    return validate(raw)

@@ -1,0 +1,150 @@
+"""Batched greedy decoding with Whisper, the way OpenAI's and CTranslate2's decoders do it.
+
+One encoder pass per batch, then a KV-cached greedy loop: English, transcribe, no
+timestamps, ``suppress_tokens`` at every step and ``begin_suppress_tokens`` at the first,
+at most ``max_new_tokens`` (224, OpenAI's cap) new tokens. The loop is written here rather
+than calling ``generate()`` so that capture hooks (:mod:`whisper_spi.capture`) see every
+decoder step, and so that the per-utterance statistics Whisper's own fallback uses
+(average log-probability, compression ratio, no-speech probability) come out of the same
+pass.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .models import MAX_NEW_TOKENS, WhisperBundle
+
+SAMPLE_RATE = 16000
+WINDOW_S = 30.0
+
+
+@dataclass
+class Decoded:
+    token_ids: list[int]  # generated tokens, without the prompt and the final <|endoftext|>
+    text: str
+    hit_max_length: bool  # stopped by max_new_tokens, not by <|endoftext|>
+    sum_logprob: float  # over the generated tokens and the <|endoftext|> if emitted
+    avg_logprob: float  # sum_logprob / (len(token_ids) + 1), as OpenAI's decoder
+    no_speech_prob: float  # P(<|nospeech|>) at the <|startoftranscript|> position; NaN if none
+    compression_ratio: float  # len(text) / len(zlib(text)), as OpenAI's fallback heuristic
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+def compression_ratio(text: str) -> float:
+    raw = text.encode("utf-8")
+    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
+
+
+def log_mel(bundle: WhisperBundle, waves: list[np.ndarray]) -> torch.Tensor:
+    """Log-mel features of 16 kHz mono waves, each padded or cut to Whisper's 30 s window."""
+    fe = bundle.processor.feature_extractor
+    feats = fe(
+        [np.asarray(w, dtype=np.float32) for w in waves],
+        sampling_rate=SAMPLE_RATE,
+        return_tensors="pt",
+    ).input_features
+    return feats.to(bundle.device, bundle.dtype)
+
+
+@torch.inference_mode()
+def encode(bundle: WhisperBundle, features: torch.Tensor) -> torch.Tensor:
+    return bundle.model.model.encoder(features).last_hidden_state
+
+
+def _suppress_mask(bundle: WhisperBundle, ids: list[int], vocab: int) -> torch.Tensor:
+    mask = torch.zeros(vocab, dtype=torch.bool, device=bundle.device)
+    valid = [i for i in ids if 0 <= i < vocab]
+    mask[valid] = True
+    return mask
+
+
+@torch.inference_mode()
+def greedy_decode(
+    bundle: WhisperBundle,
+    encoder_out: torch.Tensor,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> list[Decoded]:
+    """Greedy decoding for a batch of encoder outputs; returns one :class:`Decoded` each."""
+    model, device = bundle.model, bundle.device
+    batch = encoder_out.shape[0]
+    vocab = model.config.vocab_size
+    suppress = _suppress_mask(bundle, bundle.suppress_ids, vocab)
+    suppress_first = suppress | _suppress_mask(bundle, bundle.suppress_ids_begin, vocab)
+    eot = bundle.eot_id
+
+    tokens = torch.tensor([bundle.prompt_ids] * batch, device=device)
+    generated = torch.empty((batch, 0), dtype=torch.long, device=device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    hit_eot = torch.zeros(batch, dtype=torch.bool, device=device)
+    sum_logprob = torch.zeros(batch, dtype=torch.float64, device=device)
+    no_speech = torch.full((batch,), float("nan"), dtype=torch.float64, device=device)
+    past = None
+    for step in range(max_new_tokens):
+        out = model(
+            encoder_outputs=(encoder_out,),
+            decoder_input_ids=tokens,
+            cache=past,
+            use_cache=True,
+        )
+        past = out.cache
+        logits = out.logits[:, -1, :].float()
+        if step == 0 and bundle.no_speech_id is not None:
+            # OpenAI reads P(no speech) at the <|startoftranscript|> position, before any mask.
+            probs = out.logits[:, 0, :].float().softmax(-1)
+            no_speech = probs[:, bundle.no_speech_id].double()
+        logits = logits.masked_fill(suppress_first if step == 0 else suppress, float("-inf"))
+        logprobs = logits.log_softmax(-1)
+        nxt = logits.argmax(-1)
+        nxt = torch.where(finished, torch.full_like(nxt, eot), nxt)
+        sum_logprob += torch.where(
+            finished, 0.0, logprobs.gather(1, nxt[:, None]).squeeze(1).double()
+        )
+        hit_eot |= ~finished & (nxt == eot)
+        finished |= nxt == eot
+        generated = torch.cat([generated, nxt[:, None]], dim=1)
+        if bool(finished.all()):
+            break
+        tokens = nxt[:, None]
+
+    results = []
+    tok = bundle.processor.tokenizer
+    gen = generated.tolist()
+    for i in range(batch):
+        ids = gen[i]
+        ids = ids[: ids.index(eot)] if eot in ids else ids
+        text = tok.decode(ids, skip_special_tokens=True).strip()
+        lp = float(sum_logprob[i])
+        results.append(
+            Decoded(
+                token_ids=ids,
+                text=text,
+                hit_max_length=not bool(hit_eot[i]),
+                sum_logprob=lp,
+                avg_logprob=lp / (len(ids) + 1),
+                no_speech_prob=float(no_speech[i]),
+                compression_ratio=compression_ratio(text),
+            )
+        )
+    return results
+
+
+def transcribe(
+    bundle: WhisperBundle,
+    waves: list[np.ndarray],
+    batch_size: int = 8,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> list[Decoded]:
+    """Greedy transcripts of 16 kHz mono waves, in batches."""
+    out: list[Decoded] = []
+    for start in range(0, len(waves), batch_size):
+        chunk = waves[start : start + batch_size]
+        out += greedy_decode(bundle, encode(bundle, log_mel(bundle, chunk)), max_new_tokens)
+    return out

