@@ -108,6 +108,26 @@ def load_model(
     return _load_transformers(spec, str(model_dir), str(tokenizer_dir), device, _DTYPES[dtype])
 
 
+def decoder_layers(spec: str, cache_dir: str | os.PathLike | None = None) -> int:
+    """Number of decoder layers of ``spec``, from its config alone (for planning the DAG).
+
+    A ct2 checkpoint is converted (and cached) on first use; hf reads only config.json.
+    """
+    from transformers import WhisperConfig
+
+    kind, sep, target = spec.partition(":")
+    if kind == "ct2" and target:
+        target = str(_converted_dir(target, Path(cache_dir) if cache_dir else default_cache_dir()))
+    elif kind not in ("hf", "dir") or not target:
+        raise ModelSpecError(f"model spec {spec!r} must look like hf:<id>, dir:<path> or ct2:<dir>")
+    try:
+        return WhisperConfig.from_pretrained(target).decoder_layers
+    except (OSError, ValueError) as exc:
+        raise ModelSpecError(
+            f"model spec {spec!r}: no Whisper config at {target!r}: {exc}"
+        ) from None
+
+
 def _load_transformers(spec, model_dir, tokenizer_dir, device, dtype) -> WhisperBundle:
     from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor
 

@@ -180,6 +180,184 @@ _add(
 )
 
 
+# --------------------------------------------------------------------------- analysis (tables.py)
+
+_DELTA_DOC = (
+    "Delta per pair, stressed vs its clean twin: percent change 100*(s-c)/c for neff, "
+    "difference s-c for log10_kf, alpha and tail_energy"
+)
+
+_add(
+    Contract(
+        "layer_metrics",
+        "metrics/{model}/{condition}/layer-{layer}.parquet",
+        "Spectral observables of every spectrum of one (model, condition, layer), at each K of "
+        "metrics.k (top-K singular values); one row per utterance x component x prefix x K.",
+        (
+            Col("utt_id", _STR, "utterance id"),
+            Col("model", _STR, "model name"),
+            Col("condition", _STR, "condition"),
+            Col("layer", _I32, "decoder layer, 0-based"),
+            Col("component", _STR, "cross_attn, self_attn, ffn or residual"),
+            Col("prefix", _I32, "0 = all T rows; L = the first L rows"),
+            Col("k", _I32, "top-K singular values the observables are computed on"),
+            Col("n_rows", _I32, "rows of the activation matrix (T, or L)"),
+            Col("n_sv", _I32, "singular values stored for the spectrum (min(T, d))"),
+            Col("centered", _BOOL, "column mean removed before the SVD"),
+            Col("neff", _F64, "effective rank exp(H(p)) of the top K (metrics.neff_power)"),
+            Col("alpha", _F64, "spectral alpha: minus the LSQ slope of log s_i vs log i, top K"),
+            Col(
+                "log10_kf",
+                _F64,
+                "log10 Kirchhoff index K*sum 1/lambda_i of the top-K covariance eigenvalues "
+                "s^2/(n_rows-1) above the relative floor",
+                "log10(1/activation units^2)",
+            ),
+            Col("tail_energy", _F64, "sum_{i>K} s_i^2 / sum_i s_i^2 over the full spectrum"),
+        ),
+    )
+)
+
+_add(
+    Contract(
+        "pairs",
+        "pairs/{model}/pairs.parquet",
+        "The analysed (clean, stressed) pairs of one model: a stressed utterance and its clean "
+        "twin (same utt_id), kept when the stressed WER exceeds the threshold. condition 'hell' "
+        "repeats every kept pair of the three stresses (their union).",
+        (
+            Col("model", _STR, "model name"),
+            Col("condition", _STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
+            Col("stress", _STR, "the stress actually applied (= condition unless hell)"),
+            Col("utt_id", _STR, "utterance id"),
+            Col("speaker", _STR, "speaker id"),
+            Col("wer_clean", _F64, "WER of the clean twin"),
+            Col("wer_stressed", _F64, "WER of the stressed transcript (> threshold)"),
+            Col("n_tokens_clean", _I32, "decoded tokens, clean"),
+            Col("n_tokens_stressed", _I32, "decoded tokens, stressed"),
+            Col("hit_max_length_clean", _BOOL, "clean decode stopped by max_new_tokens"),
+            Col("hit_max_length_stressed", _BOOL, "stressed decode stopped by max_new_tokens"),
+            Col("threshold", _F64, "the stressed-WER threshold used"),
+        ),
+    )
+)
+
+_add(
+    Contract(
+        "pair_counts",
+        "pairs/{model}/pair_counts.parquet",
+        "Pairs per model and condition: how many (clean, stressed) pairs exist and how many "
+        "survive the stressed-WER threshold. hell sums the three stresses.",
+        (
+            Col("model", _STR, "model name"),
+            Col("condition", _STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
+            Col("n_total", _I64, "pairs with both a clean and a stressed transcript"),
+            Col("n_pairs", _I64, "pairs kept (stressed WER > threshold)"),
+            Col("frac_kept", _F64, "n_pairs / n_total"),
+            Col("n_hit_max_length", _I64, "kept pairs whose stressed decode hit max_new_tokens"),
+            Col("threshold", _F64, "the stressed-WER threshold used"),
+        ),
+    )
+)
+
+_add(
+    Contract(
+        "layer_summary",
+        "tables/layer_summary.parquet",
+        "Per layer (and layer = -1: mean over layers) the clean and stressed levels of each "
+        "observable and their delta, with percentile bootstrap CIs over pairs. scope utterance: "
+        "per-pair observables, mean across pairs; scope pooled: one spectrum of the N x d "
+        "matrix of per-utterance row means, bootstrap over utterances. " + _DELTA_DOC + ".",
+        (
+            Col("scope", _STR, "utterance or pooled"),
+            Col("model", _STR, "model name"),
+            Col("condition", _STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
+            Col("layer", _I32, "decoder layer, 0-based; -1 = mean over the model's layers"),
+            Col("component", _STR, "cross_attn, self_attn, ffn or residual"),
+            Col("prefix", _I32, "0 = full length; L = length-matched on the first L rows"),
+            Col("k", _I32, "top-K"),
+            Col("observable", _STR, "neff, log10_kf, alpha or tail_energy"),
+            Col("delta_kind", _STR, "percent (neff) or difference (the others)"),
+            Col("n", _I64, "pairs contributing (finite delta)"),
+            Col("clean", _F64, "clean level: mean over pairs (utterance) or pooled value"),
+            Col("clean_ci_low", _F64, "bootstrap CI of clean, lower"),
+            Col("clean_ci_high", _F64, "bootstrap CI of clean, upper"),
+            Col("stressed", _F64, "stressed level: mean over pairs or pooled value"),
+            Col("stressed_ci_low", _F64, "bootstrap CI of stressed, lower"),
+            Col("stressed_ci_high", _F64, "bootstrap CI of stressed, upper"),
+            Col("delta", _F64, "utterance: mean of per-pair deltas; pooled: delta of pooled"),
+            Col("delta_median", _F64, "median of per-pair deltas (null for pooled)"),
+            Col("delta_ci_low", _F64, "bootstrap CI of delta, lower"),
+            Col("delta_ci_high", _F64, "bootstrap CI of delta, upper"),
+            Col("n_boot", _I32, "bootstrap replicates (0: no CI)"),
+        ),
+    )
+)
+
+_add(
+    Contract(
+        "tables",
+        "tables/tables.parquet",
+        "The paper's Tables 1 (final decoder layer) and 2 (mean over layers): Delta N_eff %, "
+        "Delta log10 Kf and Delta alpha per model x component x condition x K, each scope and "
+        "prefix, with the paper's value beside ours where it reports one (hell, K=50, prefix 0).",
+        (
+            Col("table", _STR, "table1_final_layer or table2_layer_mean"),
+            Col("scope", _STR, "utterance or pooled"),
+            Col("prefix", _I32, "0 = full length; L = length-matched"),
+            Col("model", _STR, "model name"),
+            Col("layer", _I32, "final decoder layer (table 1); -1 = mean over layers (table 2)"),
+            Col("component", _STR, "cross_attn, self_attn, ffn or residual"),
+            Col("condition", _STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
+            Col("k", _I32, "top-K"),
+            Col("n", _I64, "pairs (finite Delta N_eff)"),
+            Col("d_neff_pct", _F64, "Delta N_eff", "%"),
+            Col("d_neff_pct_ci_low", _F64, "its bootstrap CI, lower", "%"),
+            Col("d_neff_pct_ci_high", _F64, "its bootstrap CI, upper", "%"),
+            Col("d_neff_pct_median", _F64, "median over pairs (null for pooled)", "%"),
+            Col("d_log10_kf", _F64, "Delta log10 Kf (difference of logs)"),
+            Col("d_log10_kf_ci_low", _F64, "its bootstrap CI, lower"),
+            Col("d_log10_kf_ci_high", _F64, "its bootstrap CI, upper"),
+            Col("d_log10_kf_median", _F64, "median over pairs (null for pooled)"),
+            Col("d_alpha", _F64, "Delta alpha (difference)"),
+            Col("d_alpha_ci_low", _F64, "its bootstrap CI, lower"),
+            Col("d_alpha_ci_high", _F64, "its bootstrap CI, upper"),
+            Col("d_alpha_median", _F64, "median over pairs (null for pooled)"),
+            Col("paper_model", _STR, "the paper's model this row is compared with (or null)"),
+            Col("paper_match", _STR, "exact, approx (a stand-in model), or null"),
+            Col("paper_d_neff_pct", _F64, "the paper's Delta N_eff", "%"),
+            Col("paper_d_log10_kf", _F64, "the paper's Delta log10 Kf"),
+            Col("paper_d_alpha", _F64, "the paper's Delta alpha"),
+            Col("sign_agrees_neff", _BOOL, "sign(ours) == sign(paper) for Delta N_eff"),
+            Col("sign_agrees_log10_kf", _BOOL, "same for Delta log10 Kf"),
+            Col("sign_agrees_alpha", _BOOL, "same for Delta alpha"),
+        ),
+    )
+)
+
+_add(
+    Contract(
+        "rank_profile",
+        "tables/rank_profile.parquet",
+        "Mean full-length spectra per rank over the kept pairs (clean twins vs stressed), for "
+        "the scree and tail-energy figures.",
+        (
+            Col("model", _STR, "model name"),
+            Col("condition", _STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
+            Col("layer", _I32, "decoder layer, 0-based"),
+            Col("component", _STR, "cross_attn, self_attn, ffn or residual"),
+            Col("rank", _I32, "1-based rank i"),
+            Col("n", _I64, "pairs"),
+            Col("clean_sv", _F64, "mean s_i of clean twins having rank i", "activation units"),
+            Col("stressed_sv", _F64, "mean s_i of stressed having rank i", "activation units"),
+            Col("clean_energy", _F64, "mean of s_i^2 / sum_j s_j^2 (0 beyond a spectrum's end)"),
+            Col("stressed_energy", _F64, "same, stressed"),
+            Col("energy_ratio", _F64, "stressed_energy / clean_energy"),
+        ),
+    )
+)
+
+
 def contract(name: str) -> Contract:
     try:
         return CONTRACTS[name]
@@ -211,6 +389,11 @@ def write_parquet(df: pl.DataFrame | pa.Table, name: str, path: str | os.PathLik
     table = conform(df, name)
     with atomic_path(path, suffix=".parquet.tmp") as tmp:
         pq.write_table(table, tmp, compression="zstd")
+
+
+def write_rows(rows: list[dict], name: str, path: str | os.PathLike) -> None:
+    """Write a list of row dicts under contract ``name`` (an empty list gives an empty file)."""
+    write_parquet(pa.Table.from_pylist(rows, schema=contract(name).arrow), name, path)
 
 
 def to_markdown() -> str:

@@ -1,0 +1,47 @@
+rule corpus:
+    output:
+        manifest=f"{RESULTS}/corpus/manifest.parquet",
+        rejected=f"{RESULTS}/corpus/rejected.parquet",
+    params:
+        root=config["corpus"]["root"],
+        splits=config["corpus"]["splits"],
+        limit=config["corpus"]["limit"] or 0,
+        on_bad_audio=config["corpus"]["on_bad_audio"],
+    log:
+        "logs/corpus/corpus.log",
+    shell:
+        "whisper-spi corpus"
+        " --root {params.root:q}"
+        " --splits {params.splits:q}"
+        " --limit {params.limit}"
+        " --on-bad-audio {params.on_bad_audio}"
+        " --manifest {output.manifest:q}"
+        " --rejected {output.rejected:q}"
+        " > {log:q} 2>&1"
+
+
+rule stress:
+    input:
+        manifest=rules.corpus.output.manifest,
+    output:
+        manifest=f"{RESULTS}/stress/{{condition}}/shard-{{shard}}.parquet",
+        audio=directory(f"{RESULTS}/stress/{{condition}}/shard-{{shard}}"),
+    params:
+        shard_size=config["corpus"]["shard_size"],
+        seed=config["seed"],
+        stress=lambda wc: get_stress_params(wc.condition),
+    log:
+        "logs/stress/{condition}/shard-{shard}.log",
+    benchmark:
+        "benchmarks/stress/{condition}/shard-{shard}.jsonl"
+    shell:
+        "whisper-spi stress"
+        " --manifest {input.manifest:q}"
+        " --condition {wildcards.condition}"
+        " --shard {wildcards.shard}"
+        " --shard-size {params.shard_size}"
+        " --seed {params.seed}"
+        " --params {params.stress:q}"
+        " --audio-dir {output.audio:q}"
+        " --out {output.manifest:q}"
+        " > {log:q} 2>&1"
