@@ -158,10 +158,9 @@ def main() -> None:
         tmp = Path(tmpdir)
         for name, spec in MODELS.items():
             bundle = load_model(spec, device="cpu")
-            opts = DecodeOptions()
             plain = cpu_time(lambda b=bundle: plain_generate(b, waves), args.repeats)
             ours = cpu_time(
-                lambda b=bundle: decode_shard(b, utts, name, "clean", opts, batch_size=8),
+                lambda b=bundle, n=name: decode_shard(b, utts, n, "clean", DecodeOptions(), 8),
                 args.repeats,
             )
             engine = ct2_engine(spec, args.threads, tmp / name)
