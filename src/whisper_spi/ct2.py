@@ -14,6 +14,7 @@ model, an oversized allocation or a read past the buffer.
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,7 +134,7 @@ def parse_checkpoint(buf: bytes | memoryview, source: str = "<buffer>") -> Ct2Ch
         else:
             dtype, nbytes = np.float32, None
         itemsize = 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
-        count = int(np.prod(dims, dtype=np.int64)) if dims else 1
+        count = math.prod(dims)  # Python ints: no overflow from hostile dims
         if nbytes is None:
             nbytes = count * itemsize
         if nbytes != count * itemsize:
