@@ -98,9 +98,12 @@ _add(
         (
             Col("utt_id", _STR, "utterance id"),
             Col("stress", _STR, "condition: clean, time_stretch, speaker_mix, gaussian_noise"),
-            Col("path", _STR, "16 kHz mono FLAC written by the stress rule"),
+            Col("path", _STR, "absolute path of the 16 kHz mono FLAC written by the stress rule"),
             Col(
-                "params", _STR, "JSON of the stress parameters (factor, snr_db, mixed utt_ids, ...)"
+                "params",
+                _STR,
+                "JSON of the stress parameters: {} (clean), factor, snr_db, or n_speakers and"
+                " partners (the mixed utt_ids)",
             ),
             Col("gain", _F64, "scale applied after stressing to avoid clipping (1.0 = none)"),
             Col("seed", _I64, "seed derived from (global seed, stress, utt_id)"),

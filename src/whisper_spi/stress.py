@@ -1,0 +1,289 @@
+"""The acoustic stresses: pure functions from a 16 kHz mono wave to a stressed one.
+
+Conditions: ``clean`` (identity), ``time_stretch`` (3.5x faster), ``speaker_mix`` (the
+target plus five other speakers at equal RMS) and ``gaussian_noise`` (white noise at 0 dB
+SNR). Each function returns :class:`Stressed` (wave, gain): if the result would exceed the
+FLAC full scale it is scaled down as a whole to a peak of :data:`MAX_PEAK`, and ``gain``
+records that factor (1.0 when nothing was done); nothing is ever clipped.
+
+Randomness comes only from ``derive_seed(seed, condition, utt_id)``, so an utterance's
+stressed audio is the same whatever the shard size, worker count or job order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import polars as pl
+import pyrubberband
+from tqdm import tqdm
+
+from . import schemas
+from .audio import TARGET_SR, load_audio, save_flac
+from .config import CONDITIONS
+from .errors import ConfigError, WhisperSpiError
+from .io import derive_seed
+
+DEFAULT_PARAMS: dict[str, dict] = {
+    "clean": {},
+    "time_stretch": {"factor": 3.5},
+    "speaker_mix": {"n_speakers": 6},
+    "gaussian_noise": {"snr_db": 0.0},
+}
+MAX_PEAK = 0.99
+# rubberband round-trips audio through 16-bit WAV files and lowers the gain by itself if
+# its output would clip; feeding it this peak leaves room for the stretched peaks.
+_STRETCH_HEADROOM_PEAK = 0.5
+
+
+class Stressed(NamedTuple):
+    wave: np.ndarray  # float32, mono
+    gain: float  # anti-clipping scale applied to the whole output (1.0 = none)
+
+
+def _limit_peak(wave: np.ndarray) -> Stressed:
+    """Scale the whole wave down to peak MAX_PEAK if it exceeds full scale 1.0."""
+    wave = np.asarray(wave, dtype=np.float64)
+    peak = float(np.abs(wave).max(initial=0.0))
+    gain = MAX_PEAK / peak if peak > 1.0 else 1.0
+    return Stressed((wave * gain).astype(np.float32), gain)
+
+
+def _mono(wave: np.ndarray, what: str = "wave") -> np.ndarray:
+    wave = np.asarray(wave)
+    if wave.ndim != 1 or wave.size == 0:
+        raise ValueError(f"{what} must be a non-empty 1-D (mono) array, got shape {wave.shape}")
+    return wave.astype(np.float64)
+
+
+def _rms(wave: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(wave))))
+
+
+def clean(wave: np.ndarray) -> Stressed:
+    """The unstressed reference: the wave as is (peak-limited like every condition)."""
+    return _limit_peak(_mono(wave))
+
+
+def time_stretch(wave: np.ndarray, sr: int = TARGET_SR, factor: float = 3.5) -> Stressed:
+    """Change tempo without changing pitch, with rubberband (via pyrubberband).
+
+    ``factor`` is a speed factor: 3.5 makes speech 3.5 times FASTER, so the output lasts
+    ``len(wave) / factor`` samples; a factor below 1 slows it down. Speeding up is the
+    stress of the paper: slowing down 3.5x leaves Whisper's WER well below 0.5.
+    Needs the ``rubberband`` command-line program.
+    """
+    if not factor > 0:
+        raise ConfigError(f"time_stretch factor must be > 0, got {factor!r}")
+    if shutil.which("rubberband") is None:
+        raise WhisperSpiError(
+            "time_stretch needs the `rubberband` program on PATH: install it with "
+            "`apt-get install rubberband-cli` (Debian/Ubuntu) or `brew install rubberband`"
+        )
+    wave = _mono(wave)
+    peak = float(np.abs(wave).max())
+    if peak == 0.0:
+        return Stressed(np.zeros(round(wave.size / factor), np.float32), 1.0)
+    scale = _STRETCH_HEADROOM_PEAK / peak
+    stretched = pyrubberband.time_stretch(wave * scale, sr, rate=factor)
+    return _limit_peak(np.asarray(stretched, dtype=np.float64) / scale)
+
+
+def speaker_mix(target: np.ndarray, others: Sequence[np.ndarray]) -> Stressed:
+    """Add the ``others`` to ``target``, each at the target's RMS over the target's length.
+
+    A partner shorter than the target is looped, a longer one trimmed, before its RMS is
+    matched, so every voice carries the same power in the mix.
+    """
+    target = _mono(target, "target")
+    if not others:
+        raise ValueError("speaker_mix needs at least one other utterance")
+    target_rms = _rms(target)
+    mix = target.copy()
+    for i, other in enumerate(others):
+        fitted = np.resize(_mono(other, f"partner {i}"), target.size)  # loops or trims
+        other_rms = _rms(fitted)
+        if other_rms == 0.0:
+            raise ValueError(f"partner {i} is silent over the target's length")
+        mix += fitted * (target_rms / other_rms)
+    return _limit_peak(mix)
+
+
+def gaussian_noise(wave: np.ndarray, snr_db: float = 0.0, *, rng: np.random.Generator) -> Stressed:
+    """Add white Gaussian noise at ``snr_db`` below the utterance's mean power.
+
+    The signal power is the mean square over the whole utterance (pauses included). The
+    noise drawn from ``rng`` is scaled so that its own realised mean square is exactly
+    ``signal power / 10**(snr_db / 10)``: the SNR of the output is the target exactly,
+    not only in expectation. The anti-clipping gain scales signal and noise alike.
+    """
+    wave = _mono(wave)
+    signal_power = float(np.mean(np.square(wave)))
+    if signal_power == 0.0:
+        raise ValueError("cannot set an SNR on a silent wave")
+    noise = rng.standard_normal(wave.size)
+    noise *= math.sqrt(signal_power / 10 ** (snr_db / 10) / np.mean(np.square(noise)))
+    return _limit_peak(wave + noise)
+
+
+def _resolve_params(condition: str, params: Mapping | None) -> dict:
+    if condition not in CONDITIONS:
+        raise ConfigError(f"unknown stress condition {condition!r}; known: {CONDITIONS}")
+    resolved = dict(DEFAULT_PARAMS[condition])
+    unknown = set(params or {}) - set(resolved)
+    if unknown:
+        raise ConfigError(
+            f"unknown parameter(s) {sorted(unknown)} for stress {condition!r};"
+            f" known: {sorted(resolved)}"
+        )
+    resolved.update(params or {})
+    return resolved
+
+
+def draw_mix_partners(
+    manifest: pl.DataFrame, utt_id: str, n_speakers: int = 6, seed: int = 0
+) -> list[str]:
+    """Choose the ``n_speakers - 1`` utterances mixed into ``utt_id``.
+
+    Each comes from a different speaker, none the target's: speakers are drawn without
+    replacement, then one utterance of each. The draw depends only on (seed, utt_id) and
+    the manifest's contents, not its row order.
+    """
+    if isinstance(n_speakers, bool) or not isinstance(n_speakers, int) or n_speakers < 2:
+        raise ConfigError(f"speaker_mix n_speakers must be an integer >= 2, got {n_speakers!r}")
+    target = manifest.filter(pl.col("utt_id") == utt_id)
+    if target.height == 0:
+        raise ConfigError(f"utterance {utt_id} is not in the manifest")
+    target_speaker = target["speaker"][0]
+    by_speaker: dict[str, list[str]] = {}
+    others = manifest.filter(pl.col("speaker") != target_speaker).sort("utt_id")
+    for speaker, other_id in others.select("speaker", "utt_id").iter_rows():
+        by_speaker.setdefault(speaker, []).append(other_id)
+    speakers = sorted(by_speaker)
+    if len(speakers) < n_speakers - 1:
+        raise ConfigError(
+            f"speaker_mix with n_speakers={n_speakers} needs {n_speakers - 1} speakers other "
+            f"than {target_speaker} (speaker of {utt_id}); the manifest has {len(speakers)}"
+        )
+    rng = np.random.default_rng(derive_seed(seed, "speaker_mix", utt_id))
+    chosen = rng.choice(len(speakers), size=n_speakers - 1, replace=False)
+    return [by_speaker[speakers[i]][rng.integers(len(by_speaker[speakers[i]]))] for i in chosen]
+
+
+def apply_stress(
+    condition: str,
+    wave: np.ndarray,
+    sr: int,
+    utt_id: str,
+    seed: int,
+    params: Mapping | None = None,
+    partner_waves: Mapping[str, np.ndarray] | None = None,
+) -> tuple[np.ndarray, float, str]:
+    """Apply one condition to one utterance: (stressed wave, gain, params as JSON).
+
+    ``params`` overrides :data:`DEFAULT_PARAMS` for the condition. For ``speaker_mix``,
+    ``partner_waves`` maps the partner utterance ids (from :func:`draw_mix_partners`) to
+    their waves; the ids go into the JSON.
+    """
+    if sr != TARGET_SR:
+        raise ValueError(f"stress functions expect {TARGET_SR} Hz audio, got {sr} Hz")
+    resolved = _resolve_params(condition, params)
+    if condition == "clean":
+        out = clean(wave)
+    elif condition == "time_stretch":
+        out = time_stretch(wave, sr, factor=float(resolved["factor"]))
+    elif condition == "gaussian_noise":
+        rng = np.random.default_rng(derive_seed(seed, condition, utt_id))
+        out = gaussian_noise(wave, float(resolved["snr_db"]), rng=rng)
+    else:
+        if not partner_waves or len(partner_waves) != resolved["n_speakers"] - 1:
+            raise ValueError(
+                f"speaker_mix of {utt_id} needs {resolved['n_speakers'] - 1} "
+                f"partner waves, got {len(partner_waves or {})}"
+            )
+        out = speaker_mix(wave, list(partner_waves.values()))
+        resolved["partners"] = list(partner_waves)
+    return out.wave, out.gain, json.dumps(resolved, sort_keys=True)
+
+
+def n_shards(n_utterances: int, shard_size: int) -> int:
+    """How many shards of ``shard_size`` utterances cover ``n_utterances``."""
+    if shard_size < 1:
+        raise ConfigError(f"shard size must be >= 1, got {shard_size}")
+    return math.ceil(n_utterances / shard_size)
+
+
+def write_stress_shard(
+    manifest_path: str | os.PathLike,
+    condition: str,
+    shard_index: int,
+    shard_size: int,
+    seed: int,
+    params: Mapping | None,
+    out_dir: str | os.PathLike,
+    out_manifest: str | os.PathLike,
+) -> pl.DataFrame:
+    """Stress the ``shard_index``-th block of ``shard_size`` utterances (manifest sorted by
+    utt_id): FLACs to ``out_dir/<utt_id>.flac``, rows to ``out_manifest`` (contract
+    ``stress_manifest``). Returns the rows written.
+
+    A shard past the end of the manifest is written empty: jobs are planned from
+    :func:`whisper_spi.corpus.list_utterances`, which counts files before their audio is
+    checked, so the plan may hold a shard that no usable utterance fills.
+    """
+    if shard_index < 0 or shard_size < 1:
+        raise ConfigError(
+            f"need shard index >= 0 and shard size >= 1, got {shard_index} and {shard_size}"
+        )
+    manifest = pl.read_parquet(manifest_path).sort("utt_id")
+    resolved = _resolve_params(condition, params)
+    block = manifest.slice(shard_index * shard_size, shard_size)
+    paths = dict(manifest.select("utt_id", "path").iter_rows())
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)  # the rule's output even when empty
+    rows = []
+    for utt_id, path in tqdm(
+        block.select("utt_id", "path").iter_rows(),
+        total=block.height,
+        desc=f"{condition} shard {shard_index}",
+        unit="utt",
+    ):
+        partners = None
+        if condition == "speaker_mix":
+            ids = draw_mix_partners(manifest, utt_id, resolved["n_speakers"], seed)
+            partners = {pid: load_audio(paths[pid]) for pid in ids}
+        wave, gain, params_json = apply_stress(
+            condition, load_audio(path), TARGET_SR, utt_id, seed, resolved, partners
+        )
+        out_path = out_dir / f"{utt_id}.flac"
+        save_flac(out_path, wave)
+        rows.append(
+            {
+                "utt_id": utt_id,
+                "stress": condition,
+                "path": str(out_path.resolve()),
+                "params": params_json,
+                "gain": gain,
+                "seed": derive_seed(seed, condition, utt_id),
+            }
+        )
+    shard = pl.DataFrame(
+        rows,
+        schema={
+            "utt_id": pl.String,
+            "stress": pl.String,
+            "path": pl.String,
+            "params": pl.String,
+            "gain": pl.Float64,
+            "seed": pl.Int64,
+        },
+    )
+    schemas.write_parquet(shard, "stress_manifest", out_manifest)
+    return shard

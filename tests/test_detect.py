@@ -1,0 +1,338 @@
+"""whisper_spi.detect: features, speaker-grouped CV, bootstrap metrics, JSON detector."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from whisper_spi import detect, schemas
+from whisper_spi.spectra import (
+    covariance_eigenvalues,
+    effective_rank,
+    kirchhoff_index,
+    spectral_alpha,
+    tail_energy,
+)
+
+CONDITIONS = ("clean", "time_stretch", "speaker_mix", "gaussian_noise")
+
+
+def synthetic_frame(
+    rng: np.random.Generator, n_speakers: int = 12, per_speaker: int = 8, signal: float = 3.0
+) -> pl.DataFrame:
+    """A features-shaped frame: one spectral feature carries the label, the rest is noise."""
+    n = n_speakers * per_speaker
+    y = rng.random(n) < 0.4
+    cond = np.where(y, "gaussian_noise", "clean")
+    return pl.DataFrame(
+        {
+            "model": ["m"] * n,
+            "condition": cond,
+            "utt_id": [f"u{i}" for i in range(n)],
+            "speaker": [f"s{i // per_speaker}" for i in range(n)],
+            "hallucination": y,
+            "wer": np.where(y, 0.9, 0.1),
+            "n_tokens": rng.integers(5, 50, n),
+            "hit_max_length": np.zeros(n, bool),
+            "avg_logprob": rng.normal(-0.5, 0.2, n),
+            "compression_ratio": rng.normal(1.5, 0.2, n),
+            "no_speech_prob": np.where(rng.random(n) < 0.1, np.nan, rng.random(n)),
+            "n_rows": rng.integers(5, 50, n),
+            "L0_ffn_neff_k10": signal * y + rng.normal(size=n),
+            "L0_ffn_alpha_k10": rng.normal(size=n),
+            "L1_cross_attn_neff_k10": np.where(rng.random(n) < 0.1, np.nan, rng.normal(size=n)),
+        }
+    )
+
+
+# --------------------------------------------------------------------------- folds
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(4, 120),
+    n_speakers=st.integers(2, 15),
+    n_splits=st.integers(2, 7),
+    seed=st.integers(0, 2**40),
+)
+def test_speaker_folds_never_share_a_speaker(n, n_speakers, n_splits, seed):
+    rng = np.random.default_rng(seed)
+    speakers = rng.integers(0, n_speakers, n).astype(str)
+    labels = rng.random(n) < 0.3
+    if len(np.unique(speakers)) < 2:
+        with pytest.raises(ValueError, match="2 speakers"):
+            detect.speaker_folds(speakers, labels, n_splits, seed)
+        return
+    fold = detect.speaker_folds(speakers, labels, n_splits, seed)
+    assert fold.shape == (n,) and (fold >= 0).all()
+    assert len(np.unique(fold)) <= min(n_splits, len(np.unique(speakers)))
+    for f in np.unique(fold):
+        assert not set(speakers[fold == f]) & set(speakers[fold != f])
+
+
+def test_speaker_folds_need_two_speakers():
+    with pytest.raises(ValueError, match="2 speakers"):
+        detect.speaker_folds(["a"] * 5, [0, 1, 0, 1, 0])
+    # two speakers: two folds, not five
+    assert len(np.unique(detect.speaker_folds(list("aabb"), [0, 1, 0, 1]))) == 2
+
+
+def test_cross_validate_folds_are_speaker_disjoint_and_shared():
+    df = synthetic_frame(np.random.default_rng(0))
+    oof = detect.cross_validate(df, settings=("all",), methods=["ours", "avg_logprob"], seed=3)
+    for _, g in oof.group_by("method"):
+        for f in g["fold"].unique():
+            test = set(g.filter(pl.col("fold") == f)["speaker"])
+            train = set(g.filter(pl.col("fold") != f)["speaker"])
+            assert not test & train
+    a, b = (
+        oof.filter(pl.col("method") == m).sort("utt_id")["fold"] for m in ("ours", "avg_logprob")
+    )
+    assert a.equals(b)  # every method sees the same folds
+    assert oof.filter(pl.col("method") == "ours").height == df.height
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_weighted_metrics_match_sklearn():
+    rng = np.random.default_rng(1)
+    y = rng.random(60) < 0.3
+    s = np.round(rng.normal(size=60), 1)  # ties on purpose
+    W = rng.integers(0, 4, size=(5, 60)).astype(float)
+    W[:, np.flatnonzero(y)[0]] += 1
+    W[:, np.flatnonzero(~y)[0]] += 1
+    auc, ap = detect._weighted_auc_ap(s, y, W)
+    for b in range(5):
+        assert auc[b] == pytest.approx(roc_auc_score(y, s, sample_weight=W[b]), abs=1e-12)
+        assert ap[b] == pytest.approx(average_precision_score(y, s, sample_weight=W[b]), 1e-12)
+
+
+def test_planted_signal_and_shuffled_labels():
+    rng = np.random.default_rng(2)
+    df = synthetic_frame(rng, n_speakers=20, per_speaker=10)
+    methods = ["ours", "avg_logprob", "avg_logprob_lr", "heuristics_lr"]
+    oof = detect.cross_validate(df, settings=("all",), methods=methods, seed=1)
+    res, cmp = detect.evaluate(oof, seed=1, n_boot=300)
+    ours = res.filter(pl.col("method") == "ours").row(0, named=True)
+    assert ours["auroc"] > 0.9 and ours["auroc_lo"] > 0.8
+    assert ours["auroc_lo"] <= ours["auroc"] <= ours["auroc_hi"]
+    assert ours["n"] == df.height and ours["n_pos"] == int(df["hallucination"].sum())
+    best = cmp.filter(pl.col("best_baseline") & (pl.col("method") == "ours"))
+    assert best.height == 1 and best["d_auroc_lo"][0] > 0  # ours beats noise baselines
+
+    shuffled = df.with_columns(pl.Series("hallucination", rng.permutation(df["hallucination"])))
+    oof = detect.cross_validate(shuffled, settings=("all",), methods=["ours"], seed=1)
+    r = detect.results_table(oof, seed=1, n_boot=300).row(0, named=True)
+    assert r["auroc_lo"] <= 0.5 <= r["auroc_hi"]
+
+
+def test_stressed_setting_drops_clean():
+    df = synthetic_frame(np.random.default_rng(3))
+    df = df.with_columns(
+        condition=pl.when(pl.arange(0, df.height) % 3 == 0)
+        .then(pl.lit("clean"))
+        .otherwise(pl.lit("speaker_mix"))
+    )
+    oof = detect.cross_validate(df, methods=["ours", "no_speech_prob"])
+    assert set(oof["setting"]) == {"all", "stressed"}
+    assert "clean" not in set(oof.filter(pl.col("setting") == "stressed")["condition"])
+    assert oof["score"].is_finite().all()  # NaN heuristics and features are imputed
+    res = detect.results_table(oof, n_boot=50)
+    assert res.columns == [
+        "model", "setting", "method", "auroc", "auroc_lo", "auroc_hi",
+        "auprc", "auprc_lo", "auprc_hi", "n", "n_pos",
+    ]  # fmt: skip
+    chart = detect.roc_figure(oof)
+    assert chart.to_dict()["facet"]["column"]["field"] == "model"
+
+
+# --------------------------------------------------------------------------- detector
+
+
+def test_detector_json_round_trip(tmp_path):
+    df = synthetic_frame(np.random.default_rng(4))
+    det = detect.fit_detector(df, C=0.5)
+    path = tmp_path / "detector.json"
+    detect.save_detector(det, path)
+    assert "pickle" not in path.read_text()
+    json.loads(path.read_text())  # plain JSON
+    loaded = detect.load_detector(path)
+    assert loaded == det
+    np.testing.assert_array_equal(detect.score(loaded, df), detect.score(det, df))
+
+    # the same model in scikit-learn: median-impute, standardise, L2 logistic regression
+    names = det["feature_names"]
+    assert names == [*detect.spectral_feature_names(df), "n_rows"]
+    X = df.select(names).to_numpy().astype(float)
+    med = np.nanmedian(X, axis=0)
+    X = np.where(np.isnan(X), med, X)
+    Z = (X - X.mean(0)) / X.std(0)
+    lr = LogisticRegression(C=0.5, max_iter=2000).fit(Z, df["hallucination"].to_numpy())
+    np.testing.assert_allclose(detect.score(loaded, df), lr.decision_function(Z), atol=1e-6)
+
+    row = df.row(7, named=True)
+    assert detect.score(loaded, row) == pytest.approx(detect.score(det, df)[7], abs=1e-12)
+    assert 0 < detect.probability(loaded, row) < 1
+    with pytest.raises(KeyError):
+        detect.score(loaded, {n: 1.0 for n in names[1:]})
+
+
+# --------------------------------------------------------------------------- features
+
+
+def _spectra_rows(rng, utt, condition, T, layers=(0, 1), comps=("cross_attn", "ffn")):
+    rows = []
+    for layer in layers:
+        for comp in comps:
+            sv = np.sort(rng.gamma(2.0, size=min(T, 64)))[::-1]
+            for prefix in (0, 16):
+                if prefix and prefix > T:
+                    continue
+                rows.append(
+                    {
+                        "utt_id": utt,
+                        "model": "tiny",
+                        "condition": condition,
+                        "layer": layer,
+                        "component": comp,
+                        "prefix": prefix,
+                        "n_rows": prefix or T,
+                        "centered": False,
+                        # prefix rows get a different spectrum: they must not leak in
+                        "sv": sv if prefix == 0 else sv[: min(prefix, len(sv))] * 7,
+                        "row_mean": None if prefix else np.zeros(4, np.float32),
+                    }
+                )
+    return rows
+
+
+def _transcript(utt, speaker, condition, wer):
+    return {
+        "utt_id": utt,
+        "speaker": speaker,
+        "model": "tiny",
+        "condition": condition,
+        "reference": "a b",
+        "hypothesis": "a c",
+        "token_ids": [1, 2],
+        "n_tokens": 2,
+        "hit_max_length": False,
+        "avg_logprob": -0.3 - wer,
+        "compression_ratio": 1.2 + wer,
+        "no_speech_prob": 0.01,
+        "wer": wer,
+        "hallucination": wer > 0.5,
+    }
+
+
+@pytest.fixture
+def decoded(tmp_path):
+    """Spectra files (one per condition and layer) and transcripts of 3 utterances x 2 conds."""
+    rng = np.random.default_rng(5)
+    T = {"clean": [3, 20, 70], "speaker_mix": [1, 40, 225]}  # T=1: NaN Kf/alpha; 225 > 64 sv
+    spectra, transcripts, rows_by_cond = [], [], {}
+    for cond, ts in T.items():
+        rows, trs = [], []
+        for i, t in enumerate(ts):
+            rows += _spectra_rows(rng, f"1-2-{i}", cond, t)
+            trs.append(_transcript(f"1-2-{i}", f"s{i}", cond, 0.1 if cond == "clean" else 0.6 + i))
+        rows_by_cond[cond] = (rows, trs)
+        for layer in (0, 1):
+            p = tmp_path / f"{cond}-layer-{layer}.parquet"
+            schemas.write_rows([r for r in rows if r["layer"] == layer], "spectra", p)
+            spectra.append(str(p))
+        p = tmp_path / f"{cond}-transcripts.parquet"
+        schemas.write_rows(trs, "transcripts", p)
+        transcripts.append(str(p))
+    return spectra, transcripts, rows_by_cond
+
+
+def test_features_against_direct_calls(decoded):
+    spectra, transcripts, rows_by_cond = decoded
+    df = detect.features(spectra, transcripts, k=(10, 50))
+    assert df.height == 6
+    feats = detect.spectral_feature_names(df)
+    assert len(feats) == 2 * 2 * 4 * 2
+    assert feats[:4] == [
+        "L0_cross_attn_neff_k10", "L0_cross_attn_neff_k50",
+        "L0_cross_attn_alpha_k10", "L0_cross_attn_alpha_k50",
+    ]  # fmt: skip
+    assert df.columns[: len(detect.KEYS) + len(detect.META)] == [*detect.KEYS, *detect.META]
+    assert df.columns[len(detect.KEYS) + len(detect.META) :] == feats
+    for cond, (rows, trs) in rows_by_cond.items():
+        for r in (r for r in rows if r["prefix"] == 0):
+            got = df.filter((pl.col("condition") == cond) & (pl.col("utt_id") == r["utt_id"]))
+            got = got.row(0, named=True)
+            sv, T = r["sv"], r["n_rows"]
+            assert got["n_rows"] == T
+            name = f"L{r['layer']}_{r['component']}"
+            for K in (10, 50):
+                eig = covariance_eigenvalues(sv[:K], T)
+                eig = np.pad(eig, (0, K - len(eig)))
+                want = {
+                    "neff": effective_rank(sv, k=K),
+                    "alpha": spectral_alpha(sv, k=K),
+                    "log10_kf": np.log10(kirchhoff_index(eig)) if T >= 2 else np.nan,
+                    "tail_energy": tail_energy(sv, K),
+                }
+                for obs, w in want.items():
+                    v = got[f"{name}_{obs}_k{K}"]
+                    if np.isnan(w):
+                        assert v is None or np.isnan(v), (name, obs, K)
+                    else:
+                        assert v == pytest.approx(w, rel=1e-12), (name, obs, K)
+        for t in trs:
+            got = df.filter((pl.col("condition") == cond) & (pl.col("utt_id") == t["utt_id"]))
+            got = got.row(0, named=True)
+            assert got["hallucination"] == (t["wer"] > 0.5)
+            assert got["speaker"] == t["speaker"]
+            assert got["avg_logprob"] == t["avg_logprob"]
+
+    only = detect.features(spectra, transcripts, stressed_only=True)
+    assert set(only["condition"]) == {"speaker_mix"}
+    assert_frame_equal(only, df.filter(pl.col("condition") == "speaker_mix"))
+
+    with pytest.raises(ValueError, match="more than one"):
+        detect.features(spectra + spectra[:1], transcripts)
+
+
+def test_features_from_capture_matches_features(decoded):
+    spectra, transcripts, rows_by_cond = decoded
+    df = detect.features(spectra, transcripts)
+    rows, trs = rows_by_cond["speaker_mix"]
+    by_layer = {layer: [r for r in rows if r["layer"] == layer] for layer in (0, 1)}
+    for t in trs:
+        mine = [r for rs in by_layer.values() for r in rs if r["utt_id"] == t["utt_id"]]
+        one = detect.features_from_capture(mine, t)
+        want = df.filter((pl.col("condition") == "speaker_mix") & (pl.col("utt_id") == t["utt_id"]))
+        assert_frame_equal(one, want)  # NaN (undefined observable) == NaN here
+    # decode_shard's {layer: rows} mapping, several utterances, no wer (unlabelled audio)
+    unlabelled = [{k: v for k, v in t.items() if k != "wer"} for t in trs]
+    many = detect.features_from_capture(by_layer, unlabelled)
+    assert many.height == 3 and many["hallucination"].is_null().all()
+    det = detect.fit_detector(synthetic_frame(np.random.default_rng(6)), method="ours_no_T")
+    assert np.isfinite(detect.score(det, many)).all()  # its features are a subset: fine
+    with pytest.raises(KeyError):  # a feature the detector needs is absent: refused
+        detect.score(det, many.drop("L1_cross_attn_neff_k10"))
+
+
+def test_run_detect_writes_everything(decoded, tmp_path):
+    spectra, transcripts, _ = decoded
+    paths = detect.run_detect(
+        spectra, transcripts, tmp_path / "out", seed=7, n_boot=20, n_splits=3, figure=False
+    )
+    for p in paths.values():
+        assert p.is_file()
+    det = detect.load_detector(paths["detector"])
+    df = detect.features(spectra, transcripts, **detect.feature_kwargs(det))
+    assert np.isfinite(detect.score(det, df)).all()
+    assert "| model |" in paths["markdown"].read_text()
