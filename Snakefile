@@ -11,6 +11,8 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/decode.smk"
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/theory.smk"
 
 
 rule all:

@@ -8,8 +8,10 @@ stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from pathlib import Path
 
 from .errors import WhisperSpiError
 
@@ -92,6 +94,234 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from .corpus import write_manifest
+
+    manifest, rejected = write_manifest(
+        args.root, args.splits, args.limit or None, args.on_bad_audio, args.manifest, args.rejected
+    )
+    print(
+        f"corpus: {manifest.height} utterances kept, {rejected.height} rejected "
+        f"(see {args.rejected})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_stress(args: argparse.Namespace) -> int:
+    from .stress import write_stress_shard
+
+    rows = write_stress_shard(
+        args.manifest,
+        args.condition,
+        int(args.shard),
+        args.shard_size,
+        args.seed,
+        _json(args.params, "--params"),
+        args.audio_dir,
+        args.out,
+    )
+    print(f"stress {args.condition} shard {args.shard}: {rows.height} utterances", file=sys.stderr)
+    return 0
+
+
+def _json(text: str, flag: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise WhisperSpiError(f"{flag}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise WhisperSpiError(f"{flag}: expected a JSON object, got {text!r}")
+    return value
+
+
+def _metric_options(text: str):
+    from .tables import MetricOptions
+
+    try:
+        return MetricOptions.from_dict(_json(text, "--options"))
+    except ValueError as exc:
+        raise WhisperSpiError(str(exc)) from None
+
+
+def cmd_layer_metrics(args: argparse.Namespace) -> int:
+    from .tables import layer_metrics, write_layer_metrics
+
+    write_layer_metrics(layer_metrics(args.spectra, _metric_options(args.options)), args.out)
+    return 0
+
+
+def cmd_pairs(args: argparse.Namespace) -> int:
+    from .tables import pairs_and_counts, write_pairs
+
+    pairs, counts = pairs_and_counts(args.transcripts, threshold=args.threshold)
+    write_pairs(pairs, counts, args.pairs, args.counts)
+    return 0
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    from .tables import build_tables
+
+    build_tables(
+        args.metrics,
+        args.pairs,
+        args.counts,
+        args.out_dir,
+        spectra_paths=args.spectra,
+        options=_metric_options(args.options),
+        seed=args.seed,
+    )
+    return 0
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from .figures import make_figures
+
+    make_figures(
+        pl.read_parquet(args.summary),
+        pl.read_parquet(args.profile),
+        args.out_dir,
+        _metric_options(args.options),
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import collect_versions, write_report
+
+    config = _json(args.config_json, "--config-json")
+    extras = [(title, table, None if png == "-" else png) for title, table, png in args.extra]
+    write_report(
+        args.out,
+        args.tables_dir,
+        args.figures_dir,
+        args.pair_counts,
+        config,
+        collect_versions(),
+        extras,
+    )
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from .detect import run_detect
+
+    run_detect(
+        args.spectra,
+        args.transcripts,
+        args.out_dir,
+        seed=args.seed,
+        threshold=args.threshold,
+        k=args.k,
+        n_boot=args.n_boot,
+    )
+    return 0
+
+
+def cmd_theory_measure(args: argparse.Namespace) -> int:
+    import polars as pl
+    import soundfile as sf
+    from tqdm import tqdm
+
+    from .io import stable_hash
+    from .models import load_model
+    from .schemas import write_parquet
+    from .theory import measure
+
+    _quiet_transformers()
+    _threads(args.threads)
+    bundle = load_model(args.model, device=args.device, cache_dir=args.cache)
+    # The same utterances in every condition: the n with the smallest stable hash.
+    ids = pl.read_parquet(args.corpus_manifest, columns=["utt_id"])["utt_id"].to_list()
+    sample = sorted(ids, key=stable_hash)[: args.n]
+    audio = pl.scan_parquet(args.stress_manifests).select("utt_id", "path")
+    audio = audio.filter(pl.col("utt_id").is_in(sample)).collect().sort("utt_id")
+    frames = []
+    for row in tqdm(audio.iter_rows(named=True), total=audio.height, file=sys.stderr):
+        wave = sf.read(row["path"], dtype="float32")[0]
+        m = measure(bundle, wave, k=args.k, iters=args.iters, seed=args.seed)
+        frames.append(
+            m.with_columns(
+                model=pl.lit(args.model_name),
+                condition=pl.lit(args.condition),
+                utt_id=pl.lit(row["utt_id"]),
+            )
+        )
+    out = pl.concat(frames, how="diagonal") if frames else pl.DataFrame()
+    write_parquet(
+        out.select(_contract_columns("theory_measurements")), "theory_measurements", args.out
+    )
+    return 0
+
+
+def _contract_columns(name: str) -> list[str]:
+    from .schemas import contract
+
+    return [c.name for c in contract(name).cols]
+
+
+def cmd_theory_summary(args: argparse.Namespace) -> int:
+    import numpy as np
+    import polars as pl
+
+    from .figures import save_chart
+    from .io import atomic_path
+    from .theory import phase_diagram, phase_figure, place_on_diagram, theory_table
+
+    measured = pl.scan_parquet(args.measurements).collect()
+    table = theory_table(measured)
+    # Simulate at the measured relative noise and depth, over a range wide enough to hold
+    # the measured points (rho of real decoders sits near the random-alignment level).
+    eps = float(np.clip(measured["eps"].median(), 1e-3, 0.95))
+    depth = int(measured["layer"].max()) + 1
+    grid = phase_diagram(
+        np.logspace(-2, 1.5, 12),
+        np.logspace(-3.5, 0, 10),
+        eps=eps,
+        depth=max(depth, 2),
+        seed=args.seed,
+    )
+    placed = place_on_diagram(table, grid)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    flat = placed.select(pl.exclude(pl.List(pl.Float64)))
+    with atomic_path(out / "theory_table.csv") as tmp:
+        flat.write_csv(tmp)
+    pooled = flat.filter(pl.col("layer").is_null())
+    cols = [
+        "model",
+        "condition",
+        "n_utts",
+        "gamma_median",
+        "rho_median",
+        "eps_median",
+        "rho_chance_median",
+        "j_ratio_median",
+        "purity",
+        "regime1_hypothesis",
+        "regime2_hypothesis",
+        "regime",
+    ]
+    md = _markdown(pooled.select([c for c in cols if c in pooled.columns]))
+    with atomic_path(out / "theory_table.md") as tmp:
+        tmp.write_text(f"# Theorem 1, measured (simulated grid at eps = {eps:.3g})\n\n{md}\n")
+    save_chart(phase_figure(grid, table), Path(args.figure))
+    return 0
+
+
+def _markdown(df) -> str:
+    head = "| " + " | ".join(df.columns) + " |"
+    rule = "|" + "---|" * len(df.columns)
+
+    def cell(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.iter_rows()]
+    return "\n".join([head, rule, *rows])
+
+
 def cmd_schemas(args: argparse.Namespace) -> int:
     from .schemas import to_markdown
 
@@ -133,6 +363,105 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--center", action="store_true")
     p.add_argument("--prefix-lengths", type=int, nargs="*", default=[16, 32])
     p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("corpus", help="scan a LibriSpeech-layout corpus into a manifest")
+    p.add_argument("--root", default="demo", help="LibriSpeech root, or 'demo'")
+    p.add_argument("--splits", nargs="+", default=["test-clean"])
+    p.add_argument("--limit", type=int, default=0, help="0 = all")
+    p.add_argument("--on-bad-audio", choices=["skip", "fail"], default="skip")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--rejected", required=True)
+    p.set_defaults(func=cmd_corpus)
+
+    p = sub.add_parser("stress", help="write one shard of stressed audio and its manifest")
+    p.add_argument("--manifest", required=True, help="corpus manifest")
+    p.add_argument("--condition", required=True)
+    p.add_argument("--shard", required=True)
+    p.add_argument("--shard-size", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--params", default="{}", help="JSON of the stress parameters")
+    p.add_argument("--audio-dir", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_stress)
+
+    p = sub.add_parser("layer-metrics", help="observables of every spectrum of one layer")
+    p.add_argument("--spectra", nargs="+", required=True)
+    p.add_argument("--options", default="{}", help="JSON of the metrics options")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_layer_metrics)
+
+    p = sub.add_parser("pairs", help="clean/stressed pairs of one model and their counts")
+    p.add_argument("--transcripts", nargs="+", required=True)
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--pairs", required=True)
+    p.add_argument("--counts", required=True)
+    p.set_defaults(func=cmd_pairs)
+
+    p = sub.add_parser("tables", help="Delta% tables (paper Tables 1 and 2) with bootstrap CIs")
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--pairs", nargs="+", required=True)
+    p.add_argument("--counts", nargs="+", required=True)
+    p.add_argument("--spectra", nargs="*", default=[])
+    p.add_argument("--options", default="{}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("figures", help="trajectories, phase diagram, tail energy, scree")
+    p.add_argument("--summary", required=True, help="tables/layer_summary.parquet")
+    p.add_argument("--profile", required=True, help="tables/rank_profile.parquet")
+    p.add_argument("--options", default="{}")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_figures)
+
+    p = sub.add_parser("report", help="one self-contained HTML report")
+    p.add_argument("--tables-dir", required=True)
+    p.add_argument("--figures-dir", required=True)
+    p.add_argument("--pair-counts", required=True)
+    p.add_argument("--config-json", default="{}", help="the run's config, shown in the report")
+    p.add_argument(
+        "--extra",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("TITLE", "CSV", "PNG"),
+        help="a further section: title, a CSV table, a PNG figure (or -)",
+    )
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("detect-eval", help="spectral detector vs Whisper's heuristics, one model")
+    p.add_argument("--spectra", nargs="+", required=True)
+    p.add_argument("--transcripts", nargs="+", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--k", type=int, nargs="+", default=[10, 50])
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("theory-measure", help="measure rho, gamma, eps, J on sampled utterances")
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--condition", required=True)
+    p.add_argument("--stress-manifests", nargs="+", required=True)
+    p.add_argument("--corpus-manifest", required=True)
+    p.add_argument("--n", type=int, default=2, help="utterances sampled")
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--iters", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cache", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_theory_measure)
+
+    p = sub.add_parser("theory-summary", help="theory table and the measured phase diagram")
+    p.add_argument("--measurements", nargs="+", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--figure", required=True, help="figure stem (writes .html and .png)")
+    p.set_defaults(func=cmd_theory_summary)
 
     p = sub.add_parser("schemas", help="print the Parquet data contracts as Markdown")
     p.set_defaults(func=cmd_schemas)

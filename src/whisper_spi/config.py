@@ -55,6 +55,12 @@ def validate(config: dict) -> dict:
     errors = sorted(_Validator(schema()).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(_message(errors[0]))
+    from .tables import MetricOptions
+
+    try:
+        MetricOptions.from_dict(cfg["metrics"])  # cross-key rules (figure_k in k, ...)
+    except ValueError as exc:
+        raise ConfigError(f"config key {exc}") from None
     root = cfg["corpus"]["root"]
     if root != "demo":
         path = Path(root)

@@ -240,6 +240,7 @@ def _converted_dir(target: str, cache_dir: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir))
     try:
         convert_ct2(files, tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp is owner-only; a shared cache must be readable
         try:
             os.rename(tmp, final)
         except OSError:

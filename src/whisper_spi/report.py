@@ -11,7 +11,7 @@ import html
 import importlib.metadata
 import math
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -167,6 +167,13 @@ def _figures(figures: Mapping[str, Any] | str | Path) -> dict[str, Any]:
     return found
 
 
+def _extra_html(title: str, table: str | Path, png: str | Path | None) -> str:
+    parts = [f"<h2>{_esc(title)}</h2>", _frame_html(pl.read_csv(table))]
+    if png:
+        parts.append(_figure_html(Path(png).stem, png))
+    return "".join(parts)
+
+
 def write_report(
     out_html: str | Path,
     tables_dir: str | Path,
@@ -174,8 +181,12 @@ def write_report(
     pair_counts: pl.DataFrame | str | Path,
     config: Mapping[str, Any],
     versions: Mapping[str, str] | None = None,
+    extras: Sequence[tuple[str, str | Path, str | Path | None]] = (),
 ) -> Path:
     """Write the report page to ``out_html``.
+
+    ``extras``: further sections "beyond the paper", each (title, CSV table, PNG figure or
+    None), e.g. the measured theory and the detector's results.
 
     ``tables_dir`` holds the tables stage's ``tables.parquet``; ``figures`` is a mapping name ->
     altair chart (inlined as SVG) or -> PNG path, or a directory holding ``<name>.png`` for
@@ -220,6 +231,7 @@ def write_report(
         ),
         "<h2>Figures</h2>",
         *[_figure_html(name, fig) for name, fig in figs.items()],
+        *[_extra_html(title, table, png) for title, table, png in extras],
         "<h2>Configuration</h2>",
         f"<pre>{_esc(config_yaml)}</pre>",
         "<h2>Versions</h2>",

@@ -361,6 +361,39 @@ _add(
 )
 
 
+_add(
+    Contract(
+        "theory_measurements",
+        "theory/{model}/{condition}.parquet",
+        "Theorem 1's quantities measured on a real decoder (whisper_spi.theory.measure), one row "
+        "per sampled utterance x decoder layer. h_l = residual stream after layer l at the "
+        "positions that emitted the decoded tokens; c = encoder output.",
+        (
+            Col("model", _STR, "model name"),
+            Col("condition", _STR, "condition"),
+            Col("utt_id", _STR, "utterance id"),
+            Col("layer", _I32, "decoder layer, 0-based"),
+            Col("n_positions", _I32, "T, rows of h_l"),
+            Col("d_model", _I32, "d"),
+            Col("s", _F64, "sigma_1 of the propagator A_l = dh_l/dh_{l-1}"),
+            Col("eps", _F64, "sigma_2 / sigma_1 of A_l (relative noise ||R_l|| / s_l)"),
+            Col("rho", _F64, "|<v_l, u_{l-1}>|, alignment of consecutive layers; null at 0"),
+            Col("gamma", _F64, "s_l * rho_l, effective gain"),
+            Col("gamma_sup", _F64, "s_l (rho_l + eps_l), Theorem 1's gamma"),
+            Col("rho_chance", _F64, "E|<a,b>| of random unit vectors in dimension T*d"),
+            Col("b_norm", _F64, "sigma_1 of the injection B_l = dh_l/dc"),
+            Col("a_sv", pa.list_(_F64), "top singular values of A_l"),
+            Col("b_sv", pa.list_(_F64), "top singular values of B_l"),
+            Col("a_resid", _F64, "power-iteration residual ||A^T u - s v|| / s"),
+            Col("b_resid", _F64, "same for B_l"),
+            Col("j_sv", pa.list_(_F64), "top singular values of J_L = dh_L/dc (last layer only)"),
+            Col("j_ratio", _F64, "sigma_2 / sigma_1 of J_L (last layer only)"),
+            Col("j_resid", _F64, "power-iteration residual for J_L"),
+        ),
+    )
+)
+
+
 def contract(name: str) -> Contract:
     try:
         return CONTRACTS[name]

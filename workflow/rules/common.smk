@@ -1,6 +1,7 @@
 # Workflow-side helpers: config validation and the DAG's shape. Pure functions over config.
 import json
 import math
+import shlex
 
 from snakemake.exceptions import WorkflowError
 
@@ -54,6 +55,20 @@ def get_decode_flags():
     return " ".join(flag for flag, key in switches.items() if config["decode"][key])
 
 
+# The metrics options the per-layer observables depend on; the rest (bootstrap, pooled scope,
+# figures) only affect the tables, so changing them does not rerun layer_metrics.
+OBSERVABLE_KEYS = (
+    "k", "neff_power", "alpha_start", "alpha_stop", "alpha_method", "rank_tol", "kf_floor",
+    "kf_pad_to_k",
+)
+
+
+def get_metric_options(keys=None):
+    """The metrics config (or its ``keys``) as JSON for the CLI's --options."""
+    options = {k: v for k, v in config["metrics"].items() if keys is None or k in keys}
+    return json.dumps(options, sort_keys=True)
+
+
 def get_spectra(model, condition, shard):
     return expand(
         f"{RESULTS}/decode/{model}/{condition}/shard-{shard}/layer-{{layer}}.parquet",
@@ -61,10 +76,64 @@ def get_spectra(model, condition, shard):
     )
 
 
-def get_final_output():
+def get_all_spectra(model=None):
+    models = [model] if model else list(MODELS)
+    return [p for m in models for c in CONDITIONS for s in SHARDS for p in get_spectra(m, c, s)]
+
+
+def get_layer_spectra(wildcards):
+    return expand(
+        f"{RESULTS}/decode/{{model}}/{{condition}}/shard-{{shard}}/layer-{{layer}}.parquet",
+        model=wildcards.model,
+        condition=wildcards.condition,
+        shard=SHARDS,
+        layer=wildcards.layer,
+    )
+
+
+def get_transcripts(wildcards):
+    return expand(
+        f"{RESULTS}/decode/{{model}}/{{condition}}/shard-{{shard}}/transcripts.parquet",
+        model=wildcards.model,
+        condition=CONDITIONS,
+        shard=SHARDS,
+    )
+
+
+def get_all_layer_metrics():
     return [
-        f"{RESULTS}/decode/{m}/{c}/shard-{s}/transcripts.parquet"
+        f"{RESULTS}/metrics/{m}/{c}/layer-{layer}.parquet"
         for m in MODELS
         for c in CONDITIONS
-        for s in SHARDS
-    ] + [path for m in MODELS for c in CONDITIONS for s in SHARDS for path in get_spectra(m, c, s)]
+        for layer in range(N_LAYERS[m])
+    ]
+
+
+def get_report_sections():
+    """(title, table CSV, figure PNG) of the report's sections beyond the paper."""
+    sections = [
+        (f"Hallucination detection: {m}", f"{RESULTS}/detect/{m}/results.csv",
+         f"{RESULTS}/detect/{m}/roc.png")
+        for m in MODELS
+    ]
+    if config["theory"]["n_utterances"]:
+        sections.append(
+            ("Theorem 1, measured", f"{RESULTS}/theory/theory_table.csv",
+             f"{RESULTS}/figures/theory_phase.png")
+        )
+    return sections
+
+
+def get_report_extras(wildcards):
+    return [path for _, table, png in get_report_sections() for path in (table, png)]
+
+
+def get_report_extra_args(wildcards):
+    return " ".join(
+        f"--extra {shlex.quote(t)} {shlex.quote(c)} {shlex.quote(p)}"
+        for t, c, p in get_report_sections()
+    )
+
+
+def get_final_output():
+    return [f"{RESULTS}/report.html"]

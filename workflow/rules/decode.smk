@@ -33,7 +33,7 @@ for _model, _spec in MODELS.items():
             "whisper-spi decode"
             " --model-name {params.name:q}"
             " --model {params.spec:q}"
-            " --cache {params.cache:q}"
+            " --cache={params.cache:q}"
             " --condition {wildcards.condition}"
             " --stress-manifest {input.stress:q}"
             " --corpus-manifest {input.corpus:q}"

@@ -1,0 +1,148 @@
+rule layer_metrics:
+    input:
+        get_layer_spectra,
+    output:
+        f"{RESULTS}/metrics/{{model}}/{{condition}}/layer-{{layer}}.parquet",
+    params:
+        options=get_metric_options(OBSERVABLE_KEYS),
+    log:
+        "logs/layer_metrics/{model}/{condition}/layer-{layer}.log",
+    shell:
+        "whisper-spi layer-metrics"
+        " --spectra {input:q}"
+        " --options {params.options:q}"
+        " --out {output:q}"
+        " > {log:q} 2>&1"
+
+
+rule pairs:
+    input:
+        get_transcripts,
+    output:
+        pairs=f"{RESULTS}/pairs/{{model}}/pairs.parquet",
+        counts=f"{RESULTS}/pairs/{{model}}/pair_counts.parquet",
+    params:
+        threshold=config["decode"]["hallucination_wer"],
+    log:
+        "logs/pairs/{model}.log",
+    shell:
+        "whisper-spi pairs"
+        " --transcripts {input:q}"
+        " --threshold {params.threshold}"
+        " --pairs {output.pairs:q}"
+        " --counts {output.counts:q}"
+        " > {log:q} 2>&1"
+
+
+rule tables:
+    input:
+        metrics=get_all_layer_metrics(),
+        pairs=expand(rules.pairs.output.pairs, model=MODELS),
+        counts=expand(rules.pairs.output.counts, model=MODELS),
+        spectra=get_all_spectra(),
+    output:
+        summary=f"{RESULTS}/tables/layer_summary.parquet",
+        profile=f"{RESULTS}/tables/rank_profile.parquet",
+        tables=f"{RESULTS}/tables/tables.parquet",
+        csv=expand(
+            f"{RESULTS}/tables/{{name}}.{{ext}}",
+            name=["table1_final_layer", "table2_layer_mean", "pair_counts"],
+            ext=["csv", "md"],
+        ),
+    params:
+        options=get_metric_options(),
+        seed=config["seed"],
+        out_dir=f"{RESULTS}/tables",
+    log:
+        "logs/tables/tables.log",
+    benchmark:
+        "benchmarks/tables/tables.jsonl"
+    shell:
+        "whisper-spi tables"
+        " --metrics {input.metrics:q}"
+        " --pairs {input.pairs:q}"
+        " --counts {input.counts:q}"
+        " --spectra {input.spectra:q}"
+        " --options {params.options:q}"
+        " --seed {params.seed}"
+        " --out-dir {params.out_dir:q}"
+        " > {log:q} 2>&1"
+
+
+rule figures:
+    input:
+        summary=rules.tables.output.summary,
+        profile=rules.tables.output.profile,
+    output:
+        expand(
+            f"{RESULTS}/figures/{{name}}.{{ext}}",
+            name=["trajectories", "phase_diagram", "tail_energy", "scree"],
+            ext=["html", "png"],
+        ),
+    params:
+        options=get_metric_options(),
+        out_dir=f"{RESULTS}/figures",
+    log:
+        "logs/figures/figures.log",
+    shell:
+        "whisper-spi figures"
+        " --summary {input.summary:q}"
+        " --profile {input.profile:q}"
+        " --options {params.options:q}"
+        " --out-dir {params.out_dir:q}"
+        " > {log:q} 2>&1"
+
+
+rule detect:
+    input:
+        spectra=lambda wc: get_all_spectra(wc.model),
+        transcripts=get_transcripts,
+    output:
+        expand(
+            f"{RESULTS}/detect/{{{{model}}}}/{{name}}",
+            name=["results.csv", "comparison.csv", "results.md", "detector.json", "roc.png"],
+        ),
+    params:
+        seed=config["seed"],
+        threshold=config["decode"]["hallucination_wer"],
+        k=config["metrics"]["k"],
+        n_boot=config["detect"]["n_boot"],
+        out_dir=lambda wc: f"{RESULTS}/detect/{wc.model}",
+    log:
+        "logs/detect/{model}.log",
+    shell:
+        "whisper-spi detect-eval"
+        " --spectra {input.spectra:q}"
+        " --transcripts {input.transcripts:q}"
+        " --seed {params.seed}"
+        " --threshold {params.threshold}"
+        " --k {params.k}"
+        " --n-boot {params.n_boot}"
+        " --out-dir {params.out_dir:q}"
+        " > {log:q} 2>&1"
+
+
+rule report:
+    input:
+        tables=rules.tables.output.tables,
+        counts=f"{RESULTS}/tables/pair_counts.csv",
+        figures=rules.figures.output,
+        extras=get_report_extras,
+    output:
+        f"{RESULTS}/report.html",
+    params:
+        tables_dir=f"{RESULTS}/tables",
+        figures_dir=f"{RESULTS}/figures",
+        config=json.dumps(config, sort_keys=True),
+        extras=get_report_extra_args,
+    log:
+        "logs/report/report.log",
+    shell:
+        "whisper-spi report"
+        " --tables-dir {params.tables_dir:q}"
+        " --figures-dir {params.figures_dir:q}"
+        " --pair-counts {input.counts:q}"
+        " --config-json {params.config:q}"
+        " {params.extras}"
+        " --out {output:q}"
+        " > {log:q} 2>&1"

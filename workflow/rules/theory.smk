@@ -1,0 +1,60 @@
+rule theory_measure:
+    input:
+        stress=lambda wc: expand(
+            rules.stress.output.manifest, condition=wc.condition, shard=SHARDS
+        ),
+        audio=lambda wc: expand(rules.stress.output.audio, condition=wc.condition, shard=SHARDS),
+        corpus=rules.corpus.output.manifest,
+    output:
+        f"{RESULTS}/theory/{{model}}/{{condition}}.parquet",
+    params:
+        spec=lambda wc: MODELS[wc.model],
+        cache=config["model_cache"] or "",
+        opts=config["theory"],
+        seed=config["seed"],
+    threads: config["decode"]["threads"]
+    resources:
+        gpu=1,
+        mem_mb=lambda wc, attempt: 6000 * attempt,
+        runtime=lambda wc, attempt: 60 * attempt,
+    log:
+        "logs/theory_measure/{model}/{condition}.log",
+    benchmark:
+        "benchmarks/theory_measure/{model}/{condition}.jsonl"
+    shell:
+        "whisper-spi theory-measure"
+        " --model-name {wildcards.model}"
+        " --model {params.spec:q}"
+        " --cache={params.cache:q}"
+        " --condition {wildcards.condition}"
+        " --stress-manifests {input.stress:q}"
+        " --corpus-manifest {input.corpus:q}"
+        " --n {params.opts[n_utterances]}"
+        " --k {params.opts[k]}"
+        " --iters {params.opts[iters]}"
+        " --seed {params.seed}"
+        " --threads {threads}"
+        " --out {output:q}"
+        " > {log:q} 2>&1"
+
+
+rule theory_summary:
+    input:
+        expand(rules.theory_measure.output, model=MODELS, condition=CONDITIONS),
+    output:
+        table=f"{RESULTS}/theory/theory_table.csv",
+        markdown=f"{RESULTS}/theory/theory_table.md",
+        figure=multiext(f"{RESULTS}/figures/theory_phase", ".html", ".png"),
+    params:
+        seed=config["seed"],
+        out_dir=f"{RESULTS}/theory",
+        stem=f"{RESULTS}/figures/theory_phase",
+    log:
+        "logs/theory_summary/theory_summary.log",
+    shell:
+        "whisper-spi theory-summary"
+        " --measurements {input:q}"
+        " --seed {params.seed}"
+        " --out-dir {params.out_dir:q}"
+        " --figure {params.stem:q}"
+        " > {log:q} 2>&1"
