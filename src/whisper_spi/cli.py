@@ -322,6 +322,30 @@ def _markdown(df) -> str:
     return "\n".join([head, rule, *rows])
 
 
+def cmd_detect_audio(args: argparse.Namespace) -> int:
+    from .audio import load_audio
+    from .capture import DecodeOptions, SpectrumOptions, decode_shard
+    from .detect import feature_kwargs, features_from_capture, load_detector, probability
+    from .models import load_model
+
+    _quiet_transformers()
+    _threads(args.threads)
+    try:
+        detector = load_detector(args.detector)
+    except (OSError, ValueError, KeyError) as exc:
+        raise WhisperSpiError(f"{args.detector}: not a usable detector ({exc})") from None
+    bundle = load_model(args.model, device=args.device)
+    # Unlabelled audio: no reference, so no WER; only full-length spectra are features.
+    utts = [{"utt_id": p, "speaker": "", "text": "", "wave": load_audio(p)} for p in args.files]
+    opts = DecodeOptions(spectra=SpectrumOptions(prefix_lengths=()))
+    transcripts, spectra = decode_shard(bundle, utts, "detect", "unknown", opts, args.batch_size)
+    feats = features_from_capture(spectra, transcripts, **feature_kwargs(detector))
+    scores = dict(zip(feats["utt_id"], probability(detector, feats), strict=True))
+    for row in transcripts:
+        print(f"{row['utt_id']}\t{scores[row['utt_id']]:.3f}\t{row['hypothesis']}", flush=True)
+    return 0
+
+
 def cmd_schemas(args: argparse.Namespace) -> int:
     from .schemas import to_markdown
 
@@ -462,6 +486,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--figure", required=True, help="figure stem (writes .html and .png)")
     p.set_defaults(func=cmd_theory_summary)
+
+    p = sub.add_parser(
+        "detect", help="print '<path>\\t<P(hallucination)>\\t<transcript>' per audio file"
+    )
+    p.add_argument("--model", required=True, help="model spec (the detector's model)")
+    p.add_argument("--detector", required=True, help="detector.json from the detect rule")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_detect_audio)
 
     p = sub.add_parser("schemas", help="print the Parquet data contracts as Markdown")
     p.set_defaults(func=cmd_schemas)

@@ -208,9 +208,9 @@ def resolve_ct2(target: str) -> Ct2Files:
     found = _files_in(candidates)
     if not found["model"] or not found["config.json"] or not found["tokenizer.json"]:
         missing = [k for k in ("model", "config.json", "tokenizer.json") if not found[k]]
-        detail = "; ".join(tried) if tried else f"looked in {target!r}"
+        detail = ", ".join(tried) if tried else f"directory {target!r}"
         raise ModelSpecError(
-            f"model spec 'ct2:{target}' did not resolve: {detail}; "
+            f"model spec 'ct2:{target}' did not resolve: tried {detail}; "
             f"missing {', '.join('model.bin' if m == 'model' else m for m in missing)}"
         )
 
