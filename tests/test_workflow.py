@@ -43,8 +43,11 @@ def snakemake(workdir: Path, *args: str, config: Path = CONFIG, check: bool = Tr
     return run
 
 
-def job_counts(output: str) -> dict[str, int]:
-    """Rule -> job count from Snakemake's 'Job stats' table."""
+def job_counts(run: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule -> job count from Snakemake's 'Job stats' table (on stderr or stdout)."""
+    output = run.stdout + run.stderr
+    if "Job stats:" not in output:
+        return {}  # nothing to do
     table = output.split("Job stats:")[1].split("\n\n")[0]
     return {
         m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"
@@ -126,7 +129,7 @@ def test_report_renders_offline_in_chromium(run):
 def test_one_layer_metrics_job_reruns_alone(run):
     target = "results/metrics/tiny-en/clean/layer-0.parquet"
     before = pl.read_parquet(run / target)
-    out = snakemake(run, "-j", "1", "--forcerun", "layer_metrics", target).stdout
+    out = snakemake(run, "-j", "1", "--forcerun", "layer_metrics", target)
     assert job_counts(out) == {"layer_metrics": 1}
     assert pl.read_parquet(run / target).equals(before)
 
@@ -136,7 +139,7 @@ def test_one_decode_shard_reruns_alone_and_identically(run):
     before = [pl.read_parquet(run / shard / f) for f in ("transcripts.parquet", "layer-3.parquet")]
     out = snakemake(
         run, "-j", "1", "--forcerun", "decode_tiny_en", f"{shard}/transcripts.parquet"
-    ).stdout
+    )
     assert job_counts(out) == {"decode_tiny_en": 1}
     after = [pl.read_parquet(run / shard / f) for f in ("transcripts.parquet", "layer-3.parquet")]
     for a, b in zip(before, after, strict=True):
@@ -148,11 +151,11 @@ def test_changing_a_table_option_reruns_only_downstream(run, tmp_path):
     config["metrics"]["n_boot"] = 150
     changed = tmp_path / "config.yaml"
     changed.write_text(yaml.safe_dump(config))
-    jobs = job_counts(snakemake(run, "-n", config=changed).stdout)
+    jobs = job_counts(snakemake(run, "-n", config=changed))
     assert set(jobs) == {"tables", "figures", "report", "all"}
 
     config["metrics"]["k"] = [10, 40]
     config["metrics"]["figure_k"] = 40
     changed.write_text(yaml.safe_dump(config))
-    jobs = job_counts(snakemake(run, "-n", config=changed).stdout)
+    jobs = job_counts(snakemake(run, "-n", config=changed))
     assert jobs["layer_metrics"] == 16 and "decode_tiny_en" not in jobs and "stress" not in jobs
