@@ -129,7 +129,7 @@ def test_report_renders_offline_in_chromium(run):
 def test_one_layer_metrics_job_reruns_alone(run):
     target = "results/metrics/tiny-en/clean/layer-0.parquet"
     before = pl.read_parquet(run / target)
-    out = snakemake(run, "-j", "1", "--forcerun", "layer_metrics", target)
+    out = snakemake(run, "-j", "1", "--force", target)
     assert job_counts(out) == {"layer_metrics": 1}
     assert pl.read_parquet(run / target).equals(before)
 
@@ -137,9 +137,7 @@ def test_one_layer_metrics_job_reruns_alone(run):
 def test_one_decode_shard_reruns_alone_and_identically(run):
     shard = "results/decode/tiny-en/speaker_mix/shard-001"
     before = [pl.read_parquet(run / shard / f) for f in ("transcripts.parquet", "layer-3.parquet")]
-    out = snakemake(
-        run, "-j", "1", "--forcerun", "decode_tiny_en", f"{shard}/transcripts.parquet"
-    )
+    out = snakemake(run, "-j", "1", "--force", f"{shard}/transcripts.parquet")
     assert job_counts(out) == {"decode_tiny_en": 1}
     after = [pl.read_parquet(run / shard / f) for f in ("transcripts.parquet", "layer-3.parquet")]
     for a, b in zip(before, after, strict=True):
@@ -147,6 +145,8 @@ def test_one_decode_shard_reruns_alone_and_identically(run):
 
 
 def test_changing_a_table_option_reruns_only_downstream(run, tmp_path):
+    snakemake(run, "-j", "8")  # bring everything downstream of the forced reruns up to date
+    assert job_counts(snakemake(run, "-n")) == {}
     config = yaml.safe_load(CONFIG.read_text())
     config["metrics"]["n_boot"] = 150
     changed = tmp_path / "config.yaml"

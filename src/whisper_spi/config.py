@@ -49,12 +49,25 @@ def _message(error: jsonschema.ValidationError) -> str:
     return f"config key '{path or '<top level>'}': {error.message}"
 
 
+def _canonical(value, sub: dict):
+    """Order every object's keys as the schema lists them, so that the same settings always
+    serialise the same way (Snakemake compares params as strings: key order must not rerun)."""
+    if not isinstance(value, dict) or "properties" not in sub:
+        return value
+    props = sub["properties"]
+    ordered = {k: _canonical(value[k], props[k]) for k in props if k in value}
+    ordered.update({k: v for k, v in value.items() if k not in props})
+    return ordered
+
+
 def validate(config: dict) -> dict:
     """Return a validated copy of ``config`` with defaults filled in; raise ConfigError."""
     cfg = copy.deepcopy(config or {})
-    errors = sorted(_Validator(schema()).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    spec = schema()
+    errors = sorted(_Validator(spec).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(_message(errors[0]))
+    cfg = _canonical(cfg, spec)
     from .tables import MetricOptions
 
     try:

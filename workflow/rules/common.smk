@@ -12,9 +12,11 @@ from whisper_spi.models import decoder_layers
 
 # Validate (and fill defaults) before any job is planned; errors name the key.
 try:
-    config.update(spi_config.validate(config))
+    _validated = spi_config.validate(config)
 except WhisperSpiError as exc:
     raise WorkflowError(str(exc)) from None
+config.clear()  # refill in the schema's key order: params must not depend on YAML key order
+config.update(_validated)
 
 RESULTS = config["results_dir"]
 CONDITIONS = spi_config.CONDITIONS
