@@ -3,10 +3,10 @@ rule layer_metrics:
         get_layer_spectra,
     output:
         f"{RESULTS}/metrics/{{model}}/{{condition}}/layer-{{layer}}.parquet",
-    params:
-        options=get_metric_options(OBSERVABLE_KEYS),
     log:
         "logs/layer_metrics/{model}/{condition}/layer-{layer}.log",
+    params:
+        options=get_metric_options(OBSERVABLE_KEYS),
     shell:
         "whisper-spi layer-metrics"
         " --spectra {input:q}"
@@ -21,10 +21,10 @@ rule pairs:
     output:
         pairs=f"{RESULTS}/pairs/{{model}}/pairs.parquet",
         counts=f"{RESULTS}/pairs/{{model}}/pair_counts.parquet",
-    params:
-        threshold=config["decode"]["hallucination_wer"],
     log:
         "logs/pairs/{model}.log",
+    params:
+        threshold=config["decode"]["hallucination_wer"],
     shell:
         "whisper-spi pairs"
         " --transcripts {input:q}"
@@ -49,14 +49,14 @@ rule tables:
             name=["table1_final_layer", "table2_layer_mean", "pair_counts"],
             ext=["csv", "md"],
         ),
-    params:
-        options=get_metric_options(),
-        seed=config["seed"],
-        out_dir=f"{RESULTS}/tables",
     log:
         "logs/tables/tables.log",
     benchmark:
         "benchmarks/tables/tables.jsonl"
+    params:
+        options=get_metric_options(),
+        seed=config["seed"],
+        out_dir=f"{RESULTS}/tables",
     shell:
         "whisper-spi tables"
         " --metrics {input.metrics:q}"
@@ -79,11 +79,11 @@ rule figures:
             name=["trajectories", "phase_diagram", "tail_energy", "scree"],
             ext=["html", "png"],
         ),
+    log:
+        "logs/figures/figures.log",
     params:
         options=get_metric_options(),
         out_dir=f"{RESULTS}/figures",
-    log:
-        "logs/figures/figures.log",
     shell:
         "whisper-spi figures"
         " --summary {input.summary:q}"
@@ -100,16 +100,22 @@ rule detect:
     output:
         expand(
             f"{RESULTS}/detect/{{{{model}}}}/{{name}}",
-            name=["results.csv", "comparison.csv", "results.md", "detector.json", "roc.png"],
+            name=[
+                "results.csv",
+                "comparison.csv",
+                "results.md",
+                "detector.json",
+                "roc.png",
+            ],
         ),
+    log:
+        "logs/detect/{model}.log",
     params:
         seed=config["seed"],
         threshold=config["decode"]["hallucination_wer"],
         k=config["metrics"]["k"],
         n_boot=config["detect"]["n_boot"],
         out_dir=lambda wc: f"{RESULTS}/detect/{wc.model}",
-    log:
-        "logs/detect/{model}.log",
     shell:
         "whisper-spi detect-eval"
         " --spectra {input.spectra:q}"
@@ -130,13 +136,13 @@ rule report:
         extras=get_report_extras,
     output:
         f"{RESULTS}/report.html",
+    log:
+        "logs/report/report.log",
     params:
         tables_dir=f"{RESULTS}/tables",
         figures_dir=f"{RESULTS}/figures",
         config=json.dumps(config, sort_keys=True),
         extras=get_report_extra_args,
-    log:
-        "logs/report/report.log",
     shell:
         "whisper-spi report"
         " --tables-dir {params.tables_dir:q}"

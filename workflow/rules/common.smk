@@ -27,9 +27,13 @@ def _plan():
     """Shards and per-model layer counts, known at parse time so `snakemake -n` sees all jobs."""
     try:
         ids = list_utterances(
-            config["corpus"]["root"], config["corpus"]["splits"], config["corpus"]["limit"]
+            config["corpus"]["root"],
+            config["corpus"]["splits"],
+            config["corpus"]["limit"],
         )
-        layers = {m: decoder_layers(spec, config["model_cache"]) for m, spec in MODELS.items()}
+        layers = {
+            m: decoder_layers(spec, config["model_cache"]) for m, spec in MODELS.items()
+        }
     except WhisperSpiError as exc:
         raise WorkflowError(str(exc)) from None
     n_shards = max(1, math.ceil(len(ids) / config["corpus"]["shard_size"]))
@@ -60,7 +64,13 @@ def get_decode_flags():
 # The metrics options the per-layer observables depend on; the rest (bootstrap, pooled scope,
 # figures) only affect the tables, so changing them does not rerun layer_metrics.
 OBSERVABLE_KEYS = (
-    "k", "neff_power", "alpha_start", "alpha_stop", "alpha_method", "rank_tol", "kf_floor",
+    "k",
+    "neff_power",
+    "alpha_start",
+    "alpha_stop",
+    "alpha_method",
+    "rank_tol",
+    "kf_floor",
     "kf_pad_to_k",
 )
 
@@ -80,7 +90,13 @@ def get_spectra(model, condition, shard):
 
 def get_all_spectra(model=None):
     models = [model] if model else list(MODELS)
-    return [p for m in models for c in CONDITIONS for s in SHARDS for p in get_spectra(m, c, s)]
+    return [
+        p
+        for m in models
+        for c in CONDITIONS
+        for s in SHARDS
+        for p in get_spectra(m, c, s)
+    ]
 
 
 def get_layer_spectra(wildcards):
@@ -114,14 +130,20 @@ def get_all_layer_metrics():
 def get_report_sections():
     """(title, table CSV, figure PNG) of the report's sections beyond the paper."""
     sections = [
-        (f"Hallucination detection: {m}", f"{RESULTS}/detect/{m}/results.csv",
-         f"{RESULTS}/detect/{m}/roc.png")
+        (
+            f"Hallucination detection: {m}",
+            f"{RESULTS}/detect/{m}/results.csv",
+            f"{RESULTS}/detect/{m}/roc.png",
+        )
         for m in MODELS
     ]
     if config["theory"]["n_utterances"]:
         sections.append(
-            ("Theorem 1, measured", f"{RESULTS}/theory/theory_table.csv",
-             f"{RESULTS}/figures/theory_phase.png")
+            (
+                "Theorem 1, measured",
+                f"{RESULTS}/theory/theory_table.csv",
+                f"{RESULTS}/figures/theory_phase.png",
+            )
         )
     return sections
 

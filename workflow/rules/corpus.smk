@@ -2,13 +2,13 @@ rule corpus:
     output:
         manifest=f"{RESULTS}/corpus/manifest.parquet",
         rejected=f"{RESULTS}/corpus/rejected.parquet",
+    log:
+        "logs/corpus/corpus.log",
     params:
         root=config["corpus"]["root"],
         splits=config["corpus"]["splits"],
         limit=config["corpus"]["limit"] or 0,
         on_bad_audio=config["corpus"]["on_bad_audio"],
-    log:
-        "logs/corpus/corpus.log",
     shell:
         "whisper-spi corpus"
         " --root {params.root:q}"
@@ -26,14 +26,14 @@ rule stress:
     output:
         manifest=f"{RESULTS}/stress/{{condition}}/shard-{{shard}}.parquet",
         audio=directory(f"{RESULTS}/stress/{{condition}}/shard-{{shard}}"),
-    params:
-        shard_size=config["corpus"]["shard_size"],
-        seed=config["seed"],
-        stress=lambda wc: get_stress_params(wc.condition),
     log:
         "logs/stress/{condition}/shard-{shard}.log",
     benchmark:
         "benchmarks/stress/{condition}/shard-{shard}.jsonl"
+    params:
+        shard_size=config["corpus"]["shard_size"],
+        seed=config["seed"],
+        stress=lambda wc: get_stress_params(wc.condition),
     shell:
         "whisper-spi stress"
         " --manifest {input.manifest:q}"

@@ -14,21 +14,21 @@ for _model, _spec in MODELS.items():
                 f"{RESULTS}/decode/{_model}/{{condition}}/shard-{{shard}}/layer-{layer}.parquet"
                 for layer in range(N_LAYERS[_model])
             ],
+        log:
+            f"logs/decode/{_model}/{{condition}}/shard-{{shard}}.log",
+        benchmark:
+            f"benchmarks/decode/{_model}/{{condition}}/shard-{{shard}}.jsonl"
+        threads: config["decode"]["threads"]
+        resources:
+            gpu=1,
+            mem_mb=lambda wc, attempt: 6000 * attempt,
+            runtime=lambda wc, attempt: 60 * attempt,
         params:
             name=_model,
             spec=_spec,
             cache=config["model_cache"] or "",
             opts=config["decode"],
             flags=get_decode_flags(),
-        threads: config["decode"]["threads"]
-        resources:
-            gpu=1,
-            mem_mb=lambda wc, attempt: 6000 * attempt,
-            runtime=lambda wc, attempt: 60 * attempt,
-        log:
-            f"logs/decode/{_model}/{{condition}}/shard-{{shard}}.log",
-        benchmark:
-            f"benchmarks/decode/{_model}/{{condition}}/shard-{{shard}}.jsonl"
         shell:
             "whisper-spi decode"
             " --model-name {params.name:q}"

@@ -3,24 +3,26 @@ rule theory_measure:
         stress=lambda wc: expand(
             rules.stress.output.manifest, condition=wc.condition, shard=SHARDS
         ),
-        audio=lambda wc: expand(rules.stress.output.audio, condition=wc.condition, shard=SHARDS),
+        audio=lambda wc: expand(
+            rules.stress.output.audio, condition=wc.condition, shard=SHARDS
+        ),
         corpus=rules.corpus.output.manifest,
     output:
         f"{RESULTS}/theory/{{model}}/{{condition}}.parquet",
-    params:
-        spec=lambda wc: MODELS[wc.model],
-        cache=config["model_cache"] or "",
-        opts=config["theory"],
-        seed=config["seed"],
+    log:
+        "logs/theory_measure/{model}/{condition}.log",
+    benchmark:
+        "benchmarks/theory_measure/{model}/{condition}.jsonl"
     threads: config["decode"]["threads"]
     resources:
         gpu=1,
         mem_mb=lambda wc, attempt: 6000 * attempt,
         runtime=lambda wc, attempt: 60 * attempt,
-    log:
-        "logs/theory_measure/{model}/{condition}.log",
-    benchmark:
-        "benchmarks/theory_measure/{model}/{condition}.jsonl"
+    params:
+        spec=lambda wc: MODELS[wc.model],
+        cache=config["model_cache"] or "",
+        opts=config["theory"],
+        seed=config["seed"],
     shell:
         "whisper-spi theory-measure"
         " --model-name {wildcards.model}"
@@ -45,12 +47,12 @@ rule theory_summary:
         table=f"{RESULTS}/theory/theory_table.csv",
         markdown=f"{RESULTS}/theory/theory_table.md",
         figure=multiext(f"{RESULTS}/figures/theory_phase", ".html", ".png"),
+    log:
+        "logs/theory_summary/theory_summary.log",
     params:
         seed=config["seed"],
         out_dir=f"{RESULTS}/theory",
         stem=f"{RESULTS}/figures/theory_phase",
-    log:
-        "logs/theory_summary/theory_summary.log",
     shell:
         "whisper-spi theory-summary"
         " --measurements {input:q}"
