@@ -401,7 +401,8 @@ def test_pooled_scope(built):
 
 def test_pooled_bootstrap_spectra_match_direct_svd():
     rng = np.random.default_rng(0)
-    for N, d in ((7, 12), (15, 6)):  # both Gram branches
+    # N < d; N > d with fewer distinct rows drawn than d (the N x N Gram); N >> d (d x d)
+    for N, d in ((7, 12), (15, 12), (15, 6)):
         X = rng.normal(size=(N, d))
         for center in (False, True):
             blocks = list(tables._resample_blocks(np.random.default_rng(3), N, 5))

@@ -30,6 +30,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+import scipy.linalg
 
 from . import schemas
 from .io import atomic_path, derive_seed
@@ -219,6 +220,8 @@ def _list_to_padded(col: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     lengths = lengths.astype(np.int64)
     flat = pc.list_flatten(arr).to_numpy(zero_copy_only=False).astype(np.float64)
     width = int(lengths.max(initial=0))
+    if flat.size == len(lengths) * width:  # all of one length (row means): no padding
+        return flat.reshape(len(lengths), width), lengths
     out = np.full((len(lengths), width), np.nan)
     out[np.arange(width) < lengths[:, None]] = flat
     return out, lengths
@@ -667,70 +670,87 @@ def _center(X: np.ndarray) -> np.ndarray:
     return X - X.mean(axis=0, keepdims=True)
 
 
-def _weighted_gram_eigs(Y: np.ndarray, W: np.ndarray, center: bool) -> np.ndarray:
-    """Eigenvalues (ascending) of Y^T diag(w) Y (minus N mu mu^T if ``center``), per row w."""
-    N, r = Y.shape
-    ev = np.empty((len(W), r))
-    for i, w in enumerate(W.astype(np.float64)):  # one r x r Gram per replicate (BLAS-bound)
-        C = (Y.T * w) @ Y
-        if center:
-            mu = Y.T @ w
-            C -= np.outer(mu, mu) / N
-        ev[i] = np.linalg.eigvalsh(C)
-    return ev
+def _gram_eigs(X: np.ndarray, W: np.ndarray, center: bool, cache: dict) -> np.ndarray:
+    """Eigenvalues (descending, >= 0) of the Gram matrix of each resampled X[idx], one row of
+    W (b x N) per replicate giving idx as multiplicities w; zero-padded to min(N, d).
+
+    Only the n' rows with w > 0 enter (about 0.63 N): with Z = sqrt(w) X[w > 0], the Gram
+    X[idx]^T X[idx] = Z^T Z (d x d, a symmetric rank-k product), whose non-zero eigenvalues are
+    those of Z Z^T (n' x n', gathered from X X^T, cached), the smaller of the two being
+    decomposed. Centering X[idx] subtracts N mu mu^T, mu = X^T w / N, from Z^T Z, i.e. projects
+    Z Z^T on the complement of u = sqrt(w) / sqrt(N) (a unit vector since sum w = N). The
+    rows a replicate does not draw, and its repeated rows, only add exact zero eigenvalues.
+    """
+    N, d = X.shape
+    out = np.zeros((len(W), min(N, d)))
+    for i, w in enumerate(W):
+        s = np.flatnonzero(w)
+        sw = np.sqrt(w[s].astype(np.float64))
+        if len(s) < d:
+            if "G" not in cache:
+                cache["G"] = X @ X.T
+            M = cache["G"][np.ix_(s, s)] * sw[:, None] * sw[None, :]
+            if center:
+                u = sw / math.sqrt(N)
+                Mu = M @ u
+                M += (u @ Mu) * np.outer(u, u) - np.outer(Mu, u) - np.outer(u, Mu)
+        else:
+            Z = X[s] * sw[:, None]
+            M = Z.T @ Z  # numpy calls BLAS syrk for this product
+            if center:
+                mu = Z.T @ sw
+                M -= np.outer(mu, mu) / N
+        ev = np.linalg.eigvalsh(M)[::-1]
+        out[i, : len(ev)] = ev
+    return np.clip(out, 0.0, None)
 
 
 def _boot_spectra(
-    X: np.ndarray, blocks, center: bool, rank: int = 0
+    X: np.ndarray,
+    blocks,
+    center: bool,
+    rank: int = 0,
+    Vt: np.ndarray | None = None,
+    cache: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Singular values (descending) of X[idx] for every replicate, via Gram matrices.
 
-    Returns ``(S, total)``. Exact unless ``rank`` is in ``(0, min(N, d))``:
+    Returns ``(S, total)``, S of width min(N, d) (or ``rank``). Exact unless ``rank`` is in
+    ``(0, min(N, d))``:
 
-    * N <= d: eigenvalues of the N x N Gram G[idx][:, idx] (doubly centered if ``center``);
-    * N > d: eigenvalues of X^T diag(w) X (minus the weighted mean's outer product if
-      ``center``), w the resampling multiplicities;
+    * ``rank = 0``: eigenvalues of the Gram matrix of X[idx] (centered if ``center``), in the
+      smaller of its two forms (:func:`_gram_eigs`);
     * ``0 < rank < min(N, d)``: the same on Y = X V_r, V_r the top-``rank`` right singular
-      vectors of X (centered if ``center``), i.e. Rayleigh-Ritz on the principal subspace:
-      N * rank**2 per replicate instead of N * d**2. Centering commutes with the projection.
-      The values beyond ``rank`` are not computed, so ``total`` (the resampled matrix's exact
-      total energy sum s_i**2, per replicate) is returned for the tail energy; else None.
+      vectors of X (centered if ``center``; ``Vt`` if given, else computed), i.e. Rayleigh-Ritz
+      on the principal subspace: N * rank**2 per replicate instead of N * d**2. Centering
+      commutes with the projection. The values beyond ``rank`` are not computed, so ``total``
+      (the resampled matrix's exact total energy sum s_i**2, per replicate) is returned for the
+      tail energy; else None.
+
+    ``cache`` holds X X^T between calls on the same X (see :func:`_gram_eigs`).
     """
     N, d = X.shape
     out, totals = [], []
     project = 0 < rank < min(N, d)
+    cache = {} if cache is None else cache
     if project:
-        _, _, Vt = np.linalg.svd(_center(X) if center else X, full_matrices=False)
+        if Vt is None:
+            _, _, Vt = np.linalg.svd(_center(X) if center else X, full_matrices=False)
         Y = X @ Vt[:rank].T
         rowsq = np.einsum("ij,ij->i", X, X)
+        ycache: dict = {}  # Y's own Gram, not X's
         for _, W in blocks:
             Wf = W.astype(np.float64)
-            out.append(_weighted_gram_eigs(Y, Wf, center))
+            out.append(_gram_eigs(Y, W, center, ycache))
             tot = Wf @ rowsq
             if center:
                 mu = Wf @ X
                 tot = tot - np.einsum("ij,ij->i", mu, mu) / N
             totals.append(tot)
-    elif d >= N:
-        G = X @ X.T
-        for idx, _ in blocks:
-            sub = max(1, (1 << 24) // max(N * N, 1))
-            for s0 in range(0, len(idx), sub):
-                ib = idx[s0 : s0 + sub]
-                Gb = G[ib[:, :, None], ib[:, None, :]]
-                if center:
-                    Gb = (
-                        Gb
-                        - Gb.mean(axis=2, keepdims=True)
-                        - Gb.mean(axis=1, keepdims=True)
-                        + Gb.mean(axis=(1, 2), keepdims=True)
-                    )
-                out.append(np.linalg.eigvalsh(Gb))
     else:
         for _, W in blocks:
-            out.append(_weighted_gram_eigs(X, W, center))
-    ev = np.concatenate(out, axis=0)[:, ::-1]
-    S = np.sqrt(np.clip(ev, 0.0, None))
+            out.append(_gram_eigs(X, W, center, cache))
+    S = np.sqrt(np.concatenate(out, axis=0))
     return S, (np.concatenate(totals) if project else None)
 
 
@@ -749,23 +769,59 @@ def _obs_array(
     return np.stack([np.stack([obs[K][o] for o in OBSERVABLES], axis=-1) for K in opts.k], 1)
 
 
+def _pooled_spectrum(
+    X: np.ndarray, center: bool, rank: int, cache: dict
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Singular values (descending) of X (centered if ``center``) and, if
+    ``0 < rank < min(N, d)``, its top-``rank`` right singular vectors (rank x d) for the
+    projected replicates (else None), and the total energy sum s**2 when only some values
+    are returned (else None). All min(N, d) values, or with the vectors the top ``rank``
+    ones (enough for every observable given the total energy, see :func:`_obs_array`).
+
+    Computed as the replicates are (:func:`_gram_eigs` with every multiplicity 1: the
+    eigenvalues of the smaller Gram matrix, float64), so a replicate drawing each row once
+    reproduces the point estimate; for N >> d this is also several times cheaper than an
+    SVD of X. Singular values below ~1e-8 s_1 come out as round-off of the Gram (~1e-8 s_1
+    instead of ~1e-16 s_1), far below ``rank_tol``, which zeroes them for every observable.
+    """
+    N, d = X.shape
+    project = 0 < rank < min(N, d)
+    if not project:
+        ev = _gram_eigs(X, np.ones((1, N), dtype=np.int64), center, cache)
+        return np.sqrt(ev), None, None
+    Xp = _center(X) if center else X
+    total = np.array([np.einsum("ij,ij->", Xp, Xp)])
+    if d <= N:  # only the top-rank eigenpairs: the eigenvalues beyond are not needed
+        C = Xp.T @ Xp
+        ev, V = scipy.linalg.eigh(C, subset_by_index=[d - rank, d - 1], driver="evr")
+        return np.sqrt(np.clip(ev[::-1], 0.0, None))[None, :], V[:, ::-1].T, total
+    _, s, Vt = np.linalg.svd(Xp, full_matrices=False)
+    return s[None, :rank], Vt[:rank], total
+
+
 def _pooled_cell(
     Xc: np.ndarray, Xs: np.ndarray, center: bool, opts: MetricOptions, rng_seed: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Pooled (clean, stressed, delta) observables: point (K, O, 3), replicates (B, K, O, 3)."""
     N = Xc.shape[0]
-    prep = _center if center else (lambda x: x)
-    sc = np.linalg.svd(prep(Xc), compute_uv=False)[None, :]
-    ss = np.linalg.svd(prep(Xs), compute_uv=False)[None, :]
-    oc, os_ = _obs_array(sc, N, opts)[0], _obs_array(ss, N, opts)[0]
+    boot = opts.pooled_n_boot > 0 and N >= 2
+    rank = opts.pooled_boot_rank if boot else 0
+    obs, bases, caches = [], [], []
+    for X in (Xc, Xs):
+        cache: dict = {}
+        S, Vt, total = _pooled_spectrum(X, center, rank, cache)
+        obs.append(_obs_array(S, N, opts, total)[0])
+        bases.append(Vt)
+        caches.append(cache)
+    oc, os_ = obs
     point = np.stack([oc, os_, _stack_delta(oc, os_)], axis=-1)
-    if opts.pooled_n_boot == 0 or N < 2:
+    if not boot:
         return point, None
     # the same resampled utterances for clean and stressed: two generators, one seed
     reps = []
-    for X in (Xc, Xs):
+    for X, Vt, cache in zip((Xc, Xs), bases, caches, strict=True):
         blocks = _resample_blocks(np.random.default_rng(rng_seed), N, opts.pooled_n_boot)
-        S, total = _boot_spectra(X, blocks, center, opts.pooled_boot_rank)
+        S, total = _boot_spectra(X, blocks, center, opts.pooled_boot_rank, Vt, cache)
         reps.append(_obs_array(S, N, opts, total))
     rc, rs = reps
     return point, np.stack([rc, rs, _stack_delta(rc, rs)], axis=-1)
@@ -798,9 +854,10 @@ def pooled_summary(
 
     Per model x condition x layer x component, the N x d matrix of the kept pairs' per-
     utterance row means (full-length spectra only; hell stacks the three stresses' pairs)
-    gives one clean and one stressed spectrum (float64 SVD, centered per
-    ``options.pooled_center``), their observables and deltas. Bootstrap: resample the N
-    pairs (the same rows clean and stressed), re-decompose, recompute; seeded by
+    gives one clean and one stressed spectrum (float64, from the eigenvalues of its Gram
+    matrix as every replicate's; centered per ``options.pooled_center``), their observables
+    and deltas. Bootstrap: resample the N pairs (the same rows clean and stressed),
+    re-decompose, recompute; seeded by
     ``derive_seed(seed, "bootstrap", "pooled/<model>/<condition>")`` and shared across layers
     and components, so ``layer = -1`` (mean over layers) is resampled consistently.
     """
