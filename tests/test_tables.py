@@ -156,8 +156,8 @@ OPTS = MetricOptions(n_boot=300, pooled_n_boot=40)
 
 
 def run_pipeline(root: Path, paths: dict[str, list[str]], opts=OPTS, seed=11, threshold=THRESHOLD):
-    """The three workflow stages: metrics per (model, condition, layer), pairs per model,
-    tables once."""
+    """The workflow's stages: metrics per (model, condition, layer), pairs per model, the
+    pooled scope per (model, layer), tables once."""
     groups: dict[tuple[str, str, int], list[str]] = {}
     for p in paths["spectra"]:
         parts = Path(p).parts
@@ -177,12 +177,22 @@ def run_pipeline(root: Path, paths: dict[str, list[str]], opts=OPTS, seed=11, th
         )  # fmt: skip
         pair_paths.append(str(root / "pairs" / model / "pairs.parquet"))
         count_paths.append(str(root / "pairs" / model / "pair_counts.parquet"))
+    pooled_paths, profile_paths = [], []
+    for model, layer in sorted({(m, lay) for m, _, lay in groups}):
+        files = [p for (m, _, lay), fs in groups.items() if (m, lay) == (model, layer) for p in fs]
+        pairs_of_model = pl.read_parquet(root / "pairs" / model / "pairs.parquet")
+        cells, profile = tables.pooled_layer(files, pairs_of_model, model, layer, opts, seed)
+        base = root / "pooled" / model / f"layer-{layer}"
+        tables.write_pooled_layer(cells, profile, f"{base}.parquet", f"{base}-profile.parquet")
+        pooled_paths.append(f"{base}.parquet")
+        profile_paths.append(f"{base}-profile.parquet")
     return tables.build_tables(
         metric_paths,
         pair_paths,
         count_paths,
         root / "tables",
-        spectra_paths=paths["spectra"],
+        pooled_paths=pooled_paths,
+        profile_paths=profile_paths,
         options=opts,
         seed=seed,
     )
@@ -489,6 +499,30 @@ def test_outputs_written(built):
         & (pl.col("layer") == 2) & (pl.col("component") == "ffn")
     )  # fmt: skip
     assert np.allclose(r["energy_ratio"].drop_nulls().to_numpy()[:12], 1.0)  # scale only
+
+
+def test_pooled_layer_files(built):
+    """One pooled job's output per (model, layer): the contract's columns, the point estimate
+    and every replicate of each cell; the tables refuse cells made with other options."""
+    root, out = built
+    K, B = len(OPTS.k), OPTS.pooled_n_boot
+    cells = pl.read_parquet(root / "pooled" / "small" / "layer-2.parquet")
+    assert cells.columns == [c.name for c in schemas.contract("pooled_cells").cols]
+    assert set(cells["layer"]) == {2}
+    per_cell = cells.group_by("condition", "component").agg(
+        pl.col("replicate").n_unique().alias("reps"), pl.len().alias("rows")
+    )
+    assert per_cell.height == 4 * 3  # 3 stresses + hell x 3 components
+    assert set(per_cell["reps"]) == {B + 1}
+    assert set(per_cell["rows"]) == {(B + 1) * K * len(tables.OBSERVABLES)}
+    profile = pl.read_parquet(root / "pooled" / "small" / "layer-2-profile.parquet")
+    assert profile.columns == [c.name for c in schemas.contract("rank_profile").cols]
+    whole = out["rank_profile"].filter((pl.col("model") == "small") & (pl.col("layer") == 2))
+    assert profile.sort(profile.columns).equals(whole.sort(whole.columns))
+    with pytest.raises(ValueError, match="metrics.pooled_n_boot"):
+        tables.pooled_summary(cells, MetricOptions(n_boot=300, pooled_n_boot=B + 1))
+    with pytest.raises(ValueError, match="k=10"):
+        tables.pooled_summary(cells, MetricOptions(k=(20, 50), figure_k=50, pooled_n_boot=B))
 
 
 def test_bootstrap_deterministic(tmp_path, dataset, built):

@@ -159,3 +159,4 @@ def test_changing_a_table_option_reruns_only_downstream(run, tmp_path):
     changed.write_text(yaml.safe_dump(config))
     jobs = job_counts(snakemake(run, "-n", config=changed))
     assert jobs["layer_metrics"] == 16 and "decode_tiny_en" not in jobs and "stress" not in jobs
+    assert jobs["pooled"] == 4  # one per decoder layer of tiny.en

@@ -159,6 +159,18 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pooled(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from .tables import pooled_layer, write_pooled_layer
+
+    pairs = pl.scan_parquet(args.pairs).collect()
+    options = _metric_options(args.options)
+    cells, profile = pooled_layer(args.spectra, pairs, args.model, args.layer, options, args.seed)
+    write_pooled_layer(cells, profile, args.out, args.profile)
+    return 0
+
+
 def cmd_tables(args: argparse.Namespace) -> int:
     from .tables import build_tables
 
@@ -167,7 +179,8 @@ def cmd_tables(args: argparse.Namespace) -> int:
         args.pairs,
         args.counts,
         args.out_dir,
-        spectra_paths=args.spectra,
+        pooled_paths=args.pooled,
+        profile_paths=args.profiles,
         options=_metric_options(args.options),
         seed=args.seed,
     )
@@ -421,11 +434,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--counts", required=True)
     p.set_defaults(func=cmd_pairs)
 
+    p = sub.add_parser("pooled", help="pooled scope of one model x layer (cells + profiles)")
+    p.add_argument("--spectra", nargs="+", required=True, help="the layer's decode spectra")
+    p.add_argument("--pairs", required=True, help="pairs/<model>/pairs.parquet")
+    p.add_argument("--model", required=True)
+    p.add_argument("--layer", type=int, required=True)
+    p.add_argument("--options", default="{}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="pooled/<model>/layer-<L>.parquet")
+    p.add_argument("--profile", required=True, help="pooled/<model>/layer-<L>-profile.parquet")
+    p.set_defaults(func=cmd_pooled)
+
     p = sub.add_parser("tables", help="Delta% tables (paper Tables 1 and 2) with bootstrap CIs")
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--pairs", nargs="+", required=True)
     p.add_argument("--counts", nargs="+", required=True)
-    p.add_argument("--spectra", nargs="*", default=[])
+    p.add_argument("--pooled", nargs="*", default=[], help="pooled/<model>/layer-<L>.parquet")
+    p.add_argument("--profiles", nargs="*", default=[], help="their -profile.parquet")
     p.add_argument("--options", default="{}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", required=True)

@@ -340,6 +340,32 @@ _add(
 
 _add(
     Contract(
+        "pooled_cells",
+        "pooled/{model}/layer-{layer}.parquet",
+        "Scope pooled of one model x decoder layer, before the tables: per condition x "
+        "component x K x observable, the point estimate (replicate -1) and every bootstrap "
+        "replicate of the clean and stressed pooled observables and their delta; the "
+        "tables average the replicates over layers for layer = -1. The same job writes the "
+        "layer's rank profiles to pooled/{model}/layer-{layer}-profile.parquet (contract "
+        "rank_profile). delta: 100*(s-c)/c for neff, s-c for the others.",
+        (
+            Col("model", _STR, "model name"),
+            Col("condition", _STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
+            Col("layer", _I32, "decoder layer, 0-based"),
+            Col("component", _STR, "cross_attn, self_attn, ffn or residual"),
+            Col("n", _I64, "pairs pooled (rows of the N x d matrix)"),
+            Col("replicate", _I32, "-1 = point estimate; 0..B-1 = bootstrap replicate"),
+            Col("k", _I32, "top-K"),
+            Col("observable", _STR, "neff, log10_kf, alpha or tail_energy"),
+            Col("clean", _F64, "pooled clean value"),
+            Col("stressed", _F64, "pooled stressed value"),
+            Col("delta", _F64, "delta of the two"),
+        ),
+    )
+)
+
+_add(
+    Contract(
         "rank_profile",
         "tables/rank_profile.parquet",
         "Mean full-length spectra per rank over the kept pairs (clean twins vs stressed), for "

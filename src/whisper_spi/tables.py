@@ -54,7 +54,9 @@ __all__ = [
     "pair_counts",
     "pairs",
     "pairs_and_counts",
+    "pooled_layer",
     "pooled_summary",
+    "write_pooled_layer",
     "spectrum_observables",
     "utterance_summary",
     "write_layer_metrics",
@@ -844,93 +846,154 @@ def _file_index(spectra_paths: Sequence[str]) -> pl.DataFrame:
     )
 
 
-def pooled_summary(
+def pooled_layer(
     spectra_paths: Sequence[str | Path],
     pair_df: pl.DataFrame,
+    model: str,
+    layer: int,
     options: MetricOptions | None = None,
     seed: int = 0,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Scope ``pooled`` (layer_summary rows) and the per-rank mean spectra (rank_profile).
+    """Scope ``pooled`` of one model x decoder layer: its cells (contract ``pooled_cells``)
+    and per-rank mean spectra (contract ``rank_profile``).
 
-    Per model x condition x layer x component, the N x d matrix of the kept pairs' per-
-    utterance row means (full-length spectra only; hell stacks the three stresses' pairs)
-    gives one clean and one stressed spectrum (float64, from the eigenvalues of its Gram
-    matrix as every replicate's; centered per ``options.pooled_center``), their observables
-    and deltas. Bootstrap: resample the N pairs (the same rows clean and stressed),
-    re-decompose, recompute; seeded by
-    ``derive_seed(seed, "bootstrap", "pooled/<model>/<condition>")`` and shared across layers
-    and components, so ``layer = -1`` (mean over layers) is resampled consistently.
+    Per condition x component, the N x d matrix of the kept pairs' per-utterance row means
+    (full-length spectra only; hell stacks the three stresses' pairs) gives one clean and one
+    stressed spectrum (float64, from the eigenvalues of its Gram matrix as every replicate's;
+    centered per ``options.pooled_center``), their observables and deltas. Bootstrap:
+    resample the N pairs (the same rows clean and stressed), re-decompose, recompute; seeded
+    by ``derive_seed(seed, "bootstrap", "pooled/<model>/<condition>")``, i.e. the same
+    resampled pairs in every layer's job, so that :func:`pooled_summary` can average the
+    replicates over layers (``layer = -1``).
     """
     opts = options or MetricOptions()
     paths = [str(p) for p in spectra_paths]
     if not paths:
-        raise ValueError("pooled scope: no spectra files given")
-    index = _file_index(paths)
-    summary_frames, profile_frames = [], []
-    for model in sorted(pair_df["model"].unique().to_list()):
-        P = pair_df.filter(pl.col("model") == model)
-        needed = P["utt_id"].unique()
-        conditions = _ordered(P["condition"].unique().to_list(), (*STRESS_ORDER, HELL))
-        idx_m = index.filter(pl.col("model") == model)
-        layers = sorted(idx_m["layer"].unique().to_list())
-        cells: dict[tuple[str, int, str], tuple[np.ndarray, np.ndarray | None, int]] = {}
-        for layer in layers:
-            files = idx_m.filter(pl.col("layer") == layer)
-            F = (
-                pl.scan_parquet(files["_file"].explode().to_list())
-                .filter(
-                    (pl.col("model") == model)
-                    & (pl.col("layer") == layer)
-                    & (pl.col("prefix") == 0)
-                    & pl.col("utt_id").is_in(needed.implode())
-                )
-                .select("condition", "utt_id", "component", "centered", "sv", "row_mean")
-                .collect()
-                .with_row_index("_pos")
+        raise ValueError(f"pooled scope of {model}, layer {layer}: no spectra files given")
+    P = pair_df.filter(pl.col("model") == model)
+    conditions = _ordered(P["condition"].unique().to_list(), (*STRESS_ORDER, HELL))
+    F = (
+        pl.scan_parquet(paths)
+        .filter(
+            (pl.col("model") == model)
+            & (pl.col("layer") == layer)
+            & (pl.col("prefix") == 0)
+            & pl.col("utt_id").is_in(P["utt_id"].unique().implode())
+        )
+        .select("condition", "utt_id", "component", "centered", "sv", "row_mean")
+        .collect()
+        .with_row_index("_pos")
+    )
+    cells: dict[tuple[str, str], tuple[np.ndarray, np.ndarray | None, int]] = {}
+    profiles = []
+    if F.height:
+        center = bool(F["centered"].any()) if opts.pooled_center is None else opts.pooled_center
+        RM, rm_len = _list_to_padded(F["row_mean"])
+        SV, _ = _list_to_padded(F["sv"])
+        SV = _sort_desc(SV)
+    for comp in _ordered(F["component"].unique().to_list(), COMPONENT_ORDER):
+        Fc = F.filter(pl.col("component") == comp)
+        clean_pos = Fc.filter(pl.col("condition") == CLEAN).select(
+            "utt_id", pl.col("_pos").alias("_pc")
+        )
+        stress_pos = Fc.filter(pl.col("condition") != CLEAN).select(
+            pl.col("condition").alias("stress"), "utt_id", pl.col("_pos").alias("_ps")
+        )
+        for condition in conditions:
+            sel = (
+                P.filter(pl.col("condition") == condition)
+                .select("stress", "utt_id")
+                .sort("stress", "utt_id")
+                .join(stress_pos, on=["stress", "utt_id"], maintain_order="left")
+                .join(clean_pos, on="utt_id", maintain_order="left")
             )
-            if F.height == 0:
+            if sel.height == 0:
                 continue
-            center = bool(F["centered"].any()) if opts.pooled_center is None else opts.pooled_center
-            RM, rm_len = _list_to_padded(F["row_mean"])
-            SV, _ = _list_to_padded(F["sv"])
-            SV = _sort_desc(SV)
-            comps = _ordered(F["component"].unique().to_list(), COMPONENT_ORDER)
-            for comp in comps:
-                Fc = F.filter(pl.col("component") == comp)
-                clean_pos = Fc.filter(pl.col("condition") == CLEAN).select(
-                    "utt_id", pl.col("_pos").alias("_pc")
+            pc_, ps_ = sel["_pc"].to_numpy(), sel["_ps"].to_numpy()
+            profiles.append(_rank_profile(SV[pc_], SV[ps_], model, condition, layer, comp))
+            d = int(rm_len[np.concatenate([pc_, ps_])].min())
+            if d != int(rm_len[np.concatenate([pc_, ps_])].max()) or d == 0:
+                raise ValueError(
+                    f"pooled scope: row_mean lengths differ or are empty for "
+                    f"{model}/{condition}/layer {layer}/{comp}"
                 )
-                stress_pos = Fc.filter(pl.col("condition") != CLEAN).select(
-                    pl.col("condition").alias("stress"), "utt_id", pl.col("_pos").alias("_ps")
+            Xc, Xs = RM[pc_, :d], RM[ps_, :d]
+            rseed = derive_seed(seed, "bootstrap", f"pooled/{model}/{condition}")
+            point, boot = _pooled_cell(Xc, Xs, center, opts, rseed)
+            cells[(condition, comp)] = (point, boot, sel.height)
+    profile = pl.concat(profiles) if profiles else _empty("rank_profile")
+    return _cells_frame(model, layer, cells, opts), profile
+
+
+def _cells_frame(
+    model: str,
+    layer: int,
+    cells: dict[tuple[str, str], tuple[np.ndarray, np.ndarray | None, int]],
+    opts: MetricOptions,
+) -> pl.DataFrame:
+    """Long form of the cells: replicate -1 = point estimate, then 0..B-1."""
+    K, NO = len(opts.k), len(OBSERVABLES)
+    frames = []
+    for (condition, comp), (point, boot, n) in cells.items():
+        V = point[None] if boot is None else np.concatenate([point[None], boot])
+        R = V.shape[0]
+        frames.append(
+            pl.DataFrame(
+                {
+                    "model": [model] * (R * K * NO),
+                    "condition": [condition] * (R * K * NO),
+                    "layer": np.full(R * K * NO, layer, dtype=np.int32),
+                    "component": [comp] * (R * K * NO),
+                    "n": np.full(R * K * NO, n, dtype=np.int64),
+                    "replicate": np.repeat(np.arange(-1, R - 1, dtype=np.int32), K * NO),
+                    "k": np.tile(np.repeat(np.asarray(opts.k, dtype=np.int32), NO), R),
+                    "observable": np.tile(np.asarray(OBSERVABLES), R * K).tolist(),
+                    "clean": V[..., 0].ravel(),
+                    "stressed": V[..., 1].ravel(),
+                    "delta": V[..., 2].ravel(),
+                }
+            )
+        )
+    return _conformed(pl.concat(frames) if frames else _empty("pooled_cells"), "pooled_cells")
+
+
+def write_pooled_layer(cells: pl.DataFrame, profile: pl.DataFrame, cells_path, profile_path):
+    schemas.write_parquet(cells, "pooled_cells", cells_path)
+    schemas.write_parquet(profile, "rank_profile", profile_path)
+
+
+def pooled_summary(cells: pl.DataFrame, options: MetricOptions | None = None) -> pl.DataFrame:
+    """Scope ``pooled`` rows of layer_summary from every layer's cells (:func:`pooled_layer`):
+    point estimates, percentile CIs and, as ``layer = -1``, the mean over layers, replicate by
+    replicate."""
+    opts = options or MetricOptions()
+    K, NO, B = len(opts.k), len(OBSERVABLES), opts.pooled_n_boot
+    cells = cells.with_columns(
+        pl.col("k").replace_strict({k: i for i, k in enumerate(opts.k)}, default=None).alias("_k"),
+        pl.col("observable").replace_strict(_OBS_RANK, default=None).alias("_o"),
+    )
+    unknown = cells.filter(pl.col("_k").is_null() | pl.col("_o").is_null())
+    if unknown.height:
+        r = unknown.row(0, named=True)
+        raise ValueError(
+            f"pooled cells: k={r['k']}, observable={r['observable']} not in the options' "
+            f"k={list(opts.k)} x {list(OBSERVABLES)} (cells computed with other options?)"
+        )
+    frames = []
+    for (model,), M in cells.sort("model").partition_by("model", as_dict=True).items():
+        parsed = {}
+        for key, C in M.partition_by("condition", "layer", "component", as_dict=True).items():
+            C = C.sort("replicate", "_k", "_o")
+            n_rep = C["replicate"].n_unique()
+            if C.height != n_rep * K * NO or n_rep not in (1, B + 1):
+                raise ValueError(
+                    f"pooled cells of {model}/{key}: {n_rep - 1} replicates x {C.height} rows, "
+                    f"expected {B} replicates (metrics.pooled_n_boot) x {K} k x {NO} observables"
                 )
-                for condition in conditions:
-                    sel = (
-                        P.filter(pl.col("condition") == condition)
-                        .select("stress", "utt_id")
-                        .sort("stress", "utt_id")
-                        .join(stress_pos, on=["stress", "utt_id"], maintain_order="left")
-                        .join(clean_pos, on="utt_id", maintain_order="left")
-                    )
-                    if sel.height == 0:
-                        continue
-                    pc_, ps_ = sel["_pc"].to_numpy(), sel["_ps"].to_numpy()
-                    profile_frames.append(
-                        _rank_profile(SV[pc_], SV[ps_], model, condition, layer, comp)
-                    )
-                    d = int(rm_len[np.concatenate([pc_, ps_])].min())
-                    if d != int(rm_len[np.concatenate([pc_, ps_])].max()) or d == 0:
-                        raise ValueError(
-                            f"pooled scope: row_mean lengths differ or are empty for "
-                            f"{model}/{condition}/layer {layer}/{comp}"
-                        )
-                    Xc, Xs = RM[pc_, :d], RM[ps_, :d]
-                    rseed = derive_seed(seed, "bootstrap", f"pooled/{model}/{condition}")
-                    point, boot = _pooled_cell(Xc, Xs, center, opts, rseed)
-                    cells[(condition, layer, comp)] = (point, boot, sel.height)
-        summary_frames += _pooled_frames(model, cells, opts)
-    summary = pl.concat(summary_frames) if summary_frames else _empty("layer_summary")
-    profile = pl.concat(profile_frames) if profile_frames else _empty("rank_profile")
-    return summary, profile
+            V = C.select("clean", "stressed", "delta").to_numpy().reshape(n_rep, K, NO, 3)
+            parsed[key] = (V[0], V[1:] if n_rep > 1 else None, int(C["n"][0]))
+        frames += _pooled_frames(model, parsed, opts)
+    return pl.concat(frames) if frames else _empty("layer_summary")
 
 
 def _pooled_frames(
@@ -1228,7 +1291,8 @@ def build_tables(
     counts_paths: Sequence[str | Path],
     out_dir: str | Path,
     *,
-    spectra_paths: Sequence[str | Path] = (),
+    pooled_paths: Sequence[str | Path] = (),
+    profile_paths: Sequence[str | Path] = (),
     options: MetricOptions | None = None,
     seed: int = 0,
 ) -> dict[str, pl.DataFrame]:
@@ -1236,9 +1300,10 @@ def build_tables(
 
     Writes ``layer_summary.parquet``, ``rank_profile.parquet``, ``tables.parquet`` (contracts
     of the same names), ``table1_final_layer.{csv,md}``, ``table2_layer_mean.{csv,md}`` and
-    ``pair_counts.{csv,md}``. ``spectra_paths`` (their ``row_mean`` and ``sv`` columns) are
-    needed for the pooled scope and the rank profiles; with ``options.pooled = False`` they
-    may be empty.
+    ``pair_counts.{csv,md}``. The pooled scope and the rank profiles come from every
+    (model, layer)'s :func:`pooled_layer` output: ``pooled_paths`` (contract
+    ``pooled_cells``) and ``profile_paths`` (``rank_profile``); with ``options.pooled =
+    False`` they may be empty.
     """
     opts = options or MetricOptions()
     out = Path(out_dir)
@@ -1251,10 +1316,11 @@ def build_tables(
     summaries = [utterance_summary(metrics_paths, pair_df, opts, seed)]
     profile = _empty("rank_profile")
     if opts.pooled:
-        if not spectra_paths:
-            raise ValueError("build_tables: the pooled scope needs spectra_paths")
-        pooled, profile = pooled_summary(spectra_paths, pair_df, opts, seed)
-        summaries.append(pooled)
+        if not pooled_paths or not profile_paths:
+            raise ValueError("build_tables: the pooled scope needs the pooled_layer outputs")
+        cells = pl.scan_parquet([str(p) for p in pooled_paths]).collect()
+        summaries.append(pooled_summary(cells, opts))
+        profile = pl.scan_parquet([str(p) for p in profile_paths]).collect()
     summary = pl.concat(summaries).sort(
         pl.col("scope").replace_strict({"utterance": 0, "pooled": 1}, default=2),
         "model",

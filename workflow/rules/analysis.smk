@@ -34,12 +34,40 @@ rule pairs:
         " > {log:q} 2>&1"
 
 
+rule pooled:
+    input:
+        spectra=get_layer_spectra,
+        pairs=rules.pairs.output.pairs,
+    output:
+        cells=f"{RESULTS}/pooled/{{model}}/layer-{{layer}}.parquet",
+        profile=f"{RESULTS}/pooled/{{model}}/layer-{{layer}}-profile.parquet",
+    log:
+        "logs/pooled/{model}/layer-{layer}.log",
+    benchmark:
+        "benchmarks/pooled/{model}/layer-{layer}.jsonl"
+    params:
+        options=get_metric_options(POOLED_KEYS),
+        seed=config["seed"],
+    shell:
+        "whisper-spi pooled"
+        " --spectra {input.spectra:q}"
+        " --pairs {input.pairs:q}"
+        " --model {wildcards.model}"
+        " --layer {wildcards.layer}"
+        " --options {params.options:q}"
+        " --seed {params.seed}"
+        " --out {output.cells:q}"
+        " --profile {output.profile:q}"
+        " > {log:q} 2>&1"
+
+
 rule tables:
     input:
         metrics=get_all_layer_metrics(),
         pairs=expand(rules.pairs.output.pairs, model=MODELS),
         counts=expand(rules.pairs.output.counts, model=MODELS),
-        spectra=get_all_spectra(),
+        pooled=get_pooled("cells"),
+        profiles=get_pooled("profile"),
     output:
         summary=f"{RESULTS}/tables/layer_summary.parquet",
         profile=f"{RESULTS}/tables/rank_profile.parquet",
@@ -62,7 +90,8 @@ rule tables:
         " --metrics {input.metrics:q}"
         " --pairs {input.pairs:q}"
         " --counts {input.counts:q}"
-        " --spectra {input.spectra:q}"
+        " --pooled {input.pooled:q}"
+        " --profiles {input.profiles:q}"
         " --options {params.options:q}"
         " --seed {params.seed}"
         " --out-dir {params.out_dir:q}"

@@ -100,10 +100,11 @@ def get_all_spectra(model=None):
 
 
 def get_layer_spectra(wildcards):
+    """One layer's spectra: of one condition, or of all (the pooled scope)."""
     return expand(
         f"{RESULTS}/decode/{{model}}/{{condition}}/shard-{{shard}}/layer-{{layer}}.parquet",
         model=wildcards.model,
-        condition=wildcards.condition,
+        condition=getattr(wildcards, "condition", CONDITIONS),
         shard=SHARDS,
         layer=wildcards.layer,
     )
@@ -123,6 +124,30 @@ def get_all_layer_metrics():
         f"{RESULTS}/metrics/{m}/{c}/layer-{layer}.parquet"
         for m in MODELS
         for c in CONDITIONS
+        for layer in range(N_LAYERS[m])
+    ]
+
+
+# The metrics options of the pooled scope: changing the utterance-scope bootstrap or the
+# figures does not rerun it.
+POOLED_KEYS = (
+    *OBSERVABLE_KEYS,
+    "pooled",
+    "pooled_center",
+    "pooled_n_boot",
+    "pooled_boot_rank",
+)
+
+
+def get_pooled(kind):
+    """Every (model, layer)'s pooled-scope output of ``kind`` (cells or profile); none when
+    metrics.pooled is off."""
+    if not config["metrics"]["pooled"]:
+        return []
+    suffix = {"cells": "", "profile": "-profile"}[kind]
+    return [
+        f"{RESULTS}/pooled/{m}/layer-{layer}{suffix}.parquet"
+        for m in MODELS
         for layer in range(N_LAYERS[m])
     ]
 
