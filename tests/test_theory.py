@@ -390,6 +390,20 @@ def _fake_measurements():
     return pl.DataFrame(rows)
 
 
+def test_theory_table_independent_of_row_order():
+    """Bit-identical whatever the order of the measurement rows (as jobs finish), including
+    path_gain, a float product over layers."""
+    rows = _fake_measurements()
+    want = theory.theory_table(rows)
+    want_gain = want.filter(pl.col("layer").is_null()).sort("model", "condition")["path_gain"]
+    for seed in range(8):
+        shuffled = rows.sample(fraction=1.0, shuffle=True, seed=seed)
+        assert theory.theory_table(shuffled).equals(want)
+    per_layer = want.filter(pl.col("layer") >= 1).sort("model", "condition", "layer")
+    in_order = per_layer.group_by("model", "condition", maintain_order=True).agg("gamma_median")
+    assert want_gain.to_list() == [math.prod(g) for g in in_order["gamma_median"].to_list()]
+
+
 def test_theory_table_place_and_figure():
     table = theory.theory_table(_fake_measurements())
     pooled = table.filter(pl.col("layer").is_null())

@@ -799,9 +799,10 @@ def theory_table(measurements: pl.DataFrame, by: Sequence[str] = ("model", "cond
     units = pl.col("utt_id").n_unique() if "utt_id" in measurements.columns else pl.len()
     n_layers = measurements.group_by(by).agg(pl.col("layer").n_unique().alias("n_layers"))
     per_layer = measurements.group_by([*by, "layer"]).agg(units.alias("n_utts"), *_summaries())
-    gains = (
+    gains = (  # in layer order: a float product must not depend on group_by's row order
         per_layer.filter(pl.col("layer") >= 1)
-        .group_by(by)
+        .sort([*by, "layer"])
+        .group_by(by, maintain_order=True)
         .agg(pl.col("gamma_median").product().alias("path_gain"))
     )
     pooled = (

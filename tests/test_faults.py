@@ -1,0 +1,239 @@
+"""The workflow under faults: killed mid-run and resumed, and run twice with different -j.
+
+Two full runs of tests/workflow/config.yaml, each in its own directory:
+
+* ``reference``: ``-j 1``, uninterrupted;
+* ``resumed``: ``-j 8``, SIGKILLed (the whole process group, as a node failure or ``kill -9``
+  would) while a decode job is running and after another one finished; then
+  ``snakemake --unlock`` (SIGKILL leaves Snakemake's lock behind, and a plain rerun refuses to
+  start) and the same command again, which reruns the unfinished jobs (``--rerun-incomplete``
+  is set in profiles/local).
+
+The resumed run must leave no truncated or temporary file, and every output (all Parquet and
+CSV under results/, values not timestamps) must equal the reference's: which shows at once
+that resuming is correct, that the job count -j does not change any result, and that two
+independent runs of the same configuration agree.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CONFIG = ROOT / "tests" / "workflow" / "config.yaml"
+pytestmark = pytest.mark.slow
+
+
+def command(workdir: Path, *args: str) -> list[str]:
+    return [
+        str(BIN / "snakemake"),
+        "--snakefile", str(ROOT / "Snakefile"),
+        "--directory", str(workdir),
+        "--profile", str(ROOT / "profiles" / "local"),
+        "--configfile", str(CONFIG),
+        "--replace-workflow-config",
+        *args,
+    ]  # fmt: skip
+
+
+ENV = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    run = subprocess.run(command(workdir, *args), capture_output=True, text=True, env=ENV)
+    if check:
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
+    return run
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Rule -> job count from Snakemake's 'Job stats' table."""
+    table = output.split("Job stats:")[1].split("\n\n")[0]
+    return {
+        m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"
+    }
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains ``text``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in cmdline:
+                pids.append(int(entry.name))
+    return pids
+
+
+def decode_state(workdir: Path) -> tuple[list[Path], list[Path]]:
+    """(decode shards whose job finished, decode shards whose job is writing its log).
+
+    Finished = Snakemake wrote the job's benchmark, which it does once the job succeeded.
+    """
+    logs, bench = workdir / "logs" / "decode", workdir / "benchmarks" / "decode"
+    finished, running = [], []
+    for log in sorted(logs.rglob("*.log")) if logs.is_dir() else []:
+        shard = log.relative_to(logs).with_suffix("")
+        if (bench / shard).with_suffix(".jsonl").exists():
+            finished.append(shard)
+        elif log.stat().st_size > 0:
+            running.append(shard)
+    return finished, running
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("reference")
+    snakemake(workdir, "-j", "1")
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory) -> dict:
+    workdir = tmp_path_factory.mktemp("resumed")
+    log = (workdir.parent / "resumed-killed.log").open("w")
+    proc = subprocess.Popen(
+        command(workdir, "-j", "8"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=ENV,
+        start_new_session=True,  # its own process group: the jobs die with it
+    )
+    try:
+        deadline = time.monotonic() + 900
+        while True:
+            finished, running = decode_state(workdir)
+            if finished and running:
+                break
+            assert proc.poll() is None, "the run ended before it could be killed mid-decode"
+            assert time.monotonic() < deadline, "no decode job started within 15 minutes"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
+    # nothing of the killed run survives it (a job in its own session would keep writing)
+    for _ in range(50):
+        if not processes_mentioning(str(workdir)):
+            break
+        time.sleep(0.1)
+    survivors = processes_mentioning(str(workdir))
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+
+    locks = workdir / ".snakemake" / "locks"
+    incomplete = workdir / ".snakemake" / "incomplete"
+    finished, running = decode_state(workdir)  # as the kill left them
+    state = {
+        "workdir": workdir,
+        "killed_during": running,
+        "finished_before_kill": finished,
+        "finished_mtimes": {
+            s: (workdir / "results" / "decode" / s / "transcripts.parquet").stat().st_mtime_ns
+            for s in finished
+        },
+        "survivors": survivors,
+        "stale_locks": sorted(p.name for p in locks.iterdir()) if locks.is_dir() else [],
+        "incomplete": len(list(incomplete.iterdir())) if incomplete.is_dir() else 0,
+        "plain_rerun": snakemake(workdir, "-j", "8", check=False),
+    }
+    snakemake(workdir, "--unlock")
+    state["rerun"] = snakemake(workdir, "-j", "8")
+    state["after"] = snakemake(workdir, "-n")
+    return state
+
+
+def test_sigkill_leaves_a_stale_lock_that_unlock_clears(resumed):
+    assert resumed["survivors"] == []
+    assert resumed["stale_locks"], "SIGKILL should leave .snakemake/locks behind"
+    plain = resumed["plain_rerun"]
+    assert plain.returncode != 0
+    assert "LockException" in plain.stdout + plain.stderr
+    assert "--unlock" in plain.stdout + plain.stderr
+    assert resumed["incomplete"] > 0  # the killed job's outputs are marked incomplete
+
+
+def test_resume_reruns_only_unfinished_jobs(resumed):
+    rerun = resumed["rerun"]
+    jobs = job_counts(rerun.stdout + rerun.stderr)  # a real run logs to stderr
+    assert "corpus" not in jobs and "stress" not in jobs  # finished before the kill
+    n_shards = 8  # 4 conditions x 2 shards of 5 utterances
+    assert resumed["finished_before_kill"] and resumed["killed_during"]
+    assert 1 <= jobs["decode_tiny_en"] <= n_shards - len(resumed["finished_before_kill"])
+    results = resumed["workdir"] / "results" / "decode"
+    for shard, mtime in resumed["finished_mtimes"].items():  # kept, not rewritten
+        assert (results / shard / "transcripts.parquet").stat().st_mtime_ns == mtime
+    for shard in resumed["killed_during"]:  # the killed job ran again, to the end
+        assert (resumed["workdir"] / "benchmarks" / "decode" / f"{shard}.jsonl").exists()
+    after = resumed["after"]  # and the resumed run left nothing to do
+    assert "Nothing to be done" in after.stdout + after.stderr, after.stdout[-3000:]
+
+
+def test_resumed_run_leaves_no_partial_outputs(resumed):
+    results = resumed["workdir"] / "results"
+    leftovers = [p for p in results.rglob("*") if p.is_file() and ".tmp" in p.name]
+    assert leftovers == []
+    parquets = sorted(results.rglob("*.parquet"))
+    assert len(parquets) > 50
+    for path in parquets:  # every file reads back whole, under its contract's columns
+        df = pl.read_parquet(path)
+        assert df.width > 0, path
+        if path.name != "rejected.parquet":
+            assert df.height > 0, path
+
+
+def test_resumed_tables_equal_uninterrupted_run(reference, resumed):
+    a, b = reference / "results" / "tables", resumed["workdir"] / "results" / "tables"
+    for name in ("tables", "layer_summary", "rank_profile"):
+        assert pl.read_parquet(b / f"{name}.parquet").equals(
+            pl.read_parquet(a / f"{name}.parquet")
+        ), name
+    for name in ("table1_final_layer", "table2_layer_mean", "pair_counts"):
+        assert pl.read_csv(b / f"{name}.csv").equals(pl.read_csv(a / f"{name}.csv")), name
+        assert (b / f"{name}.md").read_text() == (a / f"{name}.md").read_text(), name
+
+
+def _values(path: Path, workdir: Path) -> pl.DataFrame:
+    """A Parquet or CSV file's values, with the run's own directory in paths made neutral."""
+    df = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path)
+    return df.with_columns(
+        pl.col(pl.String).str.replace_all(str(workdir), "<workdir>", literal=True)
+    )
+
+
+def test_every_output_identical_across_runs(reference, resumed):
+    """-j 1 uninterrupted vs -j 8 killed and resumed: the same values in every table file,
+    from the corpus manifest and the decoded spectra to the detector and theory tables."""
+    workdir = resumed["workdir"]
+    ours = sorted(
+        p.relative_to(workdir / "results")
+        for ext in ("*.parquet", "*.csv")
+        for p in (workdir / "results").rglob(ext)
+    )
+    theirs = sorted(
+        p.relative_to(reference / "results")
+        for ext in ("*.parquet", "*.csv")
+        for p in (reference / "results").rglob(ext)
+    )
+    assert ours == theirs
+    differ = [
+        str(rel)
+        for rel in ours
+        if not _values(workdir / "results" / rel, workdir).equals(
+            _values(reference / "results" / rel, reference)
+        )
+    ]
+    assert differ == []
