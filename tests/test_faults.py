@@ -18,50 +18,17 @@ independent runs of the same configuration agree.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-CONFIG = ROOT / "tests" / "workflow" / "config.yaml"
+from .snakemake_runner import ENV, command, job_counts, snakemake
+
 pytestmark = pytest.mark.slow
-
-
-def command(workdir: Path, *args: str) -> list[str]:
-    return [
-        str(BIN / "snakemake"),
-        "--snakefile", str(ROOT / "Snakefile"),
-        "--directory", str(workdir),
-        "--profile", str(ROOT / "profiles" / "local"),
-        "--configfile", str(CONFIG),
-        "--replace-workflow-config",
-        *args,
-    ]  # fmt: skip
-
-
-ENV = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    run = subprocess.run(command(workdir, *args), capture_output=True, text=True, env=ENV)
-    if check:
-        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
-    return run
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """Rule -> job count from Snakemake's 'Job stats' table."""
-    table = output.split("Job stats:")[1].split("\n\n")[0]
-    return {
-        m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"
-    }
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -168,7 +135,7 @@ def test_sigkill_leaves_a_stale_lock_that_unlock_clears(resumed):
 
 def test_resume_reruns_only_unfinished_jobs(resumed):
     rerun = resumed["rerun"]
-    jobs = job_counts(rerun.stdout + rerun.stderr)  # a real run logs to stderr
+    jobs = job_counts(rerun)
     assert "corpus" not in jobs and "stress" not in jobs  # finished before the kill
     n_shards = 8  # 4 conditions x 2 shards of 5 utterances
     assert resumed["finished_before_kill"] and resumed["killed_during"]
@@ -179,7 +146,8 @@ def test_resume_reruns_only_unfinished_jobs(resumed):
     for shard in resumed["killed_during"]:  # the killed job ran again, to the end
         assert (resumed["workdir"] / "benchmarks" / "decode" / f"{shard}.jsonl").exists()
     after = resumed["after"]  # and the resumed run left nothing to do
-    assert "Nothing to be done" in after.stdout + after.stderr, after.stdout[-3000:]
+    assert job_counts(after) == {}, after.stdout[-3000:]
+    assert "Nothing to be done" in after.stdout + after.stderr
 
 
 def test_resumed_run_leaves_no_partial_outputs(resumed):

@@ -2,56 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import struct
-import subprocess
-import sys
-from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-CONFIG = ROOT / "tests" / "workflow" / "config.yaml"
+from .snakemake_runner import CONFIG, job_counts, snakemake
+
 pytestmark = pytest.mark.slow
 
 FIGURES = ["trajectories", "phase_diagram", "tail_energy", "scree", "theory_phase"]
-
-
-def snakemake(workdir: Path, *args: str, config: Path = CONFIG, check: bool = True):
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    cmd = [
-        str(BIN / "snakemake"),
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--profile",
-        str(ROOT / "profiles" / "local"),
-        "--configfile",
-        str(config),
-        "--replace-workflow-config",
-        *args,
-    ]
-    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if check:
-        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
-    return run
-
-
-def job_counts(run: subprocess.CompletedProcess) -> dict[str, int]:
-    """Rule -> job count from Snakemake's 'Job stats' table (on stderr or stdout)."""
-    output = run.stdout + run.stderr
-    if "Job stats:" not in output:
-        return {}  # nothing to do
-    table = output.split("Job stats:")[1].split("\n\n")[0]
-    return {
-        m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"
-    }
 
 
 @pytest.fixture(scope="module")
