@@ -336,3 +336,67 @@ def test_run_detect_writes_everything(decoded, tmp_path):
     df = detect.features(spectra, transcripts, **detect.feature_kwargs(det))
     assert np.isfinite(detect.score(det, df)).all()
     assert "| model |" in paths["markdown"].read_text()
+
+
+# --------------------------------------------------------------------------- the detect CLI
+
+
+def test_detect_cli_scores_audio_files(tmp_path, librivox):
+    """`whisper-spi detect` on real clips with a hand-written detector on two features that
+    CTranslate2 reports independently (decoded length and no-speech probability): the printed
+    probability is sigmoid of the hand-computed log-odds, the transcript is CTranslate2's."""
+    import subprocess
+    import sys
+
+    import ctranslate2
+    import soundfile as sf
+    from tokenizers import Tokenizer
+
+    from whisper_spi.decode import log_mel
+    from whisper_spi.models import load_model
+
+    from .conftest import TINY_EN
+    from .test_models import _ct2_dir
+
+    clips = []
+    for name, wave, _ in librivox[:2]:
+        sf.write(tmp_path / f"{name}.wav", wave, 16000)
+        clips.append(tmp_path / f"{name}.wav")
+    clips.append(tmp_path / "silence.wav")  # a clip whose no-speech probability is high
+    sf.write(clips[-1], np.zeros(32000, np.float32), 16000)
+    coef, intercept = [0.15, 4.0], -3.0
+    det = detect.fit_detector(synthetic_frame(np.random.default_rng(1)), method="ours_no_T")
+    det.update(feature_names=["n_tokens", "no_speech_prob"], impute=[0.0, 0.0], mean=[0.0, 0.0],
+               scale=[1.0, 1.0], coef=coef, intercept=intercept)  # fmt: skip
+    detect.save_detector(det, tmp_path / "detector.json")
+
+    cmd = [sys.executable, "-m", "whisper_spi.cli", "detect", "--model", TINY_EN,
+           "--detector", str(tmp_path / "detector.json"), *map(str, clips)]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [line.split("\t") for line in run.stdout.rstrip("\n").split("\n")]
+    assert [path for path, _, _ in lines] == [str(c) for c in clips]
+
+    bundle = load_model(TINY_EN, device="cpu")
+    ct2_dir = _ct2_dir(TINY_EN, tmp_path)
+    engine = ctranslate2.models.Whisper(str(ct2_dir), compute_type="float32")
+    waves = [sf.read(c, dtype="float32")[0] for c in clips]
+    ref = engine.generate(
+        ctranslate2.StorageView.from_array(log_mel(bundle, waves).float().numpy()),
+        [bundle.prompt_ids] * len(clips),
+        beam_size=1,
+        return_no_speech_prob=True,
+    )
+    tokenizer = Tokenizer.from_file(str(ct2_dir / "tokenizer.json"))
+    for (_, prob, text), r in zip(lines, ref, strict=True):
+        ids = r.sequences_ids[0]
+        logit = coef[0] * len(ids) + coef[1] * r.no_speech_prob + intercept
+        assert float(prob) == pytest.approx(1 / (1 + np.exp(-logit)), abs=2e-3)
+        assert text.strip() == tokenizer.decode(ids, skip_special_tokens=True).strip()
+    assert float(lines[-1][1]) != float(lines[0][1])  # the features reach the score
+
+    (tmp_path / "bad.json").write_text('{"format": "something else"}')
+    bad = subprocess.run([*cmd[:7], str(tmp_path / "bad.json"), str(clips[0])],
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1 and "bad.json" in bad.stderr
