@@ -84,7 +84,7 @@ rule tables:
     params:
         options=get_metric_options(),
         seed=config["seed"],
-        out_dir=f"{RESULTS}/tables",
+        out_dir=lambda wc, output: os.path.dirname(output.tables),
     shell:
         "whisper-spi tables"
         " --metrics {input.metrics:q}"
@@ -112,7 +112,7 @@ rule figures:
         "logs/figures/figures.log",
     params:
         options=get_metric_options(),
-        out_dir=f"{RESULTS}/figures",
+        out_dir=lambda wc, output: os.path.dirname(output[0]),
     shell:
         "whisper-spi figures"
         " --summary {input.summary:q}"
@@ -144,7 +144,7 @@ rule detect:
         threshold=config["decode"]["hallucination_wer"],
         k=config["metrics"]["k"],
         n_boot=config["detect"]["n_boot"],
-        out_dir=lambda wc: f"{RESULTS}/detect/{wc.model}",
+        out_dir=lambda wc, output: os.path.dirname(output[0]),
     shell:
         "whisper-spi detect-eval"
         " --spectra {input.spectra:q}"
@@ -168,8 +168,8 @@ rule report:
     log:
         "logs/report/report.log",
     params:
-        tables_dir=f"{RESULTS}/tables",
-        figures_dir=f"{RESULTS}/figures",
+        tables_dir=lambda wc, input: os.path.dirname(input.tables),
+        figures_dir=lambda wc, input: os.path.dirname(input.figures[0]),
         config=json.dumps(config, sort_keys=True),
         extras=get_report_extra_args,
     shell:

@@ -1,6 +1,7 @@
 # Workflow-side helpers: config validation and the DAG's shape. Pure functions over config.
 import json
 import math
+import os
 import shlex
 
 from snakemake.exceptions import WorkflowError

@@ -51,8 +51,8 @@ rule theory_summary:
         "logs/theory_summary/theory_summary.log",
     params:
         seed=config["seed"],
-        out_dir=f"{RESULTS}/theory",
-        stem=f"{RESULTS}/figures/theory_phase",
+        out_dir=lambda wc, output: os.path.dirname(output.table),
+        stem=lambda wc, output: os.path.splitext(output.figure[0])[0],
     shell:
         "whisper-spi theory-summary"
         " --measurements {input:q}"
