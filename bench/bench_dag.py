@@ -17,7 +17,6 @@ import argparse
 import io
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +30,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
+from tests.snakemake_runner import job_counts  # noqa: E402
 
 # (split, utterances, speakers, chapters): the real LibriSpeech test splits.
 SPLITS = (("test-clean", 2620, 40, 87), ("test-other", 2939, 33, 90))
@@ -120,12 +121,6 @@ def paper_config(corpus: Path, models: dict[str, str], shard_size: int) -> dict:
     return cfg
 
 
-def job_counts(output: str) -> dict[str, int]:
-    """Rule -> job count from Snakemake's 'Job stats' table (with 'total')."""
-    table = output.split("Job stats:")[1].split("\n\n")[0]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
-
-
 def dry_run(config: Path, workdir: Path) -> tuple[float, dict[str, int]]:
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1")
     cmd = [
@@ -142,7 +137,8 @@ def dry_run(config: Path, workdir: Path) -> tuple[float, dict[str, int]]:
     wall = time.perf_counter() - t0
     if run.returncode != 0:
         sys.exit(f"snakemake -n failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
-    return wall, job_counts(run.stdout)
+    counts = job_counts(run)
+    return wall, {**counts, "total": sum(counts.values())}
 
 
 def main() -> None:
