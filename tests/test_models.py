@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 import subprocess
@@ -269,3 +270,26 @@ def test_transcribe_cli_bad_spec_is_one_line(tmp_path):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "ct2:nope" in lines[0] and "tried" in lines[0]
+
+
+def test_decoder_layers_reads_configs_without_torch(tmp_path):
+    """Planning the DAG (common.smk) asks every model's depth: from local configs that must
+    not import torch, transformers or scipy (seconds per parse, i.e. per SLURM job)."""
+    bad = tmp_path / "not-whisper"
+    bad.mkdir()
+    (bad / "config.json").write_text('{"model_type": "bert", "num_hidden_layers": 12}')
+    code = (
+        "import sys, json; from whisper_spi.models import decoder_layers; "
+        "from whisper_spi.corpus import list_utterances; "
+        f"n = [decoder_layers(s) for s in ({TINY_EN!r}, {BASE!r})]; "
+        "heavy = [m for m in ('torch', 'transformers', 'scipy.signal') if m in sys.modules]; "
+        "print(json.dumps([n, heavy]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    depths, heavy = json.loads(out.stdout)
+    assert heavy == []
+    assert depths == [4, 6]  # tiny.en and base
+    with pytest.raises(ModelSpecError, match="not a Whisper config"):
+        models.decoder_layers(f"dir:{bad}")
+    with pytest.raises(ModelSpecError, match="no Whisper config"):
+        models.decoder_layers(f"dir:{tmp_path / 'missing'}")

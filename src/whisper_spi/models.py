@@ -23,11 +23,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .ct2 import file_digest, read_checkpoint, to_state_dict, whisper_config_kwargs
 from .errors import CheckpointError, ModelSpecError
+
+if TYPE_CHECKING:  # torch is imported where it is used: planning the DAG must not pay for it
+    import torch
 
 # Bump when the conversion changes, so old cache entries are not reused.
 CONVERTER_VERSION = 1
@@ -67,6 +69,8 @@ class WhisperBundle:
 
 
 def pick_device(device: str = "auto") -> torch.device:
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -79,7 +83,7 @@ def default_cache_dir() -> Path:
     return Path(root)
 
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_DTYPES = ("float32", "float16", "bfloat16")  # names of torch dtypes
 
 
 def load_model(
@@ -105,22 +109,33 @@ def load_model(
         tokenizer_dir = model_dir
     else:
         raise ModelSpecError(f"model spec {spec!r}: unknown kind {kind!r} (hf, dir or ct2)")
-    return _load_transformers(spec, str(model_dir), str(tokenizer_dir), device, _DTYPES[dtype])
+    import torch
+
+    torch_dtype = getattr(torch, dtype)
+    return _load_transformers(spec, str(model_dir), str(tokenizer_dir), device, torch_dtype)
 
 
 def decoder_layers(spec: str, cache_dir: str | os.PathLike | None = None) -> int:
     """Number of decoder layers of ``spec``, from its config alone (for planning the DAG).
 
-    A ct2 checkpoint is converted (and cached) on first use; hf reads only config.json.
+    A ct2 checkpoint is converted (and cached) on first use; a hub id reads only config.json
+    (through transformers, for the hub's cache, auth and offline mode); a local directory's
+    config.json is read directly, without importing transformers or torch.
     """
-    from transformers import WhisperConfig
-
     kind, sep, target = spec.partition(":")
     if kind == "ct2" and target:
         target = str(_converted_dir(target, Path(cache_dir) if cache_dir else default_cache_dir()))
     elif kind not in ("hf", "dir") or not target:
         raise ModelSpecError(f"model spec {spec!r} must look like hf:<id>, dir:<path> or ct2:<dir>")
+    local = Path(target) / "config.json"
     try:
+        if local.is_file():
+            config = json.loads(local.read_text())
+            if config.get("model_type") != "whisper" or "decoder_layers" not in config:
+                raise ValueError(f"{local} is not a Whisper config")
+            return int(config["decoder_layers"])
+        from transformers import WhisperConfig
+
         return WhisperConfig.from_pretrained(target).decoder_layers
     except (OSError, ValueError) as exc:
         raise ModelSpecError(
@@ -284,6 +299,8 @@ def convert_ct2(files: Ct2Files, out_dir: Path) -> None:
         begin_suppress_tokens=begin_suppress,
         tie_word_embeddings=True,
     )
+    import torch
+
     with torch.device("meta"):
         model = WhisperForConditionalGeneration(config)
     state = {k: torch.from_numpy(v) for k, v in to_state_dict(ckpt).items()}
