@@ -1,15 +1,17 @@
 """From spectra to the paper's tables: observables, clean/stressed pairs, deltas, bootstrap CIs.
 
-Three stages, each a pure function the workflow calls through a thin CLI:
+Four stages, each a pure function the workflow calls through a thin CLI:
 
 * :func:`layer_metrics` (per model x condition x layer): N_eff, alpha, log10 Kf and tail
   energy of every stored spectrum at each K of :attr:`MetricOptions.k`;
 * :func:`pairs_and_counts` (per model): each stressed utterance joined with its clean twin,
   kept when the stressed WER exceeds the threshold, plus the pooled condition ``hell``;
+* :func:`pooled_layer` (per model x layer): scope ``pooled``, one spectrum of the N x d
+  matrix of the kept pairs' per-utterance row means, with its bootstrap replicates;
 * :func:`build_tables` (once): the deltas in two scopes (``utterance``: per-pair deltas
-  averaged over pairs, full length and length-matched prefixes; ``pooled``: one spectrum of the
-  N x d matrix of per-utterance row means), percentile bootstrap CIs over pairs, the paper's
-  Tables 1 (final decoder layer) and 2 (mean over layers) as Parquet, CSV and Markdown.
+  averaged over pairs, full length and length-matched prefixes; ``pooled``, from the
+  :func:`pooled_layer` outputs), percentile bootstrap CIs over pairs, the paper's Tables 1
+  (final decoder layer) and 2 (mean over layers) as Parquet, CSV and Markdown.
 
 Deltas, stressed vs the clean twin of the same utterance (same layer, component, K, prefix):
 ``Delta N_eff % = 100 * (s - c) / c``; ``Delta log10 Kf = log10 Kf_s - log10 Kf_c``;
@@ -56,11 +58,11 @@ __all__ = [
     "pairs_and_counts",
     "pooled_layer",
     "pooled_summary",
-    "write_pooled_layer",
     "spectrum_observables",
     "utterance_summary",
     "write_layer_metrics",
     "write_pairs",
+    "write_pooled_layer",
 ]
 
 CLEAN = "clean"
@@ -832,18 +834,6 @@ def _pooled_cell(
 def _stack_delta(c: np.ndarray, s: np.ndarray) -> np.ndarray:
     """Deltas of (..., O) observable arrays."""
     return np.stack([_delta(o, c[..., i], s[..., i]) for i, o in enumerate(OBSERVABLES)], -1)
-
-
-def _file_index(spectra_paths: Sequence[str]) -> pl.DataFrame:
-    """(model, condition, layer) -> the files holding them."""
-    return (
-        pl.scan_parquet(list(spectra_paths), include_file_paths="_file")
-        .select("_file", "model", "condition", "layer")
-        .unique()
-        .group_by("model", "condition", "layer")
-        .agg(pl.col("_file").unique().sort())
-        .collect()
-    )
 
 
 def pooled_layer(
