@@ -1,6 +1,6 @@
 rule layer_metrics:
     input:
-        get_layer_spectra,
+        get_spectra,
     output:
         f"{RESULTS}/metrics/{{model}}/{{condition}}/layer-{{layer}}.parquet",
     log:
@@ -36,7 +36,7 @@ rule pairs:
 
 rule pooled:
     input:
-        spectra=get_layer_spectra,
+        spectra=get_spectra,
         pairs=rules.pairs.output.pairs,
     output:
         cells=f"{RESULTS}/pooled/{{model}}/layer-{{layer}}.parquet",
@@ -124,7 +124,7 @@ rule figures:
 
 rule detect:
     input:
-        spectra=lambda wc: get_all_spectra(wc.model),
+        spectra=get_spectra,
         transcripts=get_transcripts,
     output:
         expand(

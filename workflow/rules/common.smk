@@ -82,32 +82,15 @@ def get_metric_options(keys=None):
     return json.dumps(options, sort_keys=True)
 
 
-def get_spectra(model, condition, shard):
-    return expand(
-        f"{RESULTS}/decode/{model}/{condition}/shard-{shard}/layer-{{layer}}.parquet",
-        layer=range(N_LAYERS[model]),
-    )
-
-
-def get_all_spectra(model=None):
-    models = [model] if model else list(MODELS)
-    return [
-        p
-        for m in models
-        for c in CONDITIONS
-        for s in SHARDS
-        for p in get_spectra(m, c, s)
-    ]
-
-
-def get_layer_spectra(wildcards):
-    """One layer's spectra: of one condition, or of all (the pooled scope)."""
+def get_spectra(wildcards):
+    """Decode spectra of one model: of the rule's condition and layer if it has those
+    wildcards (layer_metrics: both; pooled: the layer, every condition; detect: all)."""
     return expand(
         f"{RESULTS}/decode/{{model}}/{{condition}}/shard-{{shard}}/layer-{{layer}}.parquet",
         model=wildcards.model,
         condition=getattr(wildcards, "condition", CONDITIONS),
         shard=SHARDS,
-        layer=wildcards.layer,
+        layer=getattr(wildcards, "layer", range(N_LAYERS[wildcards.model])),
     )
 
 
