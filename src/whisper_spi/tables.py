@@ -821,10 +821,10 @@ def _pooled_cell(
     point = np.stack([oc, os_, _stack_delta(oc, os_)], axis=-1)
     if not boot:
         return point, None
-    # the same resampled utterances for clean and stressed: two generators, one seed
+    # the same resampled utterances for clean and stressed: drawn once, used for both
+    blocks = list(_resample_blocks(np.random.default_rng(rng_seed), N, opts.pooled_n_boot))
     reps = []
     for X, Vt, cache in zip((Xc, Xs), bases, caches, strict=True):
-        blocks = _resample_blocks(np.random.default_rng(rng_seed), N, opts.pooled_n_boot)
         S, total = _boot_spectra(X, blocks, center, opts.pooled_boot_rank, Vt, cache)
         reps.append(_obs_array(S, N, opts, total))
     rc, rs = reps
