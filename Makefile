@@ -11,8 +11,8 @@ JOBS ?= 8
 
 .PHONY: demo test setup system lint clean
 
-demo: setup
-	$(BIN)/snakemake --profile profiles/local -j $(JOBS)
+demo: setup  # the rules call whisper-spi: the venv's bin must be on PATH for the jobs
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local -j $(JOBS)
 
 test: setup
 	scripts/system-packages.sh test
