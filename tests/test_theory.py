@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from whisper_spi import theory
+from whisper_spi.theory.measure import _DecoderMaps, _eager_attention
 
 TOL = 1e-9  # relative slack for float rounding in the bound checks
 
@@ -274,8 +275,8 @@ def tiny_random():
 
 
 def _explicit(model, enc, ids, first):
-    with theory._eager_attention(model):
-        maps = theory._DecoderMaps(model, enc[0], ids, first)
+    with _eager_attention(model):
+        maps = _DecoderMaps(model, enc, [ids], first)
         jac = torch.autograd.functional.jacobian
         out = {}
         for i in range(len(maps.layers)):
@@ -290,9 +291,10 @@ def _explicit(model, enc, ids, first):
 @pytest.mark.parametrize("first", [0, 2])
 def test_measure_matches_explicit_jacobians(tiny_random, first):
     model, enc, ids = tiny_random
-    frame, vecs = theory.measure_decoder(
-        model, enc, ids, first, k=4, iters=8, context_every_layer=True, return_vectors=True
+    frames, vecs = theory.measure_decoder(
+        model, enc, [ids], first, k=4, iters=8, context_every_layer=True, return_vectors=True
     )
+    frame, vecs = frames[0], vecs[0]
     _, explicit = _explicit(model, enc, ids, first)
     for (name, layer), mat in explicit.items():
         u, sv, vt = torch.linalg.svd(mat)
@@ -308,6 +310,12 @@ def test_measure_matches_explicit_jacobians(tiny_random, first):
     assert row["rho"] == pytest.approx(rho, abs=1e-3)
     assert row["gamma"] == pytest.approx(row["s"] * row["rho"])
     assert row["eps"] == pytest.approx(float(a1.S[1] / a1.S[0]), rel=1e-3)
+    # the subspace alignment: principal angles of the explicit top-k' singular subspaces
+    kk = row["subspace_k"]
+    want, _ = theory.subspace_alignment(a1.Vh[:kk].numpy(), a0.U[:, :kk].T.numpy())
+    assert row["align"] == pytest.approx(want, abs=1e-3)
+    assert row["align_chance"] == pytest.approx(kk / explicit["A", 1].shape[0])
+    assert row["a_gap"] == pytest.approx(float(1 - a1.S[kk] / a1.S[kk - 1]), rel=1e-3)
     assert frame["rho"][0] is None
     assert frame["n_positions"][0] == len(ids) - first
     # The convention keeps the recurrence exact: J_2 = A_2 J_1 + B_2.
@@ -325,8 +333,8 @@ def test_decoder_maps_reproduce_the_transformers_decoder(tiny_random):
     out = dec(
         input_ids=ids_t, encoder_hidden_states=enc, use_cache=False, output_hidden_states=True
     )
-    torch.testing.assert_close(out.hidden_states[1][0], maps.h[1])
-    torch.testing.assert_close(out.last_hidden_state[0], dec.layer_norm(maps.h[2]))
+    torch.testing.assert_close(out.hidden_states[1][0], maps.h[1][0])
+    torch.testing.assert_close(out.last_hidden_state[0], dec.layer_norm(maps.h[2][0]))
 
     def final(c):  # last_hidden_state is after the final LayerNorm
         return dec(input_ids=ids_t, encoder_hidden_states=c[None], use_cache=False)
@@ -334,7 +342,7 @@ def test_decoder_maps_reproduce_the_transformers_decoder(tiny_random):
     true = torch.autograd.functional.jacobian(
         lambda c: final(c).last_hidden_state[0], enc[0]
     ).reshape(maps.h[2].numel(), -1)
-    ln = torch.autograd.functional.jacobian(dec.layer_norm, maps.h[2])
+    ln = torch.autograd.functional.jacobian(dec.layer_norm, maps.h[2][0])
     ln = ln.reshape(maps.h[2].numel(), -1)
     torch.testing.assert_close(ln @ explicit["J", 1], true)
     # measure_decoder switched to eager attention and back
@@ -346,7 +354,7 @@ def test_measure_smoke_tiny_en(tiny_en, librivox):
     clip = min(librivox, key=lambda c: len(c[1]))
     before = tiny_en.model.config._attn_implementation
     # ~4 s on an idle 2-core CPU; no time assertion, CPU sharing makes it flaky
-    frame = theory.measure(tiny_en, clip[1], k=3, iters=2)
+    frame = theory.measure(tiny_en, [clip[1]], k=3, iters=2)[0]
     assert tiny_en.model.config._attn_implementation == before
     assert frame.height == tiny_en.n_decoder_layers
     assert frame.columns[: len(theory.MEASURE_SCHEMA)] == list(theory.MEASURE_SCHEMA)
@@ -359,6 +367,137 @@ def test_measure_smoke_tiny_en(tiny_en, librivox):
     assert len(last) == 3 and last == sorted(last, reverse=True) and last[0] > 0
 
 
+def _random_batch(model, n_items, lengths, seed=1):
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        enc = model.model.encoder(torch.randn(n_items, 8, 16, dtype=torch.float64))
+    rng = np.random.default_rng(seed)
+    seqs = [[3, *rng.integers(4, 100, size=n - 1).tolist()] for n in lengths]
+    return enc.last_hidden_state, seqs
+
+
+def test_batched_equals_one_at_a_time(tiny_random):
+    """Utterances of different lengths measured together (padded, masked) give each the numbers
+    it gets alone, to 1e-5, and the same singular vectors."""
+    model, _, _ = tiny_random
+    enc, seqs = _random_batch(model, 3, [9, 5, 7])
+    opts = dict(k=4, iters=6, seed=3, subspace_k=2, context_every_layer=True)
+    together, vec_t = theory.measure_decoder(model, enc, seqs, 1, return_vectors=True, **opts)
+    for i, seq in enumerate(seqs):
+        alone, vec_a = theory.measure_decoder(model, enc[i], [seq], 1, return_vectors=True, **opts)
+        a, b = alone[0], together[i]
+        assert a.columns == b.columns and a.height == b.height
+        for col, dtype in a.schema.items():
+            if dtype == pl.List(pl.Float64):
+                a_vals = np.concatenate([np.asarray(x or [], float) for x in a[col]])
+                b_vals = np.concatenate([np.asarray(x or [], float) for x in b[col]])
+                np.testing.assert_allclose(b_vals, a_vals, rtol=1e-5, atol=1e-8, err_msg=col)
+            elif dtype.is_numeric():
+                np.testing.assert_allclose(
+                    b[col].to_numpy().astype(float), a[col].to_numpy().astype(float),
+                    rtol=1e-5, atol=1e-8, err_msg=col,
+                )  # fmt: skip
+        for key, (s_a, u_a, v_a) in vec_a[0].items():
+            s_b, u_b, v_b = vec_t[i][key]
+            torch.testing.assert_close(s_b, s_a, rtol=1e-5, atol=1e-8)
+            torch.testing.assert_close(u_b, u_a, rtol=1e-5, atol=1e-7)
+
+
+def test_top_singular_batch_pads_exactly():
+    """Zero-padded maps of different sizes in one batch: each item equals its map alone."""
+    rng = np.random.default_rng(4)
+    mats = [torch.tensor(rng.standard_normal((m, n))) for m, n in ((50, 40), (30, 60), (45, 45))]
+    n_in, n_out = [a.shape[1] for a in mats], [a.shape[0] for a in mats]
+    big = torch.zeros(3, max(n_out), max(n_in), dtype=torch.float64)
+    for i, a in enumerate(mats):
+        big[i, : a.shape[0], : a.shape[1]] = a
+    s, u, v, r = theory.top_singular_batch(
+        lambda x: x @ big.mT, lambda y: y @ big, n_in, n_out, k=3, iters=5, seed=2
+    )
+    for i, a in enumerate(mats):
+        s1, u1, v1, r1 = theory.top_singular(
+            lambda x, a=a: x @ a.T, lambda y, a=a: y @ a, n_in[i], n_out[i], k=3, iters=5, seed=2
+        )
+        torch.testing.assert_close(s[i], s1)
+        torch.testing.assert_close(u[i, :, : n_out[i]], u1)
+        torch.testing.assert_close(v[i, :, : n_in[i]], v1)
+        assert float(u[i, :, n_out[i] :].abs().sum()) == 0
+
+
+def _gapped(rng, n, head, tail_scale, left=None, right=None):
+    """n x n matrix with singular values ``head`` then a tail below tail_scale; optional
+    prescribed leading left / right singular vectors (orthonormal columns)."""
+    k = len(head)
+
+    def basis(fixed):  # QR keeps the span of the first k columns
+        g = rng.standard_normal((n, n))
+        if fixed is not None:
+            g[:, :k] = fixed
+        return np.linalg.qr(g)[0]
+
+    uu, vv = basis(left), basis(right)
+    sv = np.concatenate([head, tail_scale * rng.uniform(0, 1, n - k)])
+    return uu @ np.diag(sv) @ vv.T
+
+
+def _measured_alignment(a_prev, a_next, k_sub):
+    ta, tb = torch.tensor(a_prev), torch.tensor(a_next)
+    n = a_prev.shape[0]
+    _, u_prev, _, _ = theory.top_singular(lambda x: x @ ta.T, lambda y: y @ ta, n, n, k=4, iters=8)
+    _, _, v_next, _ = theory.top_singular(lambda x: x @ tb.T, lambda y: y @ tb, n, n, k=4, iters=8)
+    return theory.subspace_alignment(v_next[:k_sub].numpy(), u_prev[:k_sub].numpy())[0]
+
+
+def test_subspace_alignment_planted_aligned_pair_is_near_one():
+    """A_next's top-k' right singular subspace planted on A_prev's top-k' left one (up to a
+    small rotation), no gap inside the subspace (sigma equal): the top-vector cosine is
+    ill-defined there, the subspace alignment is not."""
+    rng = np.random.default_rng(5)
+    n, k_sub = 120, 3
+    a_prev = _gapped(rng, n, [5.0, 5.0, 5.0], 1.0)
+    u_top = np.linalg.svd(a_prev)[0][:, :k_sub]
+    tilt = u_top + 0.1 * rng.standard_normal((n, k_sub)) / math.sqrt(n)  # ~ 0.1 rad
+    a_next = _gapped(rng, n, [4.0, 4.0, 4.0], 1.0, right=np.linalg.qr(tilt)[0])
+    align = _measured_alignment(a_prev, a_next, k_sub)
+    assert align > 0.95
+    assert align > 20 * theory.expected_subspace_alignment(k_sub, n)
+
+
+def test_subspace_alignment_of_random_propagators_is_at_chance():
+    rng = np.random.default_rng(6)
+    n, k_sub = 60, 2
+    values = [
+        _measured_alignment(_gapped(rng, n, [3, 2.5], 1.0), _gapped(rng, n, [3, 2.5], 1.0), k_sub)
+        for _ in range(60)
+    ]
+    se = np.std(values, ddof=1) / math.sqrt(len(values))
+    assert abs(np.mean(values) - theory.expected_subspace_alignment(k_sub, n)) <= 4 * se
+
+
+@pytest.mark.parametrize(("k", "n"), [(1, 30), (3, 50)])
+def test_expected_subspace_alignment_matches_simulation(k, n):
+    mean, se = theory.random_subspace_alignment(k, n, draws=3000, seed=k)
+    assert abs(mean - theory.expected_subspace_alignment(k, n)) <= 4 * se
+    if k == 1:  # one dimension: the mean square of the top-vector cosine, E rho^2 = 1 / n
+        assert theory.expected_subspace_alignment(1, n) == pytest.approx(1 / n)
+
+
+def test_kept_utterances_follow_the_pairs():
+    from whisper_spi.theory.measure import kept_utterances
+
+    pairs = pl.DataFrame(
+        {
+            "condition": ["time_stretch", "speaker_mix", "speaker_mix", "hell", "hell", "hell"],
+            "utt_id": ["1-1-1", "1-1-1", "2-1-1", "1-1-1", "1-1-1", "2-1-1"],
+        }
+    )
+    assert kept_utterances(pairs, "speaker_mix") == ["1-1-1", "2-1-1"]
+    assert kept_utterances(pairs, "time_stretch") == ["1-1-1"]
+    assert kept_utterances(pairs, "clean") == ["1-1-1", "2-1-1"]  # union of the stresses
+    assert kept_utterances(pairs, "gaussian_noise") == []
+    assert len(kept_utterances(pairs, "clean", n=1)) == 1
+
+
 # ----------------------------------------------------------------- tables and figure
 
 
@@ -367,7 +506,7 @@ def _fake_measurements():
     rng = np.random.default_rng(0)
     for model, gain in (("tiny", 0.3), ("big", 3.0)):
         for condition in ("clean", "noise"):
-            for utt in range(3):
+            for utt in range(6):
                 for layer in range(4):
                     rho = None if layer == 0 else float(rng.uniform(0.5, 0.9))
                     s = gain / 0.7
@@ -375,15 +514,20 @@ def _fake_measurements():
                         {
                             "model": model,
                             "condition": condition,
-                            "utt_id": f"u{utt}",
+                            "utt_id": f"{utt % 3}-7-{utt}",  # 3 speakers, 2 utterances each
                             "layer": layer,
                             "s": s,
                             "eps": 0.01,
                             "rho": rho,
                             "gamma": None if rho is None else s * rho,
                             "gamma_sup": None if rho is None else s * (rho + 0.01),
-                            "b_norm": 1.0,
                             "rho_chance": 0.01,
+                            "rho_gap": None if rho is None else 0.99,
+                            "align": None if rho is None else rho**2,
+                            "align_chance": 0.001,
+                            "align_gap": None if rho is None else 0.5,
+                            "b_norm": 1.0,
+                            "j_sv": [2.0, 1.0] if layer == 3 else None,
                             "j_ratio": 0.5 if layer == 3 else None,
                         }
                     )
@@ -392,29 +536,38 @@ def _fake_measurements():
 
 def test_theory_table_independent_of_row_order():
     """Bit-identical whatever the order of the measurement rows (as jobs finish), including
-    path_gain, a float product over layers."""
+    path_gain, a float product over layers, and the bootstrap intervals."""
     rows = _fake_measurements()
-    want = theory.theory_table(rows)
+    want = theory.theory_table(rows, n_boot=50)
     want_gain = want.filter(pl.col("layer").is_null()).sort("model", "condition")["path_gain"]
-    for seed in range(8):
+    for seed in range(4):
         shuffled = rows.sample(fraction=1.0, shuffle=True, seed=seed)
-        assert theory.theory_table(shuffled).equals(want)
+        assert theory.theory_table(shuffled, n_boot=50).equals(want)
     per_layer = want.filter(pl.col("layer") >= 1).sort("model", "condition", "layer")
     in_order = per_layer.group_by("model", "condition", maintain_order=True).agg("gamma_median")
     assert want_gain.to_list() == [math.prod(g) for g in in_order["gamma_median"].to_list()]
 
 
 def test_theory_table_place_and_figure():
-    table = theory.theory_table(_fake_measurements())
+    table = theory.theory_table(_fake_measurements(), n_boot=100)
     pooled = table.filter(pl.col("layer").is_null())
     assert pooled.height == 4
-    assert set(pooled["n_utts"]) == {3}
+    assert set(pooled["n_utts"]) == {6} and set(pooled["n_speakers"]) == {3}
     tiny = pooled.filter(pl.col("model") == "tiny").row(0, named=True)
     assert 0.3 / 0.7 * 0.5 <= tiny["gamma_median"] <= 0.3 / 0.7 * 0.9
     assert tiny["regime1_hypothesis"] and not tiny["regime2_hypothesis"]
+    assert tiny["regime1"] == "holds" and tiny["regime2"] == "fails"
     big = pooled.filter(pl.col("model") == "big").row(0, named=True)
     assert big["regime2_hypothesis"] and big["path_gain"] > 1
+    assert big["regime1"] == "fails" and big["regime2"] == "holds"
+    for q in theory.summary.QUANTITIES:  # every point estimate inside its own interval
+        rows = table.drop_nulls(f"{q}_median")
+        assert (rows[f"{q}_lo"] <= rows[f"{q}_median"] + 1e-12).all(), q
+        assert (rows[f"{q}_median"] <= rows[f"{q}_hi"] + 1e-12).all(), q
     assert table.filter(pl.col("layer") == 0)["gamma_median"].is_null().all()
+    sentences = theory.summary.model_sentences(table)
+    assert "Regime I's hypothesis (sup_l s(rho + eps) < 1) hold in clean, noise" in sentences["tiny"]
+    assert "n = 6-6 utterances" in sentences["big"]
 
     grid = theory.phase_diagram([0.3, 1.0, 3.0], [0.3, 0.7], eps=0.01, depth=8, width=24)
     placed = theory.place_on_diagram(table, grid)
@@ -429,3 +582,45 @@ def test_theory_table_place_and_figure():
     spec = chart.to_dict()
     assert len(spec["layer"]) == 2
     theory.phase_figure(grid, table, value="regime").to_dict()
+    theory.summary.layers_figure(table).to_dict()
+
+
+def test_speaker_bootstrap_coverage():
+    """Speaker-clustered synthetic data (speaker effect sd 1, utterance noise sd 0.5, 10
+    speakers x 4 utterances): the 90% interval of the median covers the population median (0,
+    the distribution is symmetric) in about 90% of the data sets; resampling utterances alone
+    would ignore the clustering and cover far less."""
+    from whisper_spi.theory.summary import speaker_bootstrap
+
+    def median_stat(frame, group):
+        return frame.group_by([*group, "layer"]).agg(pl.col("x").median())
+
+    rng = np.random.default_rng(8)
+    covered, n_sets = 0, 150
+    for i in range(n_sets):
+        effect = rng.standard_normal(10)
+        rows = [
+            {"g": "a", "layer": 0, "speaker": str(sp), "utt_id": f"{sp}-0-{u}",
+             "x": effect[sp] + 0.5 * rng.standard_normal()}
+            for sp in range(10)
+            for u in range(4)
+        ]  # fmt: skip
+        frame = pl.DataFrame(rows)
+        ci = speaker_bootstrap(frame, median_stat, ["g"], ["x"], n_boot=200, level=0.9, seed=i)
+        covered += ci["x_lo"][0] <= 0 <= ci["x_hi"][0]
+    assert 0.8 <= covered / n_sets <= 0.98
+
+
+def test_summarize_writes_the_contract(tmp_path):
+    from whisper_spi.schemas import contract
+
+    rows = _fake_measurements()
+    flat = theory.summary.summarize(rows, tmp_path, tmp_path / "fig", seed=1, n_boot=20)
+    written = pl.read_csv(tmp_path / "theory_table.csv")
+    assert written.columns == [c.name for c in contract("theory_table").cols]
+    assert written.height == flat.height
+    assert written["layer"][0] is None  # pooled rows first
+    assert written["verdict"].drop_nulls().len() == 2  # one sentence per model
+    md = (tmp_path / "theory_table.md").read_text()
+    assert md.count("- tiny:") == 1 and md.count("- big:") == 1
+    assert (tmp_path / "fig.png").stat().st_size > 0 and (tmp_path / "fig.html").is_file()

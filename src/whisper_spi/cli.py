@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 from .errors import WhisperSpiError
 
@@ -235,104 +234,36 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 def cmd_theory_measure(args: argparse.Namespace) -> int:
     import polars as pl
-    import soundfile as sf
-    from tqdm import tqdm
 
-    from .io import stable_hash
     from .models import load_model
     from .schemas import write_parquet
-    from .theory import measure
+    from .theory.measure import measure_condition
 
     _quiet_transformers()
     _threads(args.threads)
     bundle = load_model(args.model, device=args.device, cache_dir=args.cache)
-    # The same utterances in every condition: the n with the smallest stable hash.
-    ids = pl.read_parquet(args.corpus_manifest, columns=["utt_id"])["utt_id"].to_list()
-    sample = sorted(ids, key=stable_hash)[: args.n]
-    audio = pl.scan_parquet(args.stress_manifests).select("utt_id", "path")
-    audio = audio.filter(pl.col("utt_id").is_in(sample)).collect().sort("utt_id")
-    frames = []
-    for row in tqdm(audio.iter_rows(named=True), total=audio.height, file=sys.stderr):
-        wave = sf.read(row["path"], dtype="float32")[0]
-        m = measure(bundle, wave, k=args.k, iters=args.iters, seed=args.seed)
-        frames.append(
-            m.with_columns(
-                model=pl.lit(args.model_name),
-                condition=pl.lit(args.condition),
-                utt_id=pl.lit(row["utt_id"]),
-            )
-        )
-    out = pl.concat(frames, how="diagonal") if frames else pl.DataFrame()
-    write_parquet(
-        out.select(_contract_columns("theory_measurements")), "theory_measurements", args.out
+    out = measure_condition(
+        bundle,
+        args.model_name,
+        args.condition,
+        pl.read_parquet(args.pairs),
+        pl.scan_parquet(args.transcripts),
+        pl.scan_parquet(args.stress_manifests),
+        json.loads(args.options),
+        seed=args.seed,
     )
+    write_parquet(out, "theory_measurements", args.out)
     return 0
-
-
-def _contract_columns(name: str) -> list[str]:
-    from .schemas import contract
-
-    return [c.name for c in contract(name).cols]
 
 
 def cmd_theory_summary(args: argparse.Namespace) -> int:
-    import numpy as np
     import polars as pl
 
-    from .figures import save_chart
-    from .io import atomic_path
-    from .theory import phase_diagram, phase_figure, place_on_diagram, theory_table
+    from .theory.summary import summarize
 
     measured = pl.scan_parquet(args.measurements).collect()
-    table = theory_table(measured)
-    # Simulate at the measured relative noise and depth, over a range wide enough to hold
-    # the measured points (rho of real decoders sits near the random-alignment level).
-    eps = float(np.clip(measured["eps"].median(), 1e-3, 0.95))
-    depth = int(measured["layer"].max()) + 1
-    grid = phase_diagram(
-        np.logspace(-2, 1.5, 12),
-        np.logspace(-3.5, 0, 10),
-        eps=eps,
-        depth=max(depth, 2),
-        seed=args.seed,
-    )
-    placed = place_on_diagram(table, grid)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    flat = placed.select(pl.exclude(pl.List(pl.Float64)))
-    with atomic_path(out / "theory_table.csv") as tmp:
-        flat.write_csv(tmp)
-    pooled = flat.filter(pl.col("layer").is_null())
-    cols = [
-        "model",
-        "condition",
-        "n_utts",
-        "gamma_median",
-        "rho_median",
-        "eps_median",
-        "rho_chance_median",
-        "j_ratio_median",
-        "purity",
-        "regime1_hypothesis",
-        "regime2_hypothesis",
-        "regime",
-    ]
-    md = _markdown(pooled.select([c for c in cols if c in pooled.columns]))
-    with atomic_path(out / "theory_table.md") as tmp:
-        tmp.write_text(f"# Theorem 1, measured (simulated grid at eps = {eps:.3g})\n\n{md}\n")
-    save_chart(phase_figure(grid, table), Path(args.figure))
+    summarize(measured, args.out_dir, args.figure, seed=args.seed, n_boot=args.n_boot)
     return 0
-
-
-def _markdown(df) -> str:
-    head = "| " + " | ".join(df.columns) + " |"
-    rule = "|" + "---|" * len(df.columns)
-
-    def cell(v):
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.iter_rows()]
-    return "\n".join([head, rule, *rows])
 
 
 def cmd_detect_audio(args: argparse.Namespace) -> int:
@@ -489,15 +420,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_detect)
 
-    p = sub.add_parser("theory-measure", help="measure rho, gamma, eps, J on sampled utterances")
+    p = sub.add_parser("theory-measure", help="measure rho, gamma, eps, J on the kept pairs")
     p.add_argument("--model-name", required=True)
     p.add_argument("--model", required=True)
     p.add_argument("--condition", required=True)
+    p.add_argument("--pairs", required=True, help="the model's pairs.parquet")
+    p.add_argument("--transcripts", nargs="+", required=True, help="the condition's transcripts")
     p.add_argument("--stress-manifests", nargs="+", required=True)
-    p.add_argument("--corpus-manifest", required=True)
-    p.add_argument("--n", type=int, default=2, help="utterances sampled")
-    p.add_argument("--k", type=int, default=4)
-    p.add_argument("--iters", type=int, default=6)
+    p.add_argument("--options", required=True, help="the theory config as JSON")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--cache", default=None)
@@ -508,6 +438,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("theory-summary", help="theory table and the measured phase diagram")
     p.add_argument("--measurements", nargs="+", required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-boot", type=int, default=200)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--figure", required=True, help="figure stem (writes .html and .png)")
     p.set_defaults(func=cmd_theory_summary)

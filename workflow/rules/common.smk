@@ -146,7 +146,7 @@ def get_report_sections():
         )
         for m in MODELS
     ]
-    if config["theory"]["n_utterances"]:
+    if config["theory"]["n_utterances"] != 0:  # null = every kept pair
         sections.append(
             (
                 "Theorem 1, measured",

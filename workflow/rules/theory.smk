@@ -6,7 +6,13 @@ rule theory_measure:
         audio=lambda wc: expand(
             rules.stress.output.audio, condition=wc.condition, shard=SHARDS
         ),
-        corpus=rules.corpus.output.manifest,
+        pairs=rules.pairs.output.pairs,
+        transcripts=lambda wc: expand(
+            f"{RESULTS}/decode/{{model}}/{{condition}}/shard-{{shard}}/transcripts.parquet",
+            model=wc.model,
+            condition=wc.condition,
+            shard=SHARDS,
+        ),
     output:
         f"{RESULTS}/theory/{{model}}/{{condition}}.parquet",
     log:
@@ -21,7 +27,7 @@ rule theory_measure:
     params:
         spec=lambda wc: MODELS[wc.model],
         cache=config["model_cache"] or "",
-        opts=config["theory"],
+        opts=json.dumps(config["theory"], sort_keys=True),
         seed=config["seed"],
     shell:
         "whisper-spi theory-measure"
@@ -30,10 +36,9 @@ rule theory_measure:
         " --cache={params.cache:q}"
         " --condition {wildcards.condition}"
         " --stress-manifests {input.stress:q}"
-        " --corpus-manifest {input.corpus:q}"
-        " --n {params.opts[n_utterances]}"
-        " --k {params.opts[k]}"
-        " --iters {params.opts[iters]}"
+        " --pairs {input.pairs:q}"
+        " --transcripts {input.transcripts:q}"
+        " --options {params.opts:q}"
         " --seed {params.seed}"
         " --threads {threads}"
         " --out {output:q}"
@@ -51,12 +56,14 @@ rule theory_summary:
         "logs/theory_summary/theory_summary.log",
     params:
         seed=config["seed"],
+        n_boot=config["theory"]["n_boot"],
         out_dir=lambda wc, output: os.path.dirname(output.table),
         stem=lambda wc, output: os.path.splitext(output.figure[0])[0],
     shell:
         "whisper-spi theory-summary"
         " --measurements {input:q}"
         " --seed {params.seed}"
+        " --n-boot {params.n_boot}"
         " --out-dir {params.out_dir:q}"
         " --figure {params.stem:q}"
         " > {log:q} 2>&1"

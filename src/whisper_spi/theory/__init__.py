@@ -1,0 +1,60 @@
+"""Section 2 of the paper (Theory): Theorem 1's context-Jacobian recurrence.
+
+* :mod:`.simulate`: a numpy simulator of J_l = A_l J_{l-1} + B_l, the bounds of Lemma 1 /
+  Theorem 1 as stated and as corrected, the (gamma, rho) phase diagram, and the chance levels
+  of the alignments.
+* :mod:`.measure`: the same quantities measured on a transformers Whisper decoder (block
+  Krylov on batched jvp / vjp).
+* :mod:`.summary`: the theory table (speaker-grouped bootstrap intervals), the verdict on
+  each regime's hypotheses, and the figures.
+"""
+
+from .measure import MEASURE_SCHEMA, measure, measure_decoder, top_singular, top_singular_batch
+from .simulate import (
+    INJECTIONS,
+    NOISES,
+    REGIMES,
+    SimResult,
+    expected_random_alignment,
+    expected_subspace_alignment,
+    lemma1_bound,
+    phase_diagram,
+    random_alignment,
+    random_subspace_alignment,
+    simulate,
+    subspace_alignment,
+    transfer_bound,
+    transfer_rate,
+)
+from .summary import (
+    phase_figure,
+    place_on_diagram,
+    regime_verdicts,
+    theory_table,
+)
+
+__all__ = [
+    "INJECTIONS",
+    "MEASURE_SCHEMA",
+    "NOISES",
+    "REGIMES",
+    "SimResult",
+    "expected_random_alignment",
+    "expected_subspace_alignment",
+    "lemma1_bound",
+    "measure",
+    "measure_decoder",
+    "phase_diagram",
+    "phase_figure",
+    "place_on_diagram",
+    "random_alignment",
+    "random_subspace_alignment",
+    "regime_verdicts",
+    "simulate",
+    "subspace_alignment",
+    "theory_table",
+    "top_singular",
+    "top_singular_batch",
+    "transfer_bound",
+    "transfer_rate",
+]

@@ -1,0 +1,486 @@
+"""Theorem 1's quantities measured on a transformers Whisper decoder, batched over utterances.
+
+Per decoder layer, at the decoded tokens of each utterance: the top singular triplets of the
+propagator A_l = dh_l/dh_{l-1} and the injection B_l = dh_l/dc, and the singular-value head
+of J_L = dh_L/dc, by randomized block Krylov iteration on jvp / vjp (never the full
+Jacobian). Utterances are batched: their token sequences are padded at the end, which the
+causal self-attention keeps out of every real row, and probe vectors and outputs are masked
+to each utterance's own rows, so each utterance's operator is exactly the one it has alone
+(tests/test_theory.py checks batched = one at a time, and both against explicit Jacobians).
+The probe vectors of all utterances and all k block columns go through one vmap'ed jvp/vjp.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from .krylov import top_singular, top_singular_batch
+from .simulate import expected_random_alignment, expected_subspace_alignment, subspace_alignment
+
+__all__ = [
+    "MEASURE_SCHEMA",
+    "kept_utterances",
+    "measure",
+    "measure_condition",
+    "measure_decoder",
+    "top_singular",
+    "top_singular_batch",
+]
+
+
+@contextlib.contextmanager
+def _eager_attention(model):
+    """Forward-mode AD has no rule for the fused CPU attention kernel: run eager attention,
+    which computes the same function, and restore the model's choice afterwards."""
+    old = model.config._attn_implementation
+    if old != "eager":
+        model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if old != "eager":
+            model.set_attn_implementation(old)
+
+
+class _DecoderMaps:
+    """The decoder as functions of (kept rows of h_{l-1}, encoder output c), for U utterances.
+
+    Sequences are padded at the end (the causal mask keeps padding out of the real rows).
+    Rows before ``first`` (forced-prompt positions not kept) are frozen at their nominal
+    values: they feed the kept rows through self-attention but are not part of the state, so
+    J_l = A_l J_{l-1} + B_l holds exactly for the maps measured here (with first = 0 they are
+    the true Jacobians of the decoder). ``rows[i]`` kept rows of utterance i are real; ``mask``
+    (U, T, 1) is 1 on them.
+    """
+
+    def __init__(self, model, encoder_out, sequences: Sequence[Sequence[int]], first: int):
+        import torch
+
+        dec = model.model.decoder
+        self.layers = list(dec.layers)
+        self.first = first
+        self.c0 = encoder_out.detach()  # (U, S, d)
+        n = max(len(s) for s in sequences)
+        ids = torch.as_tensor(
+            [list(s) + [s[-1]] * (n - len(s)) for s in sequences], device=self.c0.device
+        )
+        self.rows = [len(s) - first for s in sequences]
+        pos = torch.arange(n - first, device=ids.device)
+        self.mask = pos[None, :] < torch.as_tensor(self.rows, device=ids.device)[:, None]
+        self.mask = self.mask[..., None].to(self.c0.dtype)
+        with torch.no_grad():
+            pos = torch.arange(n, device=ids.device)[None]
+            h = dec.embed_tokens(ids) + dec.embed_positions(ids, cache_length=0, position_ids=pos)
+            h = h.to(self.c0.dtype)
+            big = torch.finfo(h.dtype).min
+            self.causal = torch.full((n, n), big, dtype=h.dtype, device=h.device).triu(1)
+            self.causal = self.causal[None, None]
+            self.h = [h]  # nominal h_0 .. h_L, all rows
+            for layer in self.layers:
+                self.h.append(self._layer(layer, self.h[-1], self.c0))
+
+    def _layer(self, layer, h, c):
+        out = layer(
+            h, attention_mask=self.causal, encoder_hidden_states=c, cache=None, use_cache=False
+        )
+        return out[0] if isinstance(out, tuple) else out
+
+    def step(self, index: int, x, c):
+        """Kept rows of h_index from kept rows x of h_{index-1} (0-based layer index)."""
+        import torch
+
+        full = torch.cat([self.h[index][:, : self.first], x], dim=1)
+        return self._layer(self.layers[index], full, c)[:, self.first :]
+
+    def kept(self, index: int):
+        return self.h[index][:, self.first :]
+
+    def context_map(self, upto: int):
+        """c -> kept rows of h_upto (upto >= 1), prompt rows frozen at every layer."""
+
+        def f(c):
+            x = self.kept(0)
+            for index in range(upto):
+                x = self.step(index, x, c)
+            return x
+
+        return f
+
+
+def _operator(f, x0, mask_in, mask_out, n_in, n_out, seed, k, iters):
+    """Top-k triplets of the Jacobian of f at x0 (leading axis: utterances) for every
+    utterance, via vmap(jvp) and a reused vmap(vjp) over the probe block; ``mask_in`` /
+    ``mask_out`` (broadcastable to x0 / f(x0), or None) zero the padding rows."""
+    import torch
+
+    dtype, n_items = x0.dtype, x0.shape[0]
+    y0, vjp_fn = torch.func.vjp(f, x0)
+    batched_jvp = torch.func.vmap(lambda t: torch.func.jvp(f, (x0,), (t,))[1])
+    batched_vjp = torch.func.vmap(lambda u: vjp_fn(u)[0])
+
+    def apply(fn, block, shape, mask_after):
+        b = block.shape[1]
+        t = block.to(dtype).reshape(n_items, b, *shape[1:])
+        out = fn(t.transpose(0, 1))  # the probe axis is vmap's
+        if mask_after is not None:
+            out = out * mask_after
+        return out.transpose(0, 1).reshape(n_items, b, -1).double()
+
+    return top_singular_batch(
+        lambda v: apply(batched_jvp, v, x0.shape, mask_out),
+        lambda u: apply(batched_vjp, u, y0.shape, mask_in),
+        n_in,
+        n_out,
+        k=k,
+        iters=iters,
+        seed=seed,
+        device=x0.device,
+    )
+
+
+MEASURE_SCHEMA = {
+    "layer": pl.Int32,
+    "n_positions": pl.Int32,
+    "d_model": pl.Int32,
+    "s": pl.Float64,
+    "eps": pl.Float64,
+    "rho": pl.Float64,
+    "gamma": pl.Float64,
+    "gamma_sup": pl.Float64,
+    "rho_chance": pl.Float64,
+    "rho_gap": pl.Float64,
+    "subspace_k": pl.Int32,
+    "align": pl.Float64,
+    "align_cos": pl.List(pl.Float64),
+    "align_chance": pl.Float64,
+    "align_gap": pl.Float64,
+    "a_gap": pl.Float64,
+    "b_norm": pl.Float64,
+    "a_sv": pl.List(pl.Float64),
+    "b_sv": pl.List(pl.Float64),
+    "a_resid": pl.Float64,
+    "b_resid": pl.Float64,
+    "j_sv": pl.List(pl.Float64),
+    "j_ratio": pl.Float64,
+    "j_resid": pl.Float64,
+}
+
+
+def _layer_row(index, rows, d, a, b, prev, subspace_k):
+    """One utterance's output row of layer ``index`` from its triplets of A_l and B_l and
+    ``prev`` = (u, eps, a_gap) of A_{l-1} (None at layer 0)."""
+    a_s, a_u, a_v, a_r = a
+    b_s, _, _, b_r = b
+    n = rows * d
+    eps = float(a_s[1] / a_s[0]) if len(a_s) > 1 else math.nan
+    kk = min(subspace_k, len(a_s) - 1)  # sigma_{k+1} must be measured for the gap
+    gap = float(1 - a_s[kk] / a_s[kk - 1]) if kk >= 1 else math.nan
+    row = {
+        "layer": index,
+        "n_positions": rows,
+        "d_model": d,
+        "s": float(a_s[0]),
+        "eps": eps,
+        "rho": None,
+        "gamma": None,
+        "gamma_sup": None,
+        "rho_chance": expected_random_alignment(n),
+        "rho_gap": None,
+        "subspace_k": kk,
+        "align": None,
+        "align_cos": None,
+        "align_chance": expected_subspace_alignment(kk, n) if kk >= 1 else None,
+        "align_gap": None,
+        "a_gap": gap,
+        "b_norm": float(b_s[0]),
+        "a_sv": a_s.tolist(),
+        "b_sv": b_s.tolist(),
+        "a_resid": float(a_r[0]),
+        "b_resid": float(b_r[0]),
+        "j_sv": None,
+        "j_ratio": None,
+        "j_resid": None,
+    }
+    if prev is not None:
+        prev_u, prev_eps, prev_gap = prev
+        rho = float(abs(a_v[0] @ prev_u[0]))
+        row.update(rho=rho, gamma=row["s"] * rho, gamma_sup=row["s"] * (rho + eps))
+        row["rho_gap"] = min(1 - eps, 1 - prev_eps)
+        if kk >= 1:
+            align, cos = subspace_alignment(a_v[:kk], prev_u[:kk])
+            row.update(align=align, align_cos=cos.tolist(), align_gap=min(gap, prev_gap))
+    return row
+
+
+def measure_decoder(
+    model,
+    encoder_out,
+    sequences: Sequence[Sequence[int]],
+    first: int = 0,
+    k: int = 4,
+    iters: int = 6,
+    seed: int = 0,
+    subspace_k: int = 2,
+    context_every_layer: bool = False,
+    return_vectors: bool = False,
+):
+    """Per-layer propagator / injection spectra of a transformers Whisper decoder, teacher-
+    forced on each of ``sequences`` (prompt and tokens; one per utterance), keeping rows
+    ``first:`` (see :func:`measure` for the conventions and the columns). ``encoder_out``:
+    (U, S, d), or (S, d) with one sequence, held fixed for A_l. Returns one frame per
+    utterance; with ``return_vectors`` also, per utterance, {(name, layer): (s, u, v)}
+    (u, v flattened rows, padding removed).
+    """
+    import torch
+
+    if not 1 <= subspace_k < k:
+        raise ValueError(f"theory.subspace_k must lie in [1, theory.k), got {subspace_k} (k={k})")
+    model.eval()
+    enc = encoder_out.detach().clone()  # an inference-mode tensor cannot enter autograd
+    if enc.dim() == 2:
+        enc = enc[None]
+    n_items = len(sequences)
+    rows_of = [[] for _ in range(n_items)]
+    vectors = [{} for _ in range(n_items)]
+    # no_grad: the transforms differentiate w.r.t. their inputs anyway; it stops autograd from
+    # also recording every product w.r.t. the weights.
+    with _eager_attention(model), torch.no_grad():
+        maps = _DecoderMaps(model, enc, sequences, first)
+        n_layers, d = len(maps.layers), enc.shape[-1]
+        n_state = [r * d for r in maps.rows]
+        n_ctx = [maps.c0[0].numel()] * n_items
+        prev = [None] * n_items
+        for index in range(n_layers):
+            x0, c0, mask = maps.kept(index), maps.c0, maps.mask
+            seed_l = seed * 1000 + index
+            a = _operator(
+                lambda x, i=index, c=c0: maps.step(i, x, c),
+                x0, mask, mask, n_state, n_state, seed_l, k, iters,
+            )  # fmt: skip
+            b = _operator(
+                lambda c, i=index, x=x0: maps.step(i, x, c),
+                c0, None, mask, n_ctx, n_state, seed_l + 500, k, iters,
+            )  # fmt: skip
+            j = None
+            if context_every_layer or index == n_layers - 1:
+                j = _operator(
+                    maps.context_map(index + 1), c0, None, mask, n_ctx, n_state,
+                    seed_l + 900, k, iters,
+                )  # fmt: skip
+            for i in range(n_items):
+                n = n_state[i]
+                a_i = (a[0][i], a[1][i, :, :n], a[2][i, :, :n], a[3][i])
+                b_i = (b[0][i], b[1][i, :, :n], b[2][i], b[3][i])
+                row = _layer_row(index, maps.rows[i], d, a_i, b_i, prev[i], subspace_k)
+                prev[i] = (a_i[1], row["eps"], row["a_gap"])
+                if j is not None:
+                    j_s = j[0][i]
+                    row.update(
+                        j_sv=j_s.tolist(),
+                        j_ratio=float(j_s[1] / j_s[0]) if len(j_s) > 1 else math.nan,
+                        j_resid=float(j[3][i][0]),
+                    )
+                    if return_vectors:
+                        vectors[i]["J", index] = (j_s, j[1][i, :, :n], j[2][i])
+                if return_vectors:
+                    vectors[i]["A", index] = a_i[:3]
+                    vectors[i]["B", index] = b_i[:3]
+                rows_of[i].append(row)
+    frames = [
+        pl.DataFrame(rows, schema=MEASURE_SCHEMA).with_columns(
+            k=pl.lit(k, pl.Int32), iters=pl.lit(iters, pl.Int32)
+        )
+        for rows in rows_of
+    ]
+    return (frames, vectors) if return_vectors else frames
+
+
+def _batches(lengths: Sequence[int], alone: Sequence[bool], size: int) -> list[list[int]]:
+    """Indices in batches of <= ``size`` utterances of similar length (less padding); those
+    flagged ``alone`` (a state too small for a batched Krylov space) go one at a time."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    rest = [i for i in order if not alone[i]]
+    return [[i] for i in order if alone[i]] + [
+        rest[j : j + size] for j in range(0, len(rest), size)
+    ]
+
+
+def measure(
+    bundle,
+    waves: Sequence[np.ndarray],
+    tokens: Sequence[Sequence[int]] | None = None,
+    hit_max_length: Sequence[bool] | None = None,
+    k: int = 4,
+    iters: int = 6,
+    seed: int = 0,
+    subspace_k: int = 2,
+    batch_size: int = 8,
+    include_prompt: bool = False,
+    max_positions: int | None = None,
+    context_every_layer: bool = False,
+    progress=None,
+) -> list[pl.DataFrame]:
+    """Measure the theory's quantities on utterances (16 kHz mono ``waves``), ``batch_size``
+    at a time; one frame per utterance, in input order.
+
+    Tokens: the decode's (``tokens``, the ``transcripts`` contract's token_ids, with
+    ``hit_max_length``: without it the sequence ends with <|endoftext|>), teacher-forced on
+    the re-run encoder; None greedy-decodes them (:func:`whisper_spi.decode.greedy_decode`).
+    Positions (as :mod:`whisper_spi.capture`): the rows that emit the decoded tokens and the
+    final <|endoftext|> (when emitted), optionally capped to the first ``max_positions``; with
+    ``include_prompt`` also the forced-prompt rows before them. Rows not kept are frozen at
+    their nominal values (their own dependence on c is ignored), which keeps
+    J_l = A_l J_{l-1} + B_l exact for the measured maps; with ``include_prompt`` the maps are
+    the decoder's true Jacobians.
+
+    State: h_l is the residual stream after decoder layer l (before the final LayerNorm), kept
+    rows flattened to a T*d vector; h_0 = token + position embeddings (independent of c);
+    c = encoder output (S x d, fixed for A_l). A_l = dh_l/dh_{l-1}, B_l = dh_l/dc,
+    J_L = dh_L/dc of the whole decoder. Triplets by block Krylov iteration (block size ``k``,
+    ``iters`` rounds) on vmap'ed jvp / vjp, in eager attention, never the full Jacobian.
+
+    Columns (one row per decoder layer, 0-based as capture): layer, n_positions (T), d_model,
+    s (sigma_1 of A_l), eps (sigma_2 / sigma_1 of A_l, i.e. ||R_l|| / s_l), rho
+    (|<v_l, u_{l-1}>|; null at layer 0), gamma (s rho), gamma_sup (s (rho + eps)), rho_chance
+    (E|<a,b>| for random unit vectors in R^(T d)), rho_gap (min over l, l-1 of 1 - eps: the
+    gap that conditions the top vectors), subspace_k (k'), align (mean squared cosine of the
+    principal angles between the top-k' right singular subspace of A_l and the top-k' left one
+    of A_{l-1}), align_cos (those cosines), align_chance (k' / (T d), the same for random
+    subspaces), align_gap (min over l, l-1 of a_gap), a_gap (1 - sigma_{k'+1} / sigma_k' of
+    A_l), b_norm (sigma_1 of B_l), a_sv / b_sv (top-k singular values), a_resid / b_resid
+    (relative residual ||A^T u - s v|| / s of the top triplet), j_sv (top-k singular values of
+    J_L on the last layer's row, of J_l on every row with ``context_every_layer``), j_ratio
+    (sigma_2 / sigma_1 of that J), j_resid, k, iters, n_tokens, hit_max_length.
+
+    Cost: (iters + 1) blocks of k jvps and as many vjps for each of the 2 L + 1 operators; the
+    c-side ones (B_l, J_L) dominate, through the cross-attention K/V projections of the S x d
+    encoder output. Run the model in float32 or float64 (forward-mode AD in half precision is
+    not meaningful).
+    """
+    import torch
+
+    from .. import decode
+
+    n_prompt = len(bundle.prompt_ids)
+    first = 0 if include_prompt else n_prompt - 1
+    if max_positions is not None and max_positions < 1:
+        raise ValueError("max_positions must be >= 1")
+    seqs, encs = [None] * len(waves), [None] * len(waves)
+    for lo in range(0, len(waves), batch_size):
+        chunk = list(range(lo, min(lo + batch_size, len(waves))))
+        enc = decode.encode(bundle, decode.log_mel(bundle, [waves[i] for i in chunk]))
+        if tokens is None:
+            for i, out in zip(chunk, decode.greedy_decode(bundle, enc), strict=True):
+                seqs[i] = (list(out.token_ids), not out.hit_max_length)
+        for pos, i in enumerate(chunk):
+            encs[i] = enc[pos]
+    if tokens is not None:
+        ends = [False] * len(tokens) if hit_max_length is None else list(hit_max_length)
+        seqs = [(list(t), not h) for t, h in zip(tokens, ends, strict=True)]
+    full = []
+    for token_ids, eot in seqs:
+        emitted = len(token_ids) + int(eot)
+        if max_positions is not None:
+            emitted = min(emitted, max_positions)
+        full.append((list(bundle.prompt_ids) + token_ids)[: n_prompt - 1 + emitted])
+    d = bundle.model.config.d_model
+    alone = [(len(s) - first) * d <= (iters + 1) * k for s in full]
+    frames = [None] * len(waves)
+    for batch in _batches([len(s) for s in full], alone, batch_size):
+        enc = torch.stack([encs[i] for i in batch])
+        out = measure_decoder(
+            bundle.model,
+            enc,
+            [full[i] for i in batch],
+            first,
+            k=k,
+            iters=iters,
+            seed=seed,
+            subspace_k=subspace_k,
+            context_every_layer=context_every_layer,
+        )
+        for i, frame in zip(batch, out, strict=True):
+            frames[i] = frame.with_columns(
+                n_tokens=pl.lit(len(seqs[i][0]), pl.Int32), hit_max_length=pl.lit(not seqs[i][1])
+            )
+        if progress is not None:
+            progress(len(batch))
+    return frames
+
+
+def kept_utterances(pairs: pl.DataFrame, condition: str, n: int | None = None) -> list[str]:
+    """The utterances measured under ``condition``: the stressed halves of its kept pairs, or
+    for clean the clean twins of every stress's kept pairs (their union); capped to the ``n``
+    with the smallest stable hash (a sample that does not depend on the run), sorted."""
+    from ..config import CONDITIONS
+    from ..io import stable_hash
+
+    clean, stresses = CONDITIONS[0], CONDITIONS[1:]
+    chosen = pairs.filter(
+        pl.col("condition").is_in(stresses if condition == clean else [condition])
+    )
+    ids = sorted(set(chosen["utt_id"].to_list()))
+    if n is not None:
+        ids = sorted(sorted(ids, key=stable_hash)[:n])
+    return ids
+
+
+def measure_condition(
+    bundle, model_name: str, condition: str, pairs, transcripts, stress, options, seed: int = 0
+) -> pl.DataFrame:
+    """The theory_measure stage: :func:`measure` on :func:`kept_utterances` of one model x
+    condition, teacher-forced on their decoded tokens (``transcripts``, a polars frame or
+    lazy frame under the ``transcripts`` contract) and their stressed audio (``stress``,
+    ``stress_manifest`` contract). ``options``: the config's ``theory`` section. Returns the
+    ``theory_measurements`` rows (empty with no kept pair)."""
+    import soundfile as sf
+    from tqdm import tqdm
+
+    from ..schemas import contract
+
+    cols = [c.name for c in contract("theory_measurements").cols]
+    ids = kept_utterances(pairs, condition, options.get("n_utterances"))
+    found = (
+        transcripts.lazy()
+        .filter(pl.col("utt_id").is_in(ids) & (pl.col("condition") == condition))
+        .select("utt_id", "token_ids", "hit_max_length")
+        .join(stress.lazy().select("utt_id", "path"), on="utt_id", how="inner")
+        .collect()
+        .sort("utt_id")
+    )
+    missing = sorted(set(ids) - set(found["utt_id"]))
+    if missing:
+        raise ValueError(
+            f"theory: no transcript or stressed audio for {len(missing)} kept utterances of "
+            f"{model_name}/{condition}, e.g. {missing[0]}"
+        )
+    waves = [sf.read(path, dtype="float32")[0] for path in found["path"]]
+    with tqdm(total=len(waves), desc=f"theory {model_name}/{condition}", file=sys.stderr) as bar:
+        frames = measure(
+            bundle,
+            waves,
+            found["token_ids"].to_list(),
+            found["hit_max_length"].to_list(),
+            k=options["k"],
+            iters=options["iters"],
+            seed=seed,
+            subspace_k=options["subspace_k"],
+            batch_size=options["batch_size"],
+            max_positions=options.get("max_positions"),
+            progress=bar.update,
+        )
+    if not frames:
+        return pl.from_arrow(contract("theory_measurements").arrow.empty_table())
+    return pl.concat(
+        [
+            f.with_columns(model=pl.lit(model_name), condition=pl.lit(condition), utt_id=pl.lit(u))
+            for f, u in zip(frames, found["utt_id"], strict=True)
+        ],
+        how="diagonal",
+    ).select(cols)
