@@ -389,8 +389,8 @@ def test_batched_equals_one_at_a_time(tiny_random):
         assert a.columns == b.columns and a.height == b.height
         for col, dtype in a.schema.items():
             if dtype == pl.List(pl.Float64):
-                a_vals = np.concatenate([np.asarray(x or [], float) for x in a[col]])
-                b_vals = np.concatenate([np.asarray(x or [], float) for x in b[col]])
+                a_vals = np.asarray(a[col].explode().drop_nulls().to_list(), float)
+                b_vals = np.asarray(b[col].explode().drop_nulls().to_list(), float)
                 np.testing.assert_allclose(b_vals, a_vals, rtol=1e-5, atol=1e-8, err_msg=col)
             elif dtype.is_numeric():
                 np.testing.assert_allclose(
