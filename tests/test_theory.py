@@ -401,6 +401,7 @@ def test_batched_equals_one_at_a_time(tiny_random):
             s_b, u_b, v_b = vec_t[i][key]
             torch.testing.assert_close(s_b, s_a, rtol=1e-5, atol=1e-8)
             torch.testing.assert_close(u_b, u_a, rtol=1e-5, atol=1e-7)
+            torch.testing.assert_close(v_b, v_a, rtol=1e-5, atol=1e-7)
 
 
 def test_top_singular_batch_pads_exactly():
@@ -566,7 +567,9 @@ def test_theory_table_place_and_figure():
         assert (rows[f"{q}_median"] <= rows[f"{q}_hi"] + 1e-12).all(), q
     assert table.filter(pl.col("layer") == 0)["gamma_median"].is_null().all()
     sentences = theory.summary.model_sentences(table)
-    assert "Regime I's hypothesis (sup_l s(rho + eps) < 1) hold in clean, noise" in sentences["tiny"]
+    assert (
+        "Regime I's hypothesis (sup_l s(rho + eps) < 1) hold in clean, noise" in sentences["tiny"]
+    )
     assert "n = 6-6 utterances" in sentences["big"]
 
     grid = theory.phase_diagram([0.3, 1.0, 3.0], [0.3, 0.7], eps=0.01, depth=8, width=24)

@@ -27,7 +27,10 @@ rule theory_measure:
     params:
         spec=lambda wc: MODELS[wc.model],
         cache=config["model_cache"] or "",
-        opts=json.dumps(config["theory"], sort_keys=True),
+        opts=json.dumps(
+            {k: v for k, v in config["theory"].items() if k != "n_boot"},
+            sort_keys=True,
+        ),
         seed=config["seed"],
     shell:
         "whisper-spi theory-measure"
