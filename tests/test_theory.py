@@ -507,7 +507,7 @@ def _fake_measurements():
     rng = np.random.default_rng(0)
     for model, gain in (("tiny", 0.3), ("big", 3.0)):
         for condition in ("clean", "noise"):
-            for utt in range(6):
+            for utt in range(12):
                 for layer in range(4):
                     rho = None if layer == 0 else float(rng.uniform(0.5, 0.9))
                     s = gain / 0.7
@@ -515,7 +515,7 @@ def _fake_measurements():
                         {
                             "model": model,
                             "condition": condition,
-                            "utt_id": f"{utt % 3}-7-{utt}",  # 3 speakers, 2 utterances each
+                            "utt_id": f"{utt % 6}-7-{utt}",  # 6 speakers, 2 utterances each
                             "layer": layer,
                             "s": s,
                             "eps": 0.01,
@@ -553,7 +553,7 @@ def test_theory_table_place_and_figure():
     table = theory.theory_table(_fake_measurements(), n_boot=100)
     pooled = table.filter(pl.col("layer").is_null())
     assert pooled.height == 4
-    assert set(pooled["n_utts"]) == {6} and set(pooled["n_speakers"]) == {3}
+    assert set(pooled["n_utts"]) == {12} and set(pooled["n_speakers"]) == {6}
     tiny = pooled.filter(pl.col("model") == "tiny").row(0, named=True)
     assert 0.3 / 0.7 * 0.5 <= tiny["gamma_median"] <= 0.3 / 0.7 * 0.9
     assert tiny["regime1_hypothesis"] and not tiny["regime2_hypothesis"]
@@ -570,7 +570,9 @@ def test_theory_table_place_and_figure():
     assert (
         "Regime I's hypothesis (sup_l s(rho + eps) < 1) hold in clean, noise" in sentences["tiny"]
     )
-    assert "n = 6-6 utterances" in sentences["big"]
+    assert "n = 12-12 utterances" in sentences["big"]
+    few = theory.theory_table(_fake_measurements().filter(pl.col("utt_id").str.head(1) < "3"))
+    assert set(few["regime1"]) == set(few["regime2"]) == {"undecided"}  # 3 speakers: too few
 
     grid = theory.phase_diagram([0.3, 1.0, 3.0], [0.3, 0.7], eps=0.01, depth=8, width=24)
     placed = theory.place_on_diagram(table, grid)
@@ -617,6 +619,8 @@ def test_speaker_bootstrap_coverage():
 def test_summarize_writes_the_contract(tmp_path):
     from whisper_spi.schemas import contract
 
+    empty = theory.summary.summarize(pl.DataFrame(), tmp_path / "none", tmp_path / "none/f")
+    assert empty.height == 0 and (tmp_path / "none/f.png").is_file()
     rows = _fake_measurements()
     flat = theory.summary.summarize(rows, tmp_path, tmp_path / "fig", seed=1, n_boot=20)
     written = pl.read_csv(tmp_path / "theory_table.csv")

@@ -174,11 +174,17 @@ def theory_table(
     return out.select(*order, *rest).sort([*by, pl.col("layer").fill_null(-1)])
 
 
+# Below this many speakers a bootstrap interval is too coarse to decide anything (with one
+# speaker it is a point): the verdict is "undecided" whatever the interval says.
+MIN_SPEAKERS = 5
+
+
 def _verdict(holds: pl.Expr, fails: pl.Expr) -> pl.Expr:
+    enough = pl.col("n_speakers") >= MIN_SPEAKERS
     return (
-        pl.when(holds)
+        pl.when(enough & holds)
         .then(pl.lit("holds"))
-        .when(fails)
+        .when(enough & fails)
         .then(pl.lit("fails"))
         .otherwise(pl.lit("undecided"))
     )
@@ -190,7 +196,7 @@ def regime_verdicts(table: pl.DataFrame, by: Sequence[str] = ("model", "conditio
     gamma_sup_max_lo >= 1, else "undecided"; regime2 (Regime II's: path gain >= 1,
     L eps / rho < 1, rho above chance) "holds" if path_gain_lo >= 1, purity_hi < 1 and
     rho_lo > rho_chance, "fails" if path_gain_hi < 1, purity_lo >= 1 or rho_hi <= rho_chance,
-    else "undecided"."""
+    else "undecided"; always "undecided" with fewer than :data:`MIN_SPEAKERS` speakers."""
     pooled = table.filter(pl.col("layer").is_null())
     chance = pl.col("rho_chance_median")
     return pooled.select(
@@ -472,6 +478,8 @@ def summarize(
     from ..figures import save_chart
     from ..io import atomic_path
 
+    if measured.height == 0:
+        return _write_empty(Path(out_dir), Path(figure_stem))
     table = theory_table(measured, n_boot=n_boot, seed=seed)
     eps = float(np.clip(measured["eps"].median(), 1e-3, 0.95))
     depth = int(measured["layer"].max()) + 1
@@ -498,4 +506,23 @@ def summarize(
         )
     chart = alt.vconcat(phase_figure(grid, table), layers_figure(table))
     save_chart(chart, Path(figure_stem))
+    return flat
+
+
+def _write_empty(out: Path, figure_stem: Path) -> pl.DataFrame:
+    """No kept pair in any model x condition: an empty table (header only), a markdown note
+    and a figure saying so, never a half-written output."""
+    import altair as alt
+
+    from ..figures import save_chart
+    from ..io import atomic_path
+    from ..schemas import contract
+
+    flat = pl.from_arrow(contract("theory_table").arrow.empty_table())
+    with atomic_path(out / "theory_table.csv") as tmp:
+        flat.write_csv(tmp)
+    with atomic_path(out / "theory_table.md") as tmp:
+        tmp.write_text("# Theorem 1, measured\n\nNo kept pairs: nothing was measured.\n")
+    note = pl.DataFrame({"text": ["no kept pairs: nothing measured"]})
+    save_chart(alt.Chart(note).mark_text(size=14).encode(text="text"), figure_stem)
     return flat
