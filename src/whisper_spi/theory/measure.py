@@ -442,8 +442,14 @@ def measure_condition(
     import soundfile as sf
     from tqdm import tqdm
 
+    from ..errors import WhisperSpiError
     from ..schemas import contract
 
+    if not options["subspace_k"] < options["k"]:
+        raise WhisperSpiError(
+            f"config theory.subspace_k = {options['subspace_k']} must be below theory.k = "
+            f"{options['k']} (sigma_(k'+1) gives the gap)"
+        )
     cols = [c.name for c in contract("theory_measurements").cols]
     ids = kept_utterances(pairs, condition, options.get("n_utterances"))
     found = (
@@ -456,7 +462,7 @@ def measure_condition(
     )
     missing = sorted(set(ids) - set(found["utt_id"]))
     if missing:
-        raise ValueError(
+        raise WhisperSpiError(
             f"theory: no transcript or stressed audio for {len(missing)} kept utterances of "
             f"{model_name}/{condition}, e.g. {missing[0]}"
         )
