@@ -273,6 +273,9 @@ def measure_decoder(
                     maps.context_map(index + 1), c0, None, mask, n_ctx, n_state,
                     seed_l + 900, k, iters,
                 )  # fmt: skip
+            # the per-utterance summaries are numpy on the CPU (the maps may live on a GPU)
+            a, b = (tuple(x.cpu() for x in op) for op in (a, b))
+            j = None if j is None else tuple(x.cpu() for x in j)
             for i in range(n_items):
                 n = n_state[i]
                 a_i = (a[0][i], a[1][i, :, :n], a[2][i, :, :n], a[3][i])
