@@ -5,9 +5,20 @@ from __future__ import annotations
 import math
 
 import jiwer
+import polars as pl
 import pytest
 
-from whisper_spi.taxonomy import TaxonomyOptions, classify, grounded_words, longest_loop
+from whisper_spi.taxonomy import (
+    TYPES,
+    TaxonomyOptions,
+    bag_of_hallucinations,
+    classify,
+    grounded_words,
+    label_transcripts,
+    longest_loop,
+    mix_partners,
+    type_counts,
+)
 from whisper_spi.text import normalize
 
 TARGET = "HEAVY CLOUDS GATHERED OVER THE HILLS IN THE LATE AFTERNOON"
@@ -112,3 +123,47 @@ def test_longest_loop():
     assert loop.share == pytest.approx(9 / 11)
     assert longest_loop(["a", "b", "c", "d"], 16).repeats == 0
     assert longest_loop(["no", "no"], 16).unit == "no"
+
+
+def _transcripts(rows):
+    cols = ["utt_id", "speaker", "model", "condition", "reference", "hypothesis", "hit_max_length"]
+    return pl.DataFrame([dict(zip(cols, r, strict=True)) for r in rows])
+
+
+def test_label_transcripts_uses_partners_only_for_the_mix():
+    references = {"2-1-0000": PARTNERS[0], "3-1-0000": PARTNERS[1]}
+    partners = {"1-1-0000": ["2-1-0000", "3-1-0000"]}
+    frame = _transcripts(
+        [
+            ("1-1-0000", "1", "tiny", "speaker_mix", TARGET, PARTNERS[1], False),
+            ("1-1-0000", "1", "tiny", "gaussian_noise", TARGET, PARTNERS[1], False),
+            ("1-1-0000", "1", "tiny", "silence", "", "Thank you.", False),
+        ]
+    )
+    labels = label_transcripts(frame, partners, references)
+    assert labels["type"].to_list() == ["other_speaker", "fabrication", "fabrication"]
+    assert labels["hypothesis"][2] == "thank you"
+    counts = type_counts(labels)
+    assert counts.height == 3 * len(TYPES)  # every type listed per model x condition
+    mix = counts.filter(pl.col("condition") == "speaker_mix")
+    assert dict(zip(mix["type"], mix["n"], strict=True))["other_speaker"] == 1
+    assert mix["n"].sum() == 1 and mix["share"].sum() == pytest.approx(1.0)
+
+
+def test_mix_partners_from_the_stress_manifest():
+    manifest = pl.DataFrame(
+        {"utt_id": ["1-1-0000"], "params": ['{"n_speakers": 3, "partners": ["a", "b"]}']}
+    )
+    assert mix_partners(manifest) == {"1-1-0000": ["a", "b"]}
+
+
+def test_bag_of_hallucinations_counts_non_empty_outputs():
+    rows = [
+        (f"1-1-{i:04d}", "1", "tiny", "silence", "", hyp, False)
+        for i, hyp in enumerate(["Thank you.", "thank you", "", "Bye.", "Thank you!", ""])
+    ]
+    rows.append(("1-1-0009", "1", "tiny", "clean", TARGET, "Thank you.", False))
+    bag = bag_of_hallucinations(label_transcripts(_transcripts(rows), {}, {}), ["silence"], top=5)
+    assert bag["hypothesis"].to_list() == ["thank you", "bye"]
+    assert bag["n"].to_list() == [3, 1]
+    assert bag["share"].to_list() == pytest.approx([3 / 6, 1 / 6])

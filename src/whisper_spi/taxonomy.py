@@ -20,11 +20,13 @@ HER (our hallucination error rate) is the share of hypothesis words grounded in 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import jiwer
 import numpy as np
+import polars as pl
 
 from .text import normalize
 from .text import wer as text_wer
@@ -159,3 +161,112 @@ def classify(
     if grounded > options.grounded_share:
         return label("other_speaker" if partner_only > shares[0] else "grounded_error")
     return label("fabrication")
+
+
+def mix_partners(stress_manifest: pl.DataFrame) -> dict[str, list[str]]:
+    """utt_id -> the utt_ids mixed into it, from a speaker_mix stress manifest's params."""
+    return {
+        utt_id: json.loads(params).get("partners", [])
+        for utt_id, params in stress_manifest.select("utt_id", "params").iter_rows()
+    }
+
+
+def label_transcripts(
+    transcripts: pl.DataFrame,
+    partners: Mapping[str, Sequence[str]],
+    references: Mapping[str, str],
+    options: TaxonomyOptions = TaxonomyOptions(),
+) -> pl.DataFrame:
+    """One row per decoded utterance (contract ``taxonomy``): its type, HER, grounding and
+    looping statistics. ``partners`` lists the other sources of speaker_mix utterances
+    (utt_id -> partner utt_ids), ``references`` their transcripts (utt_id -> text)."""
+    rows = []
+    for tr in transcripts.iter_rows(named=True):
+        others = partners.get(tr["utt_id"], []) if tr["condition"] == "speaker_mix" else []
+        label = classify(
+            tr["reference"],
+            tr["hypothesis"],
+            [references[p] for p in others],
+            tr["hit_max_length"],
+            options,
+        )
+        rows.append(
+            {
+                "utt_id": tr["utt_id"],
+                "speaker": tr["speaker"],
+                "model": tr["model"],
+                "condition": tr["condition"],
+                "type": label.type,
+                "wer": label.wer,
+                "her": label.her,
+                "grounded_share": label.grounded_share,
+                "target_share": label.source_shares[0],
+                "partner_share": label.partner_share,
+                "n_hyp_words": label.n_hyp_words,
+                "n_ref_words": label.n_ref_words,
+                "hit_max_length": tr["hit_max_length"],
+                "loop_unit": label.loop.unit,
+                "loop_repeats": label.loop.repeats,
+                "loop_share": label.loop.share,
+                "hypothesis": normalize(tr["hypothesis"]),
+            }
+        )
+    return (
+        pl.DataFrame(rows, schema=_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_SCHEMA)
+    )
+
+
+_SCHEMA = {
+    "utt_id": pl.String,
+    "speaker": pl.String,
+    "model": pl.String,
+    "condition": pl.String,
+    "type": pl.String,
+    "wer": pl.Float64,
+    "her": pl.Float64,
+    "grounded_share": pl.Float64,
+    "target_share": pl.Float64,
+    "partner_share": pl.Float64,
+    "n_hyp_words": pl.Int32,
+    "n_ref_words": pl.Int32,
+    "hit_max_length": pl.Boolean,
+    "loop_unit": pl.String,
+    "loop_repeats": pl.Int32,
+    "loop_share": pl.Float64,
+    "hypothesis": pl.String,
+}
+
+
+def type_counts(labels: pl.DataFrame) -> pl.DataFrame:
+    """Decodes per model x condition x type, every type listed (0 where none), with shares."""
+    grid = (
+        labels.select("model", "condition")
+        .unique()
+        .join(pl.DataFrame({"type": list(TYPES)}), how="cross")
+    )
+    counts = labels.group_by("model", "condition", "type").agg(pl.len().alias("n"))
+    return (
+        grid.join(counts, on=["model", "condition", "type"], how="left")
+        .with_columns(pl.col("n").fill_null(0).cast(pl.Int64))
+        .with_columns((pl.col("n") / pl.col("n").sum().over("model", "condition")).alias("share"))
+        .sort("model", "condition", pl.col("type").replace_strict(TYPES, range(len(TYPES))))
+    )
+
+
+def bag_of_hallucinations(
+    labels: pl.DataFrame, conditions: Sequence[str], top: int
+) -> pl.DataFrame:
+    """The ``top`` most frequent non-empty (normalised) transcripts per model x condition of
+    ``conditions`` (the non-speech inputs), with their count and share of that cell's decodes."""
+    cell = labels.filter(pl.col("condition").is_in(list(conditions)))
+    totals = cell.group_by("model", "condition").agg(pl.len().alias("n_decodes"))
+    return (
+        cell.filter(pl.col("hypothesis") != "")
+        .group_by("model", "condition", "hypothesis")
+        .agg(pl.len().alias("n"))
+        .join(totals, on=["model", "condition"])
+        .with_columns((pl.col("n") / pl.col("n_decodes")).alias("share"))
+        .sort(["model", "condition", "n", "hypothesis"], descending=[False, False, True, False])
+        .group_by("model", "condition", maintain_order=True)
+        .head(top)
+    )
