@@ -445,7 +445,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", required=True, help="pooled/<model>/layer-<L>-profile.parquet")
     p.set_defaults(func=cmd_pooled)
 
-    p = sub.add_parser("tables", help="Delta% tables (paper Tables 1 and 2) with bootstrap CIs")
+    p = sub.add_parser("tables", help="Delta%% tables (paper Tables 1 and 2) with bootstrap CIs")
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--pairs", nargs="+", required=True)
     p.add_argument("--counts", nargs="+", required=True)
