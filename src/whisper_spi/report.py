@@ -177,10 +177,28 @@ _PAPER_HEAD = (
 )
 
 
-def _delta_table_html(t: pl.DataFrame, caption: str) -> str:
+def _length(r: Mapping[str, Any]) -> str:
+    return "full" if r["prefix"] == 0 else f"first {r['prefix']} rows"
+
+
+# The leading columns of a delta table: (header, row -> value, left-aligned).
+_TABLE_LEAD = (
+    ("model", lambda r: r["model"], True),
+    ("component", lambda r: r["component"], True),
+    ("condition", lambda r: r["condition"], True),
+    ("K", lambda r: r["k"], False),
+    ("pairs", lambda r: r["n"], False),
+)
+_LEFT = {True: " class='l'", False: ""}
+_HEADLINE_LEAD = (*_TABLE_LEAD[:2], ("length", _length, True), _TABLE_LEAD[4])
+
+
+def _delta_table_html(t: pl.DataFrame, caption: str, lead=_TABLE_LEAD) -> str:
+    """One row per cell of ``t`` (contract ``tables``): the ``lead`` columns, each delta with
+    its CI, the paper's values and whether the signs agree."""
     head = (
-        "<tr><th class='l'>model</th><th class='l'>component</th><th class='l'>condition</th>"
-        "<th>K</th><th>pairs</th>"
+        "<tr>"
+        + "".join(f"<th{_LEFT[left]}>{_esc(h)}</th>" for h, _, left in lead)
         + "".join(f"<th>{_esc(title)} [95% CI]</th>" for _, title, _ in _OBS)
         + _PAPER_HEAD
         + "</tr>"
@@ -188,11 +206,7 @@ def _delta_table_html(t: pl.DataFrame, caption: str) -> str:
     rows = []
     for r in t.iter_rows(named=True):
         cells = [
-            f"<td class='l'>{_esc(r['model'])}</td>",
-            f"<td class='l'>{_esc(r['component'])}</td>",
-            f"<td class='l'>{_esc(r['condition'])}</td>",
-            f"<td>{r['k']}</td>",
-            f"<td>{r['n']}</td>",
+            *[f"<td{_LEFT[left]}>{_esc(get(r))}</td>" for _, get, left in lead],
             *[_with_ci(r, name, d) for name, _, d in _OBS],
             _paper_cells(r),
         ]
@@ -266,25 +280,6 @@ def _headline_html(tables: pl.DataFrame, k: int) -> str:
         return "<p>No pair survived the threshold: there is no headline cell.</p>"
     matched = sorted(p for p in set(t["prefix"]) if p > 0)
     t = t.filter(pl.col("prefix").is_in([0, *matched[:1]])).sort("model", "prefix")
-    head = (
-        "<tr><th class='l'>model</th><th class='l'>component</th><th class='l'>length</th>"
-        "<th>pairs</th>"
-        + "".join(f"<th>{_esc(title)} [95% CI]</th>" for _, title, _ in _OBS)
-        + _PAPER_HEAD
-        + "</tr>"
-    )
-    rows = []
-    for r in t.iter_rows(named=True):
-        length = "full" if r["prefix"] == 0 else f"first {r['prefix']} rows"
-        cells = [
-            f"<td class='l'>{_esc(r['model'])}</td>",
-            f"<td class='l'>{_esc(r['component'])}</td>",
-            f"<td class='l'>{length}</td>",
-            f"<td>{r['n']}</td>",
-            *[_with_ci(r, name, d) for name, _, d in _OBS],
-            _paper_cells(r),
-        ]
-        rows.append("<tr>" + "".join(cells) + "</tr>")
     caption = (
         f"Headline: hell (every kept stressed pair) vs its clean twins at the final decoder "
         f"layer, K = {k}, per-utterance scope: mean over pairs of the per-pair delta with its "
@@ -292,7 +287,7 @@ def _headline_html(tables: pl.DataFrame, k: int) -> str:
         "decoded positions, since hallucinations run long and length alone moves Kf. The "
         "paper's values (hell vs clean, K = 50) sit beside ours where it reports one."
     )
-    return f"<table>{_caption(caption)}<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+    return _delta_table_html(t, caption, _HEADLINE_LEAD)
 
 
 def _prefix_html(
