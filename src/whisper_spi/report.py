@@ -52,6 +52,7 @@ caption { caption-side: top; text-align: left; font-size: .95em; color: #444;
           padding: .3em 0; max-width: 70em; }
 th, td { border: 1px solid #ddd; padding: .25em .5em; text-align: right; }
 th { background: #f3f3f3; } td.l, th.l { text-align: left; }
+td:not(.l), td:first-child { white-space: nowrap; }  /* a number and its CI, a model name */
 td.no { background: #fde2e2; } td.yes { background: #e3f6e3; }
 figure { margin: 1em 0 2em; } figcaption { font-size: .9em; color: #555; max-width: 70em; }
 figure svg, figure img { max-width: 100%; height: auto; }
