@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import yaml
 
-from .snakemake_runner import CONFIG, job_counts, snakemake
+from .snakemake_runner import CONFIG, ROOT, job_counts, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -157,8 +157,24 @@ def test_one_decode_shard_reruns_alone_and_identically(run):
         assert a.equals(b)
 
 
+def test_what_the_readme_says_about_rerunning_one_step(run):
+    """After the two forced reruns above (identical outputs), as the README says."""
+    readme = (ROOT / "README.md").read_text()
+    assert 'it says "Nothing to be done"' in readme
+    assert "-R results/metrics/base/clean/layer-5.parquet" in readme
+    out = snakemake(run, "-n")
+    assert job_counts(out) == {} and "Nothing to be done" in out.stdout + out.stderr
+    # -R: the job and everything downstream of it, in one run
+    target = "results/metrics/tiny-en/clean/layer-0.parquet"
+    jobs = job_counts(snakemake(run, "-n", "-R", target))
+    assert jobs == {"layer_metrics": 1, "tables": 1, "figures": 1, "report": 1, "all": 1}
+    # an input past the checksum size limit counts as changed by its newer time stamp
+    jobs = job_counts(snakemake(run, "-n", "--max-checksum-file-size", "0"))
+    assert {"layer_metrics", "pairs", "tables", "figures", "report"} <= set(jobs)
+
+
 def test_changing_a_table_option_reruns_only_downstream(run, tmp_path):
-    snakemake(run, "-j", "8")  # bring everything downstream of the forced reruns up to date
+    snakemake(run, "-j", "8")  # nothing to do after identical reruns; a no-op otherwise
     assert job_counts(snakemake(run, "-n")) == {}
     config = yaml.safe_load(CONFIG.read_text())
     config["metrics"]["n_boot"] = 150
