@@ -163,6 +163,9 @@ rule report:
         counts=f"{RESULTS}/tables/pair_counts.csv",
         figures=rules.figures.output,
         extras=get_report_extras,
+        rejected=rules.corpus.output.rejected,
+        pairs=expand(rules.pairs.output.pairs, model=MODELS),
+        comparisons=expand(f"{RESULTS}/detect/{{model}}/comparison.csv", model=MODELS),
     output:
         f"{RESULTS}/report.html",
     log:
@@ -178,6 +181,9 @@ rule report:
         " --figures-dir {params.figures_dir:q}"
         " --pair-counts {input.counts:q}"
         " --config-json {params.config:q}"
+        " --rejected {input.rejected:q}"
+        " --pairs {input.pairs:q}"
+        " --comparison {input.comparisons:q}"
         " {params.extras}"
         " --out {output:q}"
         " > {log:q} 2>&1"
