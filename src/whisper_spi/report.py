@@ -97,13 +97,28 @@ _LABELS: dict[str, str] = {
     "regime1_hypothesis": "Regime I hypothesis (γ_sup < 1)",
     "regime2_hypothesis": "Regime II hypothesis",
     "regime": "nearest simulated regime",
+    "n_speakers": "speakers",
+    "gamma_lo": "γ 95% CI low",
+    "gamma_hi": "γ 95% CI high",
+    "rho_lo": "ρ 95% CI low",
+    "rho_hi": "ρ 95% CI high",
+    "align_median": "subspace alignment (median)",
+    "align_lo": "alignment 95% CI low",
+    "align_hi": "alignment 95% CI high",
+    "align_chance_median": "alignment of random subspaces",
+    "align_gap_median": "gap conditioning the alignment",
+    "regime1": "Regime I verdict (speaker CI)",
+    "regime2": "Regime II verdict (speaker CI)",
+    "verdict": "verdict",
     "package": "package",
     "version": "version",
 }
 _THEORY_COLS = (
-    "model", "condition", "layer", "n_utts", "gamma_median", "rho_median", "eps_median",
-    "rho_chance_median", "j_ratio_median", "purity", "path_gain", "regime1_hypothesis",
-    "regime2_hypothesis", "regime",
+    "model", "condition", "layer", "n_utts", "n_speakers", "gamma_median", "gamma_lo",
+    "gamma_hi", "rho_median", "rho_lo", "rho_hi", "rho_chance_median", "align_median",
+    "align_lo", "align_hi", "align_chance_median", "align_gap_median", "eps_median",
+    "j_ratio_median", "purity", "path_gain", "regime1_hypothesis", "regime2_hypothesis",
+    "regime1", "regime2", "regime", "verdict",
 )  # fmt: skip
 
 
