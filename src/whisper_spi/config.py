@@ -15,6 +15,8 @@ import yaml
 from .errors import ConfigError
 
 CONDITIONS = ("clean", "time_stretch", "speaker_mix", "gaussian_noise")
+# Inputs with no speech: the reference is empty, so any transcript is a hallucination.
+NONSPEECH = ("silence", "noise_only", "environmental")
 
 
 def schema() -> dict:
