@@ -54,19 +54,24 @@ def test_components_reconstruct_each_layer_output(tiny_en, clips):
         assert rel < 1e-4, (layer, float(rel))
 
 
-def test_capture_during_generation_equals_teacher_forced_pass(tiny_en, clips):
+def test_capture_during_generation_equals_teacher_forced_pass(tiny_en, clips, looping_mix):
+    """Every row, also those that left the batch early while one decode looped to the cap."""
     bundle = tiny_en
-    waves = [c["wave"] for c in clips[:2]]
-    texts = [c["text"] for c in clips[:2]]
-    decoded, mats = decode_batch(bundle, waves, texts, DecodeOptions())
-    enc = encode(bundle, log_mel(bundle, waves[:1]))
-    seq = torch.tensor([bundle.prompt_ids + decoded[0].token_ids + [bundle.eot_id]])
-    with Capture(bundle.model, ("ffn",)) as cap, torch.inference_mode():
-        bundle.model(encoder_outputs=(enc,), decoder_input_ids=seq)
-    tf = cap.matrices()[(2, "ffn")][0, row_range(len(bundle.prompt_ids), seq.shape[1] - 2, False)]
-    got = mats[0][(2, "ffn")]
-    assert got.shape == tf.shape == (decoded[0].n_tokens + 1, 384)
-    torch.testing.assert_close(got, tf, rtol=1e-4, atol=1e-4)
+    waves = [c["wave"] for c in clips[:2]] + [looping_mix]
+    decoded, mats = decode_batch(bundle, waves, ["", "", ""], DecodeOptions())
+    assert decoded[-1].hit_max_length and decoded[0].n_tokens < 60
+    n_prompt = len(bundle.prompt_ids)
+    for i, dec in enumerate(decoded):
+        enc = encode(bundle, log_mel(bundle, waves[i : i + 1]))
+        seq = bundle.prompt_ids + dec.token_ids + ([] if dec.hit_max_length else [bundle.eot_id])
+        with Capture(bundle.model, ("ffn", "cross_attn")) as cap, torch.inference_mode():
+            bundle.model(encoder_outputs=(enc,), decoder_input_ids=torch.tensor([seq]))
+        emitted = dec.n_tokens + (0 if dec.hit_max_length else 1)
+        for key in ((2, "ffn"), (0, "cross_attn")):
+            tf = cap.matrices()[key][0, row_range(n_prompt, emitted, False)]
+            got = mats[i][key]
+            assert got.shape == tf.shape == (emitted, 384)
+            torch.testing.assert_close(got, tf, rtol=1e-4, atol=1e-4)
 
 
 def test_spectra_equal_numpy_float64_svd(tiny_en, clips):
@@ -95,12 +100,14 @@ def test_centered_spectra_are_of_the_centered_matrix(tiny_en, clips):
     assert row["centered"]
 
 
-def test_batch_of_eight_equals_eight_batches_of_one(tiny_en, clips):
-    utts = (clips * 2)[:8]
+def test_batch_of_eight_equals_eight_batches_of_one(tiny_en, clips, looping_mix):
+    utts = (clips * 2)[:7] + [dict(clips[0], wave=looping_mix)]  # the last loops to the cap
     utts = [dict(u, utt_id=f"{u['utt_id']}-{i}") for i, u in enumerate(utts)]
     opts = DecodeOptions()
     t8, s8 = decode_shard(tiny_en, utts, "tiny-en", "clean", opts, batch_size=8)
     t1, s1 = decode_shard(tiny_en, utts, "tiny-en", "clean", opts, batch_size=1)
+    assert t8[-1]["hit_max_length"] and t8[-1]["n_tokens"] == 224
+    assert [t["token_ids"] for t in t8] == [t["token_ids"] for t in t1]
     assert [t["hypothesis"] for t in t8] == [t["hypothesis"] for t in t1]
     for layer in s8:
         for a, b in zip(s8[layer], s1[layer], strict=True):

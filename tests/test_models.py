@@ -15,7 +15,7 @@ import torch
 
 from whisper_spi import ct2 as ct2mod
 from whisper_spi import models
-from whisper_spi.decode import encode, log_mel, transcribe
+from whisper_spi.decode import encode, greedy_decode, log_mel, transcribe
 from whisper_spi.errors import CheckpointError, ModelSpecError
 
 from .conftest import BASE, TINY_EN
@@ -79,6 +79,49 @@ def test_greedy_tokens_and_logits_equal_ctranslate2(spec, librivox, tmp_path, re
     finite = steps > -1e30  # CTranslate2 returns suppressed tokens as -FLT_MAX
     assert finite.mean() > 0.9
     assert np.max(np.abs(mine[finite] - steps[finite])) < LOGIT_ATOL
+
+
+def test_looping_decode_to_the_cap_equals_ctranslate2(tiny_en, librivox, looping_mix, tmp_path):
+    """A decode that loops to the 224 cap, in a batch whose other rows end early (and leave)."""
+    waves = [w for _, w, _ in librivox[:3]] + [looping_mix]
+    ours = transcribe(tiny_en, waves, batch_size=4)
+    assert ours[-1].hit_max_length and ours[-1].n_tokens == 224
+    assert all(d.n_tokens < 60 for d in ours[:-1])
+    engine = ctranslate2.models.Whisper(str(_ct2_dir(TINY_EN, tmp_path)), compute_type="float32")
+    feats = ctranslate2.StorageView.from_array(log_mel(tiny_en, waves).float().numpy())
+
+    def ct2(max_length):
+        res = engine.generate(feats, [tiny_en.prompt_ids] * 4, beam_size=1, max_length=max_length)
+        return [r.sequences_ids[0] for r in res]
+
+    # CTranslate2 decodes at most max_length // 2 new tokens (CTranslate2 issue #1856): its
+    # max_length 448 is our cap of 224, and its max_length 224 stops the loop at 112.
+    assert [d.token_ids for d in ours] == ct2(448)
+    short = transcribe(tiny_en, waves, batch_size=4, max_new_tokens=112)
+    assert [d.token_ids for d in short] == ct2(224)
+    assert short[-1].token_ids == ours[-1].token_ids[:112]
+
+
+def test_cross_attention_keys_values_are_computed_once(tiny_en, librivox):
+    """The cache is passed under the name this transformers reads: encoder keys/values are
+    projected at the first step only, decoder self-attention keys at every step."""
+    enc = encode(tiny_en, log_mel(tiny_en, [librivox[0][1]]))
+    calls = {"cross": 0, "self": 0}
+    hooks = []
+    for layer in tiny_en.model.model.decoder.layers:
+        for name, attn in (("cross", layer.encoder_attn), ("self", layer.self_attn)):
+            hooks.append(
+                attn.k_proj.register_forward_hook(
+                    lambda *_, n=name: calls.__setitem__(n, calls[n] + 1)
+                )
+            )
+    try:
+        steps = greedy_decode(tiny_en, enc)[0].n_tokens + 1
+    finally:
+        for h in hooks:
+            h.remove()
+    n_layers = tiny_en.n_decoder_layers
+    assert calls == {"cross": n_layers, "self": n_layers * steps}
 
 
 # ------------------------------------------------------------------ malformed checkpoints

@@ -42,7 +42,10 @@ class Capture(contextlib.AbstractContextManager):
         self.model = model
         self.components = tuple(components)
         self.layers = model.model.decoder.layers
-        self._store: dict[tuple[int, str], list[torch.Tensor]] = {}
+        # Original batch rows the next decoder call holds (None: all of them); the greedy
+        # loop sets it when finished rows leave the batch.
+        self.rows: list[int] | None = None
+        self._store: dict[tuple[int, str], list[tuple[list[int] | None, torch.Tensor]]] = {}
         self._handles = []
 
     def __enter__(self):
@@ -66,13 +69,32 @@ class Capture(contextlib.AbstractContextManager):
         def hook(_module, _inputs, output):
             # Attention modules return (output, weights); the first is what joins the residual.
             out = output[0] if isinstance(output, tuple) else output
-            self._store.setdefault(key, []).append(out.detach())
+            self._store.setdefault(key, []).append((self.rows, out.detach()))
 
         return hook
 
     def matrices(self) -> dict[tuple[int, str], torch.Tensor]:
-        """(layer, component) -> [batch, positions, d], all decoder calls joined in time."""
-        return {key: torch.cat(chunks, dim=1) for key, chunks in self._store.items()}
+        """(layer, component) -> [batch, positions, d], all decoder calls joined in time.
+
+        A row that left the batch early is NaN at the positions it was not run at.
+        """
+        return {key: _join(chunks) for key, chunks in self._store.items()}
+
+
+def _join(chunks: list[tuple[list[int] | None, torch.Tensor]]) -> torch.Tensor:
+    if all(rows is None for rows, _ in chunks):
+        return torch.cat([c for _, c in chunks], dim=1)
+    first = chunks[0][1]
+    width = sum(c.shape[1] for _, c in chunks)
+    out = first.new_full((first.shape[0], width, first.shape[2]), float("nan"))
+    pos = 0
+    for rows, c in chunks:
+        if rows is None:
+            out[:, pos : pos + c.shape[1]] = c
+        else:
+            out[rows, pos : pos + c.shape[1]] = c
+        pos += c.shape[1]
+    return out
 
 
 @dataclass(frozen=True)
@@ -133,7 +155,7 @@ def decode_batch(bundle, waves, references, opts: DecodeOptions):
     n_prompt = len(bundle.prompt_ids)
     if opts.tokens == "greedy":
         with Capture(bundle.model, opts.components) as cap:
-            decoded = greedy_decode(bundle, enc, opts.max_new_tokens)
+            decoded = greedy_decode(bundle, enc, opts.max_new_tokens, capture=cap)
         emitted = [d.n_tokens + (0 if d.hit_max_length else 1) for d in decoded]
     elif opts.tokens == "reference":
         decoded = greedy_decode(bundle, enc, opts.max_new_tokens)

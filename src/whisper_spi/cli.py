@@ -25,6 +25,11 @@ def _quiet_transformers() -> None:
 
 def _threads(n: int | None) -> None:
     """Make torch use exactly the rule's threads, so -j N jobs do not oversubscribe cores."""
+    # OpenMP threads that spin at every barrier burn CPU the other jobs on the node need,
+    # and the decode loop's per-step ops are small: one barrier each. Sleeping at once cut
+    # a decode step's CPU time 6x on a loaded node (bench/bench_decode.py; README
+    # Performance). libgomp reads this when torch is imported, hence before the import.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     n = n or int(os.environ.get("WHISPER_SPI_THREADS", "0")) or None

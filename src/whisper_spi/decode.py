@@ -71,8 +71,18 @@ def greedy_decode(
     bundle: WhisperBundle,
     encoder_out: torch.Tensor,
     max_new_tokens: int = MAX_NEW_TOKENS,
+    capture=None,
 ) -> list[Decoded]:
-    """Greedy decoding for a batch of encoder outputs; returns one :class:`Decoded` each."""
+    """Greedy decoding for a batch of encoder outputs; returns one :class:`Decoded` each.
+
+    A row that emits <|endoftext|> leaves the batch: its entries of the key/value cache
+    (self- and cross-attention) and of the encoder output are dropped, so a batch with one
+    looping utterance costs one row per step, not eight, once the others are done. The
+    cross-attention keys/values are computed once, at the first step, and then read from
+    the cache. ``capture`` (a :class:`whisper_spi.capture.Capture` whose hooks are on the
+    model) is told which original rows each later call holds. The one device sync per step
+    is reading the new tokens.
+    """
     model, device = bundle.model, bundle.device
     batch = encoder_out.shape[0]
     vocab = model.config.vocab_size
@@ -81,17 +91,19 @@ def greedy_decode(
     eot = bundle.eot_id
 
     tokens = torch.tensor([bundle.prompt_ids] * batch, device=device)
-    generated = torch.empty((batch, 0), dtype=torch.long, device=device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    hit_eot = torch.zeros(batch, dtype=torch.bool, device=device)
+    rows = list(range(batch))  # original row of each row of the current batch
+    generated: list[list[int]] = [[] for _ in range(batch)]
+    hit_eot = [False] * batch
     sum_logprob = torch.zeros(batch, dtype=torch.float64, device=device)
     no_speech = torch.full((batch,), float("nan"), dtype=torch.float64, device=device)
+    if capture is not None:
+        capture.rows = None  # every row, until one leaves
     past = None
     for step in range(max_new_tokens):
         out = model(
             encoder_outputs=(encoder_out,),
             decoder_input_ids=tokens,
-            cache=past,
+            cache=past,  # this transformers' name (was past_key_values); see test_models
             use_cache=True,
         )
         past = out.cache
@@ -101,34 +113,42 @@ def greedy_decode(
             probs = out.logits[:, 0, :].float().softmax(-1)
             no_speech = probs[:, bundle.no_speech_id].double()
         logits = logits.masked_fill(suppress_first if step == 0 else suppress, float("-inf"))
-        logprobs = logits.log_softmax(-1)
         nxt = logits.argmax(-1)
-        nxt = torch.where(finished, torch.full_like(nxt, eot), nxt)
-        sum_logprob += torch.where(
-            finished, 0.0, logprobs.gather(1, nxt[:, None]).squeeze(1).double()
-        )
-        hit_eot |= ~finished & (nxt == eot)
-        finished |= nxt == eot
-        generated = torch.cat([generated, nxt[:, None]], dim=1)
-        if bool(finished.all()):
+        chosen = logits.log_softmax(-1).gather(1, nxt[:, None]).squeeze(1).double()
+        sum_logprob.index_add_(0, torch.tensor(rows, device=device), chosen)
+        new = nxt.tolist()
+        keep = []
+        for i, (row, token) in enumerate(zip(rows, new, strict=True)):
+            if token == eot:
+                hit_eot[row] = True
+            else:
+                generated[row].append(token)
+                keep.append(i)
+        if not keep:
             break
+        if len(keep) < len(rows):
+            index = torch.tensor(keep, device=device)
+            past.batch_select_indices(index)
+            encoder_out = encoder_out.index_select(0, index)
+            nxt = nxt.index_select(0, index)
+            rows = [rows[i] for i in keep]
+            if capture is not None:
+                capture.rows = rows
         tokens = nxt[:, None]
 
     results = []
     tok = bundle.processor.tokenizer
-    gen = generated.tolist()
+    sums = sum_logprob.tolist()
     for i in range(batch):
-        ids = gen[i]
-        ids = ids[: ids.index(eot)] if eot in ids else ids
+        ids = generated[i]
         text = tok.decode(ids, skip_special_tokens=True).strip()
-        lp = float(sum_logprob[i])
         results.append(
             Decoded(
                 token_ids=ids,
                 text=text,
-                hit_max_length=not bool(hit_eot[i]),
-                sum_logprob=lp,
-                avg_logprob=lp / (len(ids) + 1),
+                hit_max_length=not hit_eot[i],
+                sum_logprob=sums[i],
+                avg_logprob=sums[i] / (len(ids) + 1),
                 no_speech_prob=float(no_speech[i]),
                 compression_ratio=compression_ratio(text),
             )
