@@ -32,31 +32,34 @@ COMPONENT_MODULES = {
 }
 
 
-class Capture(contextlib.AbstractContextManager):
-    """Record the output of each (layer, component) over one or more decoder calls."""
+def component_module(layer, component: str):
+    """The submodule of a decoder layer whose output is ``component``."""
+    name = COMPONENT_MODULES[component]
+    return layer.get_submodule(name) if name else layer
 
-    def __init__(self, model, components=("cross_attn", "self_attn", "ffn")):
-        unknown = set(components) - set(COMPONENTS)
-        if unknown:
-            raise ValueError(f"unknown components {sorted(unknown)}; known: {COMPONENTS}")
+
+class DecoderHooks(contextlib.AbstractContextManager):
+    """Forward hooks on decoder submodules, registered on entry and all removed on exit.
+
+    Subclasses say where (:meth:`targets`: (key, module) pairs) and what (:meth:`hook`).
+    """
+
+    def __init__(self, model):
         self.model = model
-        self.components = tuple(components)
         self.layers = model.model.decoder.layers
-        # Original batch rows the next decoder call holds (None: all of them); the greedy
-        # loop sets it when finished rows leave the batch.
-        self.rows: list[int] | None = None
-        self._store: dict[tuple[int, str], list[tuple[list[int] | None, torch.Tensor]]] = {}
         self._handles = []
 
+    def targets(self):
+        raise NotImplementedError
+
+    def hook(self, key, output):
+        raise NotImplementedError
+
     def __enter__(self):
-        for index, layer in enumerate(self.layers):
-            for comp in self.components:
-                module = (
-                    layer.get_submodule(COMPONENT_MODULES[comp])
-                    if COMPONENT_MODULES[comp]
-                    else layer
-                )
-                self._handles.append(module.register_forward_hook(self._hook((index, comp))))
+        for key, module in self.targets():
+            self._handles.append(
+                module.register_forward_hook(lambda _m, _i, out, key=key: self.hook(key, out))
+            )
         return self
 
     def __exit__(self, *exc):
@@ -65,13 +68,30 @@ class Capture(contextlib.AbstractContextManager):
         self._handles.clear()
         return False
 
-    def _hook(self, key):
-        def hook(_module, _inputs, output):
-            # Attention modules return (output, weights); the first is what joins the residual.
-            out = output[0] if isinstance(output, tuple) else output
-            self._store.setdefault(key, []).append((self.rows, out.detach()))
 
-        return hook
+class Capture(DecoderHooks):
+    """Record the output of each (layer, component) over one or more decoder calls."""
+
+    def __init__(self, model, components=("cross_attn", "self_attn", "ffn")):
+        unknown = set(components) - set(COMPONENTS)
+        if unknown:
+            raise ValueError(f"unknown components {sorted(unknown)}; known: {COMPONENTS}")
+        super().__init__(model)
+        self.components = tuple(components)
+        # Original batch rows the next decoder call holds (None: all of them); the greedy
+        # loop sets it when finished rows leave the batch.
+        self.rows: list[int] | None = None
+        self._store: dict[tuple[int, str], list[tuple[list[int] | None, torch.Tensor]]] = {}
+
+    def targets(self):
+        for index, layer in enumerate(self.layers):
+            for comp in self.components:
+                yield (index, comp), component_module(layer, comp)
+
+    def hook(self, key, output):
+        # Attention modules return (output, weights); the first is what joins the residual.
+        out = output[0] if isinstance(output, tuple) else output
+        self._store.setdefault(key, []).append((self.rows, out.detach()))
 
     def matrices(self) -> dict[tuple[int, str], torch.Tensor]:
         """(layer, component) -> [batch, positions, d], all decoder calls joined in time.

@@ -18,7 +18,6 @@ entered inside the context records the edited outputs.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .capture import COMPONENT_MODULES
+from .capture import DecoderHooks, component_module
 from .errors import WhisperSpiError
 from .io import atomic_path
 
@@ -57,31 +56,23 @@ class Intervention:
             raise WhisperSpiError(f"project: no subspace for layers {missing}")
 
 
-class Intervene(contextlib.AbstractContextManager):
+class Intervene(DecoderHooks):
     """Apply one :class:`Intervention` to ``model`` (a WhisperForConditionalGeneration)."""
 
     def __init__(self, model, intervention: Intervention):
-        self.model = model
+        super().__init__(model)
         self.spec = intervention
-        self._handles = []
-
-    def __enter__(self):
-        layers = self.model.model.decoder.layers
-        unknown = [i for i in self.spec.layers if not 0 <= i < len(layers)]
+        unknown = [i for i in intervention.layers if not 0 <= i < len(self.layers)]
         if unknown:
-            raise WhisperSpiError(f"intervention layers {unknown}: the decoder has {len(layers)}")
-        if self.spec.strength == 0.0:
-            return self  # the plain decode, bit for bit
-        for index in self.spec.layers:
-            module = layers[index].get_submodule(COMPONENT_MODULES[self.spec.component])
-            self._handles.append(module.register_forward_hook(self._hook(index)))
-        return self
+            raise WhisperSpiError(
+                f"intervention layers {unknown}: the decoder has {len(self.layers)}"
+            )
 
-    def __exit__(self, *exc):
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        return False
+    def targets(self):
+        if self.spec.strength == 0.0:
+            return  # the plain decode, bit for bit
+        for index in self.spec.layers:
+            yield index, component_module(self.layers[index], self.spec.component)
 
     def _edit(self, layer: int, out: torch.Tensor) -> torch.Tensor:
         s = self.spec.strength
@@ -92,13 +83,10 @@ class Intervene(contextlib.AbstractContextManager):
         basis = torch.as_tensor(self.spec.basis[layer], dtype=out.dtype, device=out.device)
         return out - s * (out @ basis.T) @ basis
 
-    def _hook(self, layer: int):
-        def hook(_module, _inputs, output):
-            if isinstance(output, tuple):  # attention: (output, weights)
-                return (self._edit(layer, output[0]), *output[1:])
-            return self._edit(layer, output)
-
-        return hook
+    def hook(self, layer, output):
+        if isinstance(output, tuple):  # attention: (output, weights)
+            return (self._edit(layer, output[0]), *output[1:])
+        return self._edit(layer, output)
 
 
 def fit_subspace(hallucinated: np.ndarray, clean: np.ndarray, rank: int) -> np.ndarray:
