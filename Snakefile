@@ -8,7 +8,26 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
+
+
+validate_config(config)  # before any job is planned; an error names the key
+RESULTS = config["results_dir"]
+MODELS = config["models"]
+CONDITIONS = spi_config.CONDITIONS
+SHARDS, N_LAYERS = get_plan(config)
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+    condition="|".join(CONDITIONS),
+    shard=r"\d{3}",
+    layer=r"\d+",
+
+
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/decode.smk"
 include: "workflow/rules/analysis.smk"
@@ -18,4 +37,4 @@ include: "workflow/rules/theory.smk"
 rule all:
     default_target: True
     input:
-        get_final_output(),
+        get_final_output(RESULTS),

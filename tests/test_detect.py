@@ -14,7 +14,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from whisper_spi import detect, schemas
+from whisper_spi.detect.evaluate import _weighted_auc_ap
 from whisper_spi.spectra import (
+    ObservableOptions,
     covariance_eigenvalues,
     effective_rank,
     kirchhoff_index,
@@ -110,7 +112,7 @@ def test_weighted_metrics_match_sklearn():
     W = rng.integers(0, 4, size=(5, 60)).astype(float)
     W[:, np.flatnonzero(y)[0]] += 1
     W[:, np.flatnonzero(~y)[0]] += 1
-    auc, ap = detect._weighted_auc_ap(s, y, W)
+    auc, ap = _weighted_auc_ap(s, y, W)
     for b in range(5):
         assert auc[b] == pytest.approx(roc_auc_score(y, s, sample_weight=W[b]), abs=1e-12)
         assert ap[b] == pytest.approx(average_precision_score(y, s, sample_weight=W[b]), 1e-12)
@@ -258,13 +260,13 @@ def decoded(tmp_path):
 
 def test_features_against_direct_calls(decoded):
     spectra, transcripts, rows_by_cond = decoded
-    df = detect.features(spectra, transcripts, k=(10, 50))
+    df = detect.features(spectra, transcripts, ObservableOptions(k=(10, 50)))
     assert df.height == 6
     feats = detect.spectral_feature_names(df)
     assert len(feats) == 2 * 2 * 4 * 2
     assert feats[:4] == [
         "L0_cross_attn_neff_k10", "L0_cross_attn_neff_k50",
-        "L0_cross_attn_alpha_k10", "L0_cross_attn_alpha_k50",
+        "L0_cross_attn_log10_kf_k10", "L0_cross_attn_log10_kf_k50",
     ]  # fmt: skip
     assert df.columns[: len(detect.KEYS) + len(detect.META)] == [*detect.KEYS, *detect.META]
     assert df.columns[len(detect.KEYS) + len(detect.META) :] == feats

@@ -13,8 +13,9 @@ import jsonschema
 import yaml
 
 from .errors import ConfigError
+from .names import CONDITIONS
 
-CONDITIONS = ("clean", "time_stretch", "speaker_mix", "gaussian_noise")
+__all__ = ["CONDITIONS", "load", "schema", "validate"]
 
 
 def schema() -> dict:
@@ -68,7 +69,7 @@ def validate(config: dict) -> dict:
     if errors:
         raise ConfigError(_message(errors[0]))
     cfg = _canonical(cfg, spec)
-    from .tables import MetricOptions
+    from .analysis.options import MetricOptions
 
     try:
         MetricOptions.from_dict(cfg["metrics"])  # cross-key rules (figure_k in k, ...)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import html
 import importlib.metadata
-import math
 import platform
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -20,9 +19,11 @@ import altair as alt
 import polars as pl
 import yaml
 
+from . import schemas
+from .analysis.markdown import DIGITS, number, sign_word, signed
+from .analysis.tables import TABLE_NAMES
 from .figures import FIGURES, chart_svg
 from .io import atomic_path
-from .tables import TABLE_NAMES
 
 __all__ = ["collect_versions", "write_report"]
 
@@ -66,12 +67,6 @@ def _esc(x: Any) -> str:
     return html.escape(str(x))
 
 
-def _num(x: Any, digits: int) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    return f"{x:+.{digits}f}"
-
-
 def _frame_html(df: pl.DataFrame) -> str:
     """A plain HTML table of a frame (floats to 4 significant digits)."""
     head = "".join(f"<th class='l'>{_esc(c)}</th>" for c in df.columns)
@@ -79,17 +74,16 @@ def _frame_html(df: pl.DataFrame) -> str:
     for r in df.iter_rows():
         cells = []
         for v in r:
-            if isinstance(v, float):
-                cells.append(f"<td>{'–' if not math.isfinite(v) else f'{v:.4g}'}</td>")
-            elif v is None:
-                cells.append("<td>–</td>")
+            if isinstance(v, float) or v is None:
+                cells.append(f"<td>{number(v, '.4g')}</td>")
             else:
                 cells.append(f"<td class='l'>{_esc(v)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-_OBS = (("d_neff_pct", "ΔN_eff %", 2), ("d_log10_kf", "Δlog10 Kf", 2), ("d_alpha", "Δα", 3))
+_TITLES = {"d_neff_pct": "ΔN_eff %", "d_log10_kf": "Δlog10 Kf", "d_alpha": "Δα"}
+_OBS = tuple((name, _TITLES[name], d) for name, d in DIGITS.items())
 _SIGNS = ("sign_agrees_neff", "sign_agrees_log10_kf", "sign_agrees_alpha")
 
 
@@ -114,16 +108,16 @@ def _delta_table_html(t: pl.DataFrame) -> str:
         for name, _, d in _OBS:
             ci = ""
             if r[f"{name}_ci_low"] is not None:
-                ci = f" [{_num(r[f'{name}_ci_low'], d)}, {_num(r[f'{name}_ci_high'], d)}]"
-            cells.append(f"<td>{_num(r[name], d)}{ci}</td>")
+                ci = f" [{signed(r[f'{name}_ci_low'], d)}, {signed(r[f'{name}_ci_high'], d)}]"
+            cells.append(f"<td>{signed(r[name], d)}{ci}</td>")
         if r["paper_model"] is None:
             cells.append("<td class='l'>–</td>" + "<td>–</td>" * 3 + "<td>–</td>")
         else:
             cells.append(f"<td class='l'>{_esc(r['paper_model'])} ({_esc(r['paper_match'])})</td>")
-            cells += [f"<td>{_num(r['paper_' + name], d)}</td>" for name, _, d in _OBS]
+            cells += [f"<td>{signed(r['paper_' + name], d)}</td>" for name, _, d in _OBS]
             signs = [r[s] for s in _SIGNS]
             cls = "yes" if all(s is True for s in signs) else "no"
-            txt = ", ".join("–" if s is None else ("yes" if s else "NO") for s in signs)
+            txt = ", ".join(sign_word(s) for s in signs)
             cells.append(f"<td class='{cls}'>{txt}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
@@ -195,10 +189,13 @@ def write_report(
     :func:`collect_versions`.
     """
     tables_dir = Path(tables_dir)
-    tables = pl.read_parquet(tables_dir / "tables.parquet")
+    tables = schemas.scan_parquet([tables_dir / "tables.parquet"], "tables").collect()
     if not isinstance(pair_counts, pl.DataFrame):
         p = Path(pair_counts)
-        pair_counts = pl.read_csv(p) if p.suffix == ".csv" else pl.read_parquet(p)
+        if p.suffix == ".csv":
+            pair_counts = schemas.read_csv(p, "pair_counts")
+        else:
+            pair_counts = schemas.scan_parquet([p], "pair_counts").collect()
     versions = dict(versions or collect_versions())
     figs = _figures(figures)
     if "phase_diagram" not in figs:
