@@ -338,6 +338,23 @@ def test_run_detect_writes_everything(decoded, tmp_path):
     df = detect.features(spectra, transcripts, **detect.feature_kwargs(det))
     assert np.isfinite(detect.score(det, df)).all()
     assert "| model |" in paths["markdown"].read_text()
+    for key, name in (("results", "detect_results"), ("comparison", "detect_comparison"),
+                      ("oof", "detect_oof")):  # fmt: skip
+        frame = schemas.read_csv(paths[key], name)  # the writer matches its contract
+        assert frame.columns == schemas.contract(name).names and frame.height > 0
+
+
+def test_version_1_detector_loads_with_its_feature_options(tmp_path):
+    """v1 files kept k apart and computed features without rank_tol."""
+    det = detect.fit_detector(synthetic_frame(np.random.default_rng(2)), method="ours_no_T")
+    old = {k: v for k, v in det.items() if k != "feature_options"}
+    opts = det["feature_options"]
+    old |= {"version": 1, "feature_k": opts["k"],
+            "feature_options": {k: opts[k] for k in ("neff_power", "alpha_start", "alpha_stop",
+                                                     "kf_floor")}}  # fmt: skip
+    (tmp_path / "v1.json").write_text(json.dumps(old))
+    kwargs = detect.feature_kwargs(detect.load_detector(tmp_path / "v1.json"))
+    assert kwargs["options"] == ObservableOptions(k=tuple(opts["k"]), rank_tol=0.0)
 
 
 # --------------------------------------------------------------------------- the detect CLI
