@@ -98,12 +98,8 @@ class _Batch:
         self.lengths = np.fromiter((len(a) for a in seq), dtype=np.int64, count=self.count)
 
     def blocks(self, k: int | None) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
-        """Yield ``(first_row, X, n, bad)``.
-
-        ``X`` is a (rows, width) float64 block, each row sorted descending, truncated to the
-        top ``k`` columns, zero beyond the row's own length; ``n`` is each row's length
-        (capped at k); ``bad`` flags rows that contained NaN/inf.
-        """
+        """Yield ``(first_row, X, n, bad)``: X rows sorted descending, top ``k``, zero-padded;
+        n their lengths (capped at k); bad flags rows holding NaN/inf."""
         if self.dense is not None:
             width = max(self.dense.shape[1], 1)
         else:
@@ -467,13 +463,11 @@ def observables(
     options: ObservableOptions,
     total: np.ndarray | None = None,
 ) -> dict[int, dict[str, np.ndarray]]:
-    """Every observable of many spectra at each K: ``{K: {name: values}}``, names in
-    :data:`OBSERVABLES`.
+    """Every observable of many spectra at each K: ``{K: {name: values}}`` (:data:`OBSERVABLES`).
 
-    ``S``: singular values, one spectrum per row, sorted descending, NaN-padded
-    (:func:`pack_spectra`, :func:`sort_descending`); ``n_rows``: each matrix's row count T
-    (Kf uses the covariance eigenvalues s**2 / (T - 1)); ``total``: each spectrum's total
-    energy sum s**2 when ``S`` holds only its leading values (tail energy from it).
+    ``S``: singular values, a spectrum per row, sorted descending, NaN-padded; ``n_rows``: each
+    matrix's row count T (Kf uses s**2 / (T - 1)); ``total``: each spectrum's energy sum s**2
+    when ``S`` holds only its leading values (the tail energy then comes from it).
     """
     n_rows = np.asarray(n_rows, dtype=np.float64)
     given = S
