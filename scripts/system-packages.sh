@@ -2,8 +2,10 @@
 # Install the Debian packages the demo (or the tests) need, if missing.
 # As root (or with passwordless sudo) this runs apt-get; otherwise it lists what to install.
 set -euo pipefail
-demo=(rubberband-cli)
-test=(rubberband-cli pocketsphinx-testdata chromium chromium-driver)
+# rubberband-cli: the time stretch; oxygen-sounds, sound-theme-freedesktop: the non-speech
+# recordings (whisper_spi.stress.RECORDINGS)
+demo=(rubberband-cli oxygen-sounds sound-theme-freedesktop)
+test=("${demo[@]}" pocketsphinx-testdata chromium chromium-driver)
 case "${1:-demo}" in
   demo) want=("${demo[@]}") ;;
   test) want=("${test[@]}") ;;

@@ -234,3 +234,64 @@ def test_shard_past_the_end_is_empty_and_bad_indices_fail(manifest_path: Path, t
     for index, size in ((-1, 3), (0, 0)):
         with pytest.raises(ConfigError, match="shard"):
             write_stress_shard(manifest_path, "clean", index, size, 0, None, out_dir, out)
+
+
+def _log_log_slope(wave: np.ndarray) -> float:
+    """Slope of log power on log frequency, over 50-5000 Hz, from averaged periodograms."""
+    segments = wave[: wave.size // 4096 * 4096].reshape(-1, 4096)
+    power = (np.abs(np.fft.rfft(segments * np.hanning(4096), axis=1)) ** 2).mean(axis=0)
+    f = np.fft.rfftfreq(4096, 1 / SR)
+    band = (f >= 50) & (f <= 5000)
+    return float(np.polyfit(np.log(f[band]), np.log(power[band]), 1)[0])
+
+
+@pytest.mark.parametrize(("color", "slope"), [("white", 0.0), ("pink", -1.0)])
+def test_noise_only_has_its_spectrum_and_the_utterances_rms(color: str, slope: float):
+    out, gain = stress.noise_only(20 * SR, color, 0.05, rng=np.random.default_rng(3))
+    assert gain == 1.0 and out.size == 20 * SR
+    assert np.sqrt(np.mean(out.astype(np.float64) ** 2)) == pytest.approx(0.05, rel=1e-4)
+    assert _log_log_slope(out.astype(np.float64)) == pytest.approx(slope, abs=0.1)
+    with pytest.raises(ConfigError, match="brown"):
+        stress.noise_only(SR, "brown", 0.05, rng=np.random.default_rng(3))
+
+
+def test_silence_digital_zero_and_low_level():
+    zero, _ = stress.silence(SR, None, rng=np.random.default_rng(0))
+    assert not zero.any()
+    low, _ = stress.silence(SR, -60.0, rng=np.random.default_rng(0))
+    assert 20 * np.log10(np.sqrt(np.mean(low.astype(np.float64) ** 2))) == pytest.approx(
+        -60, abs=0.01
+    )
+
+
+def test_recording_is_looped_or_trimmed_to_the_utterance_at_its_rms():
+    source = tone(300, 0.5, amp=0.5)
+    out, _ = stress.recording(source, 3 * SR // 2, 0.01)
+    assert out.size == 3 * SR // 2
+    assert np.array_equal(out[: source.size], out[source.size : 2 * source.size])  # looped
+    assert np.allclose(out[: source.size], source * (out[1] / source[1]), atol=1e-6)
+    assert np.sqrt(np.mean(out.astype(np.float64) ** 2)) == pytest.approx(0.01, rel=1e-4)
+    with pytest.raises(ValueError, match="silent"):
+        stress.recording(np.zeros(100), SR, 0.01)
+
+
+@pytest.mark.parametrize("condition", ["silence", "noise_only", "environmental"])
+def test_nonspeech_variant_depends_on_seed_and_utt_id_only(condition: str):
+    wave = speechy(1.0)
+    drawn = {}
+    for utt in [f"1-2-{i:04d}" for i in range(8)]:
+        a = apply_stress(condition, wave, SR, utt, seed=5)
+        b = apply_stress(condition, wave.copy(), SR, utt, seed=5)
+        assert a[0].tobytes() == b[0].tobytes() and a[2] == b[2]
+        assert a[0].size == wave.size
+        drawn[utt] = json.loads(a[2])
+    variant = {"silence": "level_dbfs", "noise_only": "color", "environmental": "source"}[condition]
+    assert len({str(p[variant]) for p in drawn.values()}) > 1  # both kinds occur
+
+
+def test_environmental_needs_its_packages(monkeypatch):
+    monkeypatch.setitem(stress.RECORDINGS, "oxygen-sounds", ["/nonexistent/jingle.ogg"])
+    with pytest.raises(WhisperSpiError, match="jingle.ogg.*oxygen-sounds"):
+        stress.recording_paths(["oxygen-sounds"])
+    with pytest.raises(ConfigError, match="unknown"):
+        stress.recording_paths(["no-such-package"])

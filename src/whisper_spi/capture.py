@@ -23,7 +23,13 @@ import numpy as np
 import torch
 
 COMPONENTS = ("cross_attn", "self_attn", "ffn", "residual")
-_MODULE = {"self_attn": "self_attn", "cross_attn": "encoder_attn", "ffn": "fc2", "residual": ""}
+# the submodule whose output is each component (what it adds to the residual stream)
+COMPONENT_MODULES = {
+    "self_attn": "self_attn",
+    "cross_attn": "encoder_attn",
+    "ffn": "fc2",
+    "residual": "",
+}
 
 
 class Capture(contextlib.AbstractContextManager):
@@ -42,7 +48,11 @@ class Capture(contextlib.AbstractContextManager):
     def __enter__(self):
         for index, layer in enumerate(self.layers):
             for comp in self.components:
-                module = layer.get_submodule(_MODULE[comp]) if _MODULE[comp] else layer
+                module = (
+                    layer.get_submodule(COMPONENT_MODULES[comp])
+                    if COMPONENT_MODULES[comp]
+                    else layer
+                )
                 self._handles.append(module.register_forward_hook(self._hook((index, comp))))
         return self
 

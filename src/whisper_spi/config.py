@@ -13,9 +13,9 @@ import jsonschema
 import yaml
 
 from .errors import ConfigError
-from .names import CONDITIONS
+from .names import CONDITIONS, NONSPEECH
 
-__all__ = ["CONDITIONS", "load", "schema", "validate"]
+__all__ = ["CONDITIONS", "NONSPEECH", "load", "schema", "validate"]
 
 
 def schema() -> dict:

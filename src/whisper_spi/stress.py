@@ -27,15 +27,45 @@ from tqdm import tqdm
 
 from . import schemas
 from .audio import TARGET_SR, load_audio, save_flac
-from .config import CONDITIONS
+from .config import CONDITIONS, NONSPEECH
 from .errors import ConfigError, WhisperSpiError
 from .io import derive_seed
+
+# Real non-speech recordings from Debian packages (installed by scripts/system-packages.sh):
+# music jingles (oxygen-sounds, LGPL-3) and event sounds (sound-theme-freedesktop, CC-BY /
+# CC-BY-SA / GPL); freedesktop's audio-channel-* files are speech and are left out.
+RECORDINGS = {
+    "oxygen-sounds": [
+        "/usr/share/sounds/Oxygen-Sys-Log-In.ogg",
+        "/usr/share/sounds/Oxygen-Sys-Log-In-Short.ogg",
+        "/usr/share/sounds/Oxygen-Sys-Log-Out-Long.ogg",
+        "/usr/share/sounds/Oxygen-Im-Phone-Ring.ogg",
+    ],
+    "sound-theme-freedesktop": [
+        f"/usr/share/sounds/freedesktop/stereo/{name}.oga"
+        for name in (
+            "alarm-clock-elapsed",
+            "phone-incoming-call",
+            "phone-outgoing-busy",
+            "camera-shutter",
+            "trash-empty",
+            "complete",
+            "message-new-instant",
+        )
+    ],
+}
+
 
 DEFAULT_PARAMS: dict[str, dict] = {
     "clean": {},
     "time_stretch": {"factor": 3.5},
     "speaker_mix": {"n_speakers": 6},
     "gaussian_noise": {"snr_db": 0.0},
+    # one variant per utterance, drawn from (seed, condition, utt_id); the utterance gives
+    # the length and (noise_only, environmental) the RMS level
+    "silence": {"levels_dbfs": [None, -60.0]},
+    "noise_only": {"colors": ["white", "pink"]},
+    "environmental": {"packages": sorted(RECORDINGS)},
 }
 MAX_PEAK = 0.99
 # rubberband round-trips audio through 16-bit WAV files and lowers the gain by itself if
@@ -133,9 +163,45 @@ def gaussian_noise(wave: np.ndarray, snr_db: float = 0.0, *, rng: np.random.Gene
     return _limit_peak(wave + noise)
 
 
+def silence(n_samples: int, level_dbfs: float | None, *, rng: np.random.Generator) -> Stressed:
+    """Digital zero (``level_dbfs`` None) or white noise at ``level_dbfs`` RMS re full scale."""
+    if level_dbfs is None:
+        return Stressed(np.zeros(n_samples, np.float32), 1.0)
+    return noise_only(n_samples, "white", 10 ** (level_dbfs / 20), rng=rng)
+
+
+def colored_noise(n_samples: int, color: str, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS noise: ``white`` (flat power spectrum) or ``pink`` (power ~ 1/f)."""
+    white = rng.standard_normal(n_samples)
+    if color == "pink":
+        spectrum = np.fft.rfft(white)
+        f = np.fft.rfftfreq(n_samples)
+        spectrum[1:] /= np.sqrt(f[1:])  # amplitude ~ f^-1/2, so power ~ 1/f
+        spectrum[0] = 0.0
+        white = np.fft.irfft(spectrum, n_samples)
+    elif color != "white":
+        raise ConfigError(f"noise_only color must be 'white' or 'pink', got {color!r}")
+    return white / _rms(white)
+
+
+def noise_only(n_samples: int, color: str, rms: float, *, rng: np.random.Generator) -> Stressed:
+    """Noise with no speech in it, of realised RMS exactly ``rms``."""
+    return _limit_peak(colored_noise(n_samples, color, rng) * rms)
+
+
+def recording(source: np.ndarray, n_samples: int, rms: float) -> Stressed:
+    """A non-speech recording looped or trimmed to ``n_samples``, at RMS ``rms``."""
+    fitted = np.resize(_mono(source, "recording"), n_samples)
+    level = _rms(fitted)
+    if level == 0.0:
+        raise ValueError("the recording is silent over the utterance's length")
+    return _limit_peak(fitted * (rms / level))
+
+
 def _resolve_params(condition: str, params: Mapping | None) -> dict:
-    if condition not in CONDITIONS:
-        raise ConfigError(f"unknown stress condition {condition!r}; known: {CONDITIONS}")
+    if condition not in CONDITIONS + NONSPEECH:
+        known = CONDITIONS + NONSPEECH
+        raise ConfigError(f"unknown stress condition {condition!r}; known: {known}")
     resolved = dict(DEFAULT_PARAMS[condition])
     unknown = set(params or {}) - set(resolved)
     if unknown:
@@ -202,6 +268,8 @@ def apply_stress(
     elif condition == "gaussian_noise":
         rng = np.random.default_rng(derive_seed(seed, condition, utt_id))
         out = gaussian_noise(wave, float(resolved["snr_db"]), rng=rng)
+    elif condition in NONSPEECH:
+        out = _nonspeech(condition, _mono(wave), utt_id, seed, resolved)
     else:
         if not partner_waves or len(partner_waves) != resolved["n_speakers"] - 1:
             raise ValueError(
@@ -211,6 +279,39 @@ def apply_stress(
         out = speaker_mix(wave, list(partner_waves.values()))
         resolved["partners"] = list(partner_waves)
     return out.wave, out.gain, json.dumps(resolved, sort_keys=True)
+
+
+def recording_paths(packages: Sequence[str]) -> list[str]:
+    """The recordings of the named Debian packages; a clear error if one is not installed."""
+    unknown = sorted(set(packages) - set(RECORDINGS))
+    if unknown:
+        raise ConfigError(f"environmental packages {unknown} unknown; known: {sorted(RECORDINGS)}")
+    paths = [path for name in packages for path in RECORDINGS[name]]
+    missing = [path for path in paths if not Path(path).is_file()]
+    if missing:
+        raise WhisperSpiError(
+            f"non-speech recording {missing[0]} not found: install the Debian packages "
+            f"{' '.join(packages)} (scripts/system-packages.sh does)"
+        )
+    return paths
+
+
+def _nonspeech(condition: str, wave: np.ndarray, utt_id: str, seed: int, resolved: dict):
+    """One non-speech input of the utterance's length; records the variant drawn."""
+    rng = np.random.default_rng(derive_seed(seed, condition, utt_id))
+    if condition == "silence":
+        level = resolved["levels_dbfs"][rng.integers(len(resolved["levels_dbfs"]))]
+        resolved["level_dbfs"] = level
+        return silence(wave.size, level, rng=rng)
+    rms = _rms(wave)
+    if condition == "noise_only":
+        color = resolved["colors"][rng.integers(len(resolved["colors"]))]
+        resolved["color"] = color
+        return noise_only(wave.size, color, rms, rng=rng)
+    paths = recording_paths(resolved["packages"])
+    path = paths[rng.integers(len(paths))]
+    resolved["source"] = path
+    return recording(load_audio(path), wave.size, rms)
 
 
 def n_shards(n_utterances: int, shard_size: int) -> int:

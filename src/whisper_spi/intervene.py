@@ -1,0 +1,153 @@
+"""Spectral interventions in the decoder: the causal test of the paper's two regimes.
+
+Each intervention edits one component's output (what it adds to the residual stream) at
+chosen decoder layers, through forward hooks on the existing transformers submodules, for
+every decoder call of the ordinary KV-cached decode. ``strength`` runs from 0 (the plain
+decode, exactly) to 1:
+
+- ``project``: remove ``strength`` times the output's projection on an r-dimensional
+  subspace (orthonormal rows ``basis``), fitted from captured row means;
+- ``cross_gain``: scale the cross-attention output by ``1 + strength`` (more acoustic
+  coupling: Regime I's prediction is fewer hallucinations);
+- ``self_damp``: scale the self-attention output by ``1 - strength`` (a weaker attractor:
+  Regime II's prediction).
+
+Hooks are registered in ``__enter__`` and removed in ``__exit__``; a :class:`Capture`
+entered inside the context records the edited outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .capture import COMPONENT_MODULES
+from .errors import WhisperSpiError
+from .io import atomic_path
+
+KINDS = {"project": None, "cross_gain": "cross_attn", "self_damp": "self_attn"}
+
+
+@dataclass(frozen=True)
+class Intervention:
+    kind: str
+    strength: float
+    layers: tuple[int, ...]
+    component: str = ""  # project: which component; the others have theirs (KINDS)
+    # project: layer -> (r, d) orthonormal rows spanning the removed subspace
+    basis: Mapping[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise WhisperSpiError(f"unknown intervention {self.kind!r}; known: {sorted(KINDS)}")
+        if not 0.0 <= self.strength <= 1.0:
+            raise WhisperSpiError(f"intervention strength must be in [0, 1], got {self.strength}")
+        if KINDS[self.kind]:
+            object.__setattr__(self, "component", KINDS[self.kind])
+        elif self.component not in ("cross_attn", "self_attn", "ffn"):
+            raise WhisperSpiError(f"project needs a component, got {self.component!r}")
+        missing = [i for i in self.layers if self.kind == "project" and i not in self.basis]
+        if missing:
+            raise WhisperSpiError(f"project: no subspace for layers {missing}")
+
+
+class Intervene(contextlib.AbstractContextManager):
+    """Apply one :class:`Intervention` to ``model`` (a WhisperForConditionalGeneration)."""
+
+    def __init__(self, model, intervention: Intervention):
+        self.model = model
+        self.spec = intervention
+        self._handles = []
+
+    def __enter__(self):
+        layers = self.model.model.decoder.layers
+        unknown = [i for i in self.spec.layers if not 0 <= i < len(layers)]
+        if unknown:
+            raise WhisperSpiError(f"intervention layers {unknown}: the decoder has {len(layers)}")
+        if self.spec.strength == 0.0:
+            return self  # the plain decode, bit for bit
+        for index in self.spec.layers:
+            module = layers[index].get_submodule(COMPONENT_MODULES[self.spec.component])
+            self._handles.append(module.register_forward_hook(self._hook(index)))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        return False
+
+    def _edit(self, layer: int, out: torch.Tensor) -> torch.Tensor:
+        s = self.spec.strength
+        if self.spec.kind == "cross_gain":
+            return out * (1.0 + s)
+        if self.spec.kind == "self_damp":
+            return out * (1.0 - s)
+        basis = torch.as_tensor(self.spec.basis[layer], dtype=out.dtype, device=out.device)
+        return out - s * (out @ basis.T) @ basis
+
+    def _hook(self, layer: int):
+        def hook(_module, _inputs, output):
+            if isinstance(output, tuple):  # attention: (output, weights)
+                return (self._edit(layer, output[0]), *output[1:])
+            return self._edit(layer, output)
+
+        return hook
+
+
+def fit_subspace(hallucinated: np.ndarray, clean: np.ndarray, rank: int) -> np.ndarray:
+    """(rank, d) orthonormal rows: the top principal directions of the paired differences
+    hallucinated - clean of per-utterance row means (not centred, so the mean shift counts)."""
+    diff = np.asarray(hallucinated, np.float64) - np.asarray(clean, np.float64)
+    if diff.ndim != 2 or diff.shape[0] < rank or rank < 1:
+        raise WhisperSpiError(
+            f"fit_subspace needs >= {max(rank, 1)} paired rows, got shape {diff.shape}"
+        )
+    return np.linalg.svd(diff, full_matrices=False)[2][:rank]
+
+
+def save_intervention(spec: Intervention, path: str | Path, **provenance) -> None:
+    """``path`` (JSON: kind, strength, layers, component, provenance) and, for project, its
+    subspaces in ``path`` with suffix .safetensors; never pickle."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    meta = {k: v for k, v in asdict(spec).items() if k != "basis"} | {"provenance": provenance}
+    if spec.basis:
+        meta["basis_file"] = path.with_suffix(".safetensors").name
+        with atomic_path(path.with_suffix(".safetensors")) as tmp:
+            # contiguous: safetensors writes the raw buffer; a transposed view would scramble
+            tensors = {
+                f"layer-{k}": np.ascontiguousarray(v, np.float32) for k, v in spec.basis.items()
+            }
+            save_file(tensors, tmp)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(meta, indent=1, sort_keys=True))
+
+
+def load_intervention(path: str | Path, strength: float | None = None) -> Intervention:
+    """The intervention saved at ``path``; ``strength`` overrides the saved one."""
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    try:
+        meta = json.loads(path.read_text())
+        basis = {}
+        if meta.get("basis_file"):
+            tensors = load_file(path.parent / meta["basis_file"])
+            basis = {int(k.removeprefix("layer-")): v for k, v in tensors.items()}
+        return Intervention(
+            kind=meta["kind"],
+            strength=meta["strength"] if strength is None else strength,
+            layers=tuple(meta["layers"]),
+            component=meta.get("component", ""),
+            basis=basis,
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise WhisperSpiError(f"{path}: not a readable intervention file ({exc})") from None

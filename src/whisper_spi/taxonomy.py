@@ -1,0 +1,272 @@
+"""What kind of error a decoded utterance is: a grounded error taxonomy (pure functions).
+
+WER > 0.5 against the target mixes recognition errors grounded in the audio, another
+speaker's words and inventions. Here every hypothesis word is aligned (jiwer's word
+alignment) to the normalised reference of each source in the audio: the target and, for a
+speaker mix, its partners. A hypothesis word is *grounded* in a source when the alignment
+pairs it with the same word, or substitutes it for a word it nearly spells (character error
+rate below ``near_match_cer``: "gather" for "gathered"). Types, first match wins:
+
+- ``correct``: WER against the target <= ``wer_threshold`` (no words, for no words said);
+- ``omission``: most reference words deleted and the hypothesis short or empty;
+- ``looping``: the decode hit the token cap, or one phrase repeated back to back covers
+  most of the hypothesis;
+- ``other_speaker``: most words grounded, and more of them only in a partner than in the target;
+- ``grounded_error``: most words grounded in some source;
+- ``fabrication``: most words grounded in no source.
+
+HER (our hallucination error rate) is the share of hypothesis words grounded in no source.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import jiwer
+import numpy as np
+import polars as pl
+
+from .text import normalize
+from .text import wer as text_wer
+
+TYPES = ("correct", "omission", "grounded_error", "other_speaker", "looping", "fabrication")
+
+
+@dataclass(frozen=True)
+class TaxonomyOptions:
+    wer_threshold: float = 0.5
+    near_match_cer: float = 0.5
+    grounded_share: float = 0.5
+    omission_deleted: float = 0.5
+    omission_max_ratio: float = 0.25
+    loop_max_n: int = 16
+    loop_min_repeats: int = 3
+    loop_share: float = 0.5
+    # a decode stopped by the token cap loops even where no phrase repeats exactly
+    cap_is_looping: bool = True
+
+
+@dataclass(frozen=True)
+class Loop:
+    unit: str  # the repeated phrase ("" if none repeats)
+    repeats: int  # back-to-back copies of it
+    share: float  # share of hypothesis words inside that run
+
+
+@dataclass(frozen=True)
+class Label:
+    type: str
+    wer: float
+    her: float  # share of hypothesis words grounded in no source; NaN without words
+    grounded_share: float  # grounded in any source
+    source_shares: tuple[float, ...]  # grounded in each source: the target, then each partner
+    partner_share: float  # grounded in some partner and not in the target
+    n_hyp_words: int
+    n_ref_words: int
+    loop: Loop
+
+
+def _alignment(source: Sequence[str], hyp: Sequence[str]):
+    """jiwer's word alignment of ``hyp`` to ``source`` (both non-empty word lists)."""
+    return jiwer.process_words(" ".join(source), " ".join(hyp)).alignments[0]
+
+
+def grounded_words(source: Sequence[str], hyp: Sequence[str], near_match_cer: float) -> list[bool]:
+    """Per hypothesis word: is it aligned to the same (or a nearly same) word of ``source``?"""
+    out = [False] * len(hyp)
+    if not source or not hyp:
+        return out
+    for chunk in _alignment(source, hyp):
+        pairs = zip(
+            range(chunk.ref_start_idx, chunk.ref_end_idx),
+            range(chunk.hyp_start_idx, chunk.hyp_end_idx),
+            strict=chunk.type in ("equal", "substitute"),
+        )
+        if chunk.type == "equal":
+            for _, h in pairs:
+                out[h] = True
+        elif chunk.type == "substitute":
+            for r, h in pairs:
+                out[h] = jiwer.cer(source[r], hyp[h]) < near_match_cer
+    return out
+
+
+def deleted_share(source: Sequence[str], hyp: Sequence[str]) -> float:
+    """Share of ``source``'s words the alignment deletes (all of them for an empty hypothesis)."""
+    if not hyp:
+        return 1.0
+    deleted = sum(
+        c.ref_end_idx - c.ref_start_idx for c in _alignment(source, hyp) if c.type == "delete"
+    )
+    return deleted / len(source)
+
+
+def longest_loop(words: Sequence[str], max_n: int) -> Loop:
+    """The longest run of one phrase (1..max_n words) repeated back to back, by words covered."""
+    best = Loop("", 0, 0.0)
+    best_cover = 0
+    n_words = len(words)
+    for n in range(1, min(max_n, n_words // 2) + 1):
+        for start in range(n_words - 2 * n + 1):
+            unit = words[start : start + n]
+            copies = 1
+            while words[start + copies * n : start + (copies + 1) * n] == unit:
+                copies += 1
+            if copies > 1 and copies * n > best_cover:
+                best_cover = copies * n
+                best = Loop(" ".join(unit), copies, best_cover / n_words)
+    return best
+
+
+def classify(
+    reference: str,
+    hypothesis: str,
+    partner_references: Sequence[str] = (),
+    hit_max_length: bool = False,
+    options: TaxonomyOptions = TaxonomyOptions(),
+) -> Label:
+    """The error type of one decoded utterance (texts are normalised here)."""
+    ref = normalize(reference).split()
+    hyp = normalize(hypothesis).split()
+    n = len(hyp)
+    # rows: the target, then each partner; columns: hypothesis words
+    sources = [ref] + [normalize(p).split() for p in partner_references]
+    flags = np.array(
+        [grounded_words(words, hyp, options.near_match_cer) for words in sources], dtype=bool
+    ).reshape(len(sources), n)
+    in_target, in_partner = flags[0], flags[1:].any(axis=0)
+    with np.errstate(invalid="ignore"):
+        shares = tuple(float(x) for x in flags.mean(axis=1)) if n else (float("nan"),) * len(flags)
+    grounded = float((in_target | in_partner).mean()) if n else float("nan")
+    partner_only = float((in_partner & ~in_target).mean()) if n else float("nan")
+    wer = text_wer(reference, hypothesis)
+    loop = longest_loop(hyp, options.loop_max_n)
+
+    def label(kind: str) -> Label:
+        return Label(kind, wer, 1.0 - grounded, grounded, shares, partner_only, n, len(ref), loop)
+
+    if (not ref and not hyp) or (ref and wer <= options.wer_threshold):
+        return label("correct")
+    if (
+        ref
+        and deleted_share(ref, hyp) >= options.omission_deleted
+        and n <= options.omission_max_ratio * len(ref)
+    ):
+        return label("omission")
+    looping = loop.repeats >= options.loop_min_repeats and loop.share >= options.loop_share
+    if looping or (hit_max_length and options.cap_is_looping):
+        return label("looping")
+    if grounded > options.grounded_share:
+        return label("other_speaker" if partner_only > shares[0] else "grounded_error")
+    return label("fabrication")
+
+
+def mix_partners(stress_manifest: pl.DataFrame) -> dict[str, list[str]]:
+    """utt_id -> the utt_ids mixed into it, from a speaker_mix stress manifest's params."""
+    return {
+        utt_id: json.loads(params).get("partners", [])
+        for utt_id, params in stress_manifest.select("utt_id", "params").iter_rows()
+    }
+
+
+def label_transcripts(
+    transcripts: pl.DataFrame,
+    partners: Mapping[str, Sequence[str]],
+    references: Mapping[str, str],
+    options: TaxonomyOptions = TaxonomyOptions(),
+) -> pl.DataFrame:
+    """One row per decoded utterance (contract ``taxonomy``): its type, HER, grounding and
+    looping statistics. ``partners`` lists the other sources of speaker_mix utterances
+    (utt_id -> partner utt_ids), ``references`` their transcripts (utt_id -> text)."""
+    rows = []
+    for tr in transcripts.iter_rows(named=True):
+        others = partners.get(tr["utt_id"], []) if tr["condition"] == "speaker_mix" else []
+        label = classify(
+            tr["reference"],
+            tr["hypothesis"],
+            [references[p] for p in others],
+            tr["hit_max_length"],
+            options,
+        )
+        rows.append(
+            {
+                "utt_id": tr["utt_id"],
+                "speaker": tr["speaker"],
+                "model": tr["model"],
+                "condition": tr["condition"],
+                "type": label.type,
+                "wer": label.wer,
+                "her": label.her,
+                "grounded_share": label.grounded_share,
+                "target_share": label.source_shares[0],
+                "partner_share": label.partner_share,
+                "n_hyp_words": label.n_hyp_words,
+                "n_ref_words": label.n_ref_words,
+                "hit_max_length": tr["hit_max_length"],
+                "loop_unit": label.loop.unit,
+                "loop_repeats": label.loop.repeats,
+                "loop_share": label.loop.share,
+                "hypothesis": normalize(tr["hypothesis"]),
+            }
+        )
+    return (
+        pl.DataFrame(rows, schema=_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_SCHEMA)
+    )
+
+
+_SCHEMA = {
+    "utt_id": pl.String,
+    "speaker": pl.String,
+    "model": pl.String,
+    "condition": pl.String,
+    "type": pl.String,
+    "wer": pl.Float64,
+    "her": pl.Float64,
+    "grounded_share": pl.Float64,
+    "target_share": pl.Float64,
+    "partner_share": pl.Float64,
+    "n_hyp_words": pl.Int32,
+    "n_ref_words": pl.Int32,
+    "hit_max_length": pl.Boolean,
+    "loop_unit": pl.String,
+    "loop_repeats": pl.Int32,
+    "loop_share": pl.Float64,
+    "hypothesis": pl.String,
+}
+
+
+def type_counts(labels: pl.DataFrame) -> pl.DataFrame:
+    """Decodes per model x condition x type, every type listed (0 where none), with shares."""
+    grid = (
+        labels.select("model", "condition")
+        .unique()
+        .join(pl.DataFrame({"type": list(TYPES)}), how="cross")
+    )
+    counts = labels.group_by("model", "condition", "type").agg(pl.len().alias("n"))
+    return (
+        grid.join(counts, on=["model", "condition", "type"], how="left")
+        .with_columns(pl.col("n").fill_null(0).cast(pl.Int64))
+        .with_columns((pl.col("n") / pl.col("n").sum().over("model", "condition")).alias("share"))
+        .sort("model", "condition", pl.col("type").replace_strict(TYPES, range(len(TYPES))))
+    )
+
+
+def bag_of_hallucinations(
+    labels: pl.DataFrame, conditions: Sequence[str], top: int
+) -> pl.DataFrame:
+    """The ``top`` most frequent non-empty (normalised) transcripts per model x condition of
+    ``conditions`` (the non-speech inputs), with their count and share of that cell's decodes."""
+    cell = labels.filter(pl.col("condition").is_in(list(conditions)))
+    totals = cell.group_by("model", "condition").agg(pl.len().alias("n_decodes"))
+    return (
+        cell.filter(pl.col("hypothesis") != "")
+        .group_by("model", "condition", "hypothesis")
+        .agg(pl.len().alias("n"))
+        .join(totals, on=["model", "condition"])
+        .with_columns((pl.col("n") / pl.col("n_decodes")).alias("share"))
+        .sort(["model", "condition", "n", "hypothesis"], descending=[False, False, True, False])
+        .group_by("model", "condition", maintain_order=True)
+        .head(top)
+    )

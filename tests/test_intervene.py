@@ -1,0 +1,174 @@
+"""Interventions in the decoder: identity at strength 0, exact projection, no leaked hooks."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from whisper_spi.capture import Capture
+from whisper_spi.decode import encode, greedy_decode, log_mel
+from whisper_spi.errors import WhisperSpiError
+from whisper_spi.intervene import (
+    Intervene,
+    Intervention,
+    fit_subspace,
+    load_intervention,
+    save_intervention,
+)
+
+COMPONENTS = ("cross_attn", "self_attn", "ffn")
+
+
+@pytest.fixture(scope="module")
+def tiny_random():
+    """A 3+3-layer random Whisper (d = 16) in float64 and one teacher-forced input."""
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    cfg = WhisperConfig(
+        vocab_size=100,
+        d_model=16,
+        encoder_layers=2,
+        decoder_layers=3,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        num_mel_bins=8,
+        max_source_positions=8,
+        max_target_positions=32,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=3,
+    )
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(cfg).eval().double()
+    with torch.no_grad():
+        enc = model.model.encoder(torch.randn(2, 8, 16, dtype=torch.float64)).last_hidden_state
+    ids = torch.tensor([[3, 5, 6, 7, 8, 9], [3, 9, 8, 7, 6, 5]])
+    return model, enc, ids
+
+
+def _captured(model, enc, ids, intervention=None):
+    """Every component's output of one teacher-forced pass, with the intervention if given."""
+    edit = Intervene(model, intervention) if intervention else contextlib.nullcontext()
+    with edit, Capture(model, COMPONENTS) as cap, torch.no_grad():
+        model(encoder_outputs=(enc,), decoder_input_ids=ids)
+    return cap.matrices()
+
+
+def _orthonormal(d: int, r: int, seed: int) -> np.ndarray:
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((d, r)))
+    return q.T
+
+
+def test_project_at_full_strength_is_orthogonal_and_touches_nothing_else(tiny_random):
+    model, enc, ids = tiny_random
+    basis = _orthonormal(16, 3, seed=1)
+    spec = Intervention("project", 1.0, layers=(1,), component="cross_attn", basis={1: basis})
+    plain = _captured(model, enc, ids)
+    edited = _captured(model, enc, ids, spec)
+    hooked = edited[1, "cross_attn"].numpy()
+    # orthogonal to the subspace, to 1e-5 relative
+    assert np.linalg.norm(hooked @ basis.T) / np.linalg.norm(hooked) < 1e-5
+    # exactly the plain output minus its projection (the hooked module's input is unchanged)
+    raw = plain[1, "cross_attn"].numpy()
+    np.testing.assert_allclose(hooked, raw - (raw @ basis.T) @ basis, atol=1e-12)
+    # everything computed before it is untouched; what follows sees the edited residual
+    for key in [(0, c) for c in COMPONENTS] + [(1, "self_attn")]:
+        torch.testing.assert_close(edited[key], plain[key], rtol=0, atol=0)
+    assert not torch.allclose(edited[1, "ffn"], plain[1, "ffn"])
+
+
+@pytest.mark.parametrize(
+    ("kind", "component", "factor"),
+    [("cross_gain", "cross_attn", 1.4), ("self_damp", "self_attn", 0.6)],
+)
+def test_gains_scale_their_component(tiny_random, kind, component, factor):
+    model, enc, ids = tiny_random
+    plain = _captured(model, enc, ids)
+    edited = _captured(model, enc, ids, Intervention(kind, 0.4, layers=(0,)))
+    torch.testing.assert_close(edited[0, component], factor * plain[0, component])
+
+
+def test_partial_strength_removes_that_share_of_the_projection(tiny_random):
+    model, enc, ids = tiny_random
+    basis = _orthonormal(16, 2, seed=2)
+    spec = Intervention("project", 0.25, layers=(0,), component="ffn", basis={0: basis})
+    plain = _captured(model, enc, ids)[0, "ffn"].numpy()
+    edited = _captured(model, enc, ids, spec)[0, "ffn"].numpy()
+    np.testing.assert_allclose(edited @ basis.T, 0.75 * (plain @ basis.T), atol=1e-12)
+
+
+def test_hooks_are_removed_on_exit_even_after_an_error(tiny_random):
+    model, enc, ids = tiny_random
+    modules = [layer.encoder_attn for layer in model.model.decoder.layers]
+    spec = Intervention("cross_gain", 1.0, layers=(0, 1, 2))
+    with pytest.raises(RuntimeError, match="boom"), Intervene(model, spec):
+        assert all(len(m._forward_hooks) == 1 for m in modules)
+        raise RuntimeError("boom")
+    assert all(len(m._forward_hooks) == 0 for m in modules)
+
+
+def test_bad_specs_are_clear_errors(tiny_random):
+    model, _, _ = tiny_random
+    with pytest.raises(WhisperSpiError, match="strength"):
+        Intervention("cross_gain", 1.5, layers=(0,))
+    with pytest.raises(WhisperSpiError, match="unknown intervention"):
+        Intervention("steer", 0.5, layers=(0,))
+    with pytest.raises(WhisperSpiError, match="no subspace for layers"):
+        Intervention("project", 0.5, layers=(0,), component="ffn")
+    outside = Intervention("self_damp", 0.5, layers=(7,))
+    with pytest.raises(WhisperSpiError, match="the decoder has 3"), Intervene(model, outside):
+        pass
+
+
+def test_fit_subspace_recovers_a_planted_shift():
+    rng = np.random.default_rng(0)
+    direction = _orthonormal(32, 1, seed=3)[0]
+    clean = rng.standard_normal((40, 32))
+    hallucinated = clean + 5.0 * direction + 0.05 * rng.standard_normal((40, 32))
+    basis = fit_subspace(hallucinated, clean, rank=2)
+    assert basis.shape == (2, 32)
+    np.testing.assert_allclose(basis @ basis.T, np.eye(2), atol=1e-10)
+    assert abs(basis[0] @ direction) > 0.999
+    with pytest.raises(WhisperSpiError, match="paired rows"):
+        fit_subspace(hallucinated[:1], clean[:1], rank=2)
+
+
+def test_save_and_load_round_trip_without_pickle(tmp_path):
+    basis = {0: _orthonormal(16, 2, 4).astype(np.float32), 2: _orthonormal(16, 2, 5)}
+    spec = Intervention("project", 0.5, layers=(0, 2), component="self_attn", basis=basis)
+    save_intervention(spec, tmp_path / "iv.json", model="tiny", folds=[0, 1])
+    assert (tmp_path / "iv.safetensors").is_file()
+    back = load_intervention(tmp_path / "iv.json")
+    assert back == spec
+    np.testing.assert_allclose(back.basis[2], basis[2], atol=1e-7)
+    assert load_intervention(tmp_path / "iv.json", strength=1.0).strength == 1.0
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(WhisperSpiError, match="bad.json"):
+        load_intervention(tmp_path / "bad.json")
+
+
+@pytest.mark.slow
+def test_strength_zero_and_after_exit_decode_equals_plain(tiny_en, librivox):
+    waves = [w for _, w, _ in librivox[:2]]
+    enc = encode(tiny_en, log_mel(tiny_en, waves))
+    plain = [d.token_ids for d in greedy_decode(tiny_en, enc)]
+    basis = {3: _orthonormal(384, 2, 6)}
+    specs = [
+        Intervention("project", 0.0, layers=(3,), component="cross_attn", basis=basis),
+        Intervention("cross_gain", 0.0, layers=(0, 1, 2, 3)),
+        Intervention("self_damp", 0.0, layers=(0, 1, 2, 3)),
+    ]
+    for spec in specs:
+        with Intervene(tiny_en.model, spec):
+            assert [d.token_ids for d in greedy_decode(tiny_en, enc)] == plain
+    # a real edit changes the decode; after the context the plain decode is back
+    with Intervene(tiny_en.model, dataclasses.replace(specs[2], strength=1.0)):
+        assert [d.token_ids for d in greedy_decode(tiny_en, enc)] != plain
+    assert [d.token_ids for d in greedy_decode(tiny_en, enc)] == plain
