@@ -13,7 +13,9 @@ import os
 import sys
 from pathlib import Path
 
+from .analysis.options import MetricOptions
 from .errors import WhisperSpiError
+from .spectra import ObservableOptions
 
 
 def _quiet_transformers() -> None:
@@ -135,14 +137,10 @@ def _json(text: str, flag: str) -> dict:
     return value
 
 
-def _options(text: str, full: bool = True):
-    """The --options JSON: a rule's metric options (MetricOptions, or with ``full=False``
-    only the observables' ObservableOptions)."""
-    from .analysis.options import MetricOptions
-    from .spectra import ObservableOptions
-
+def _options(text: str, cls):
+    """The --options JSON as ``cls`` (MetricOptions, or ObservableOptions for the kernel)."""
     try:
-        return (MetricOptions if full else ObservableOptions).from_dict(_json(text, "--options"))
+        return cls.from_dict(_json(text, "--options"))
     except ValueError as exc:
         raise WhisperSpiError(str(exc)) from None
 
@@ -150,7 +148,7 @@ def _options(text: str, full: bool = True):
 def cmd_layer_metrics(args: argparse.Namespace) -> int:
     from .analysis.layer_metrics import layer_metrics, write_layer_metrics
 
-    opts = _options(args.options, full=False)
+    opts = _options(args.options, ObservableOptions)
     write_layer_metrics(layer_metrics(args.spectra, opts), args.out)
     return 0
 
@@ -168,7 +166,7 @@ def cmd_pooled(args: argparse.Namespace) -> int:
     from .analysis.pooled import pooled_layer, write_pooled_layer
 
     pairs = schemas.scan_parquet([args.pairs], "pairs").collect()
-    options = _options(args.options)
+    options = _options(args.options, MetricOptions)
     cells, profile = pooled_layer(args.spectra, pairs, args.model, args.layer, options, args.seed)
     write_pooled_layer(cells, profile, args.out, args.profile)
     return 0
@@ -184,7 +182,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
         args.out_dir,
         pooled_paths=args.pooled,
         profile_paths=args.profiles,
-        options=_options(args.options),
+        options=_options(args.options, MetricOptions),
         seed=args.seed,
     )
     return 0
@@ -198,7 +196,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
         schemas.scan_parquet([args.summary], "layer_summary").collect(),
         schemas.scan_parquet([args.profile], "rank_profile").collect(),
         args.out_dir,
-        _options(args.options),
+        _options(args.options, MetricOptions),
     )
     return 0
 
@@ -229,7 +227,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         args.out_dir,
         seed=args.seed,
         threshold=args.threshold,
-        options=_options(args.options, full=False),
+        options=_options(args.options, ObservableOptions),
         n_boot=args.n_boot,
     )
     return 0
