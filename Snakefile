@@ -38,3 +38,21 @@ rule all:
     default_target: True
     input:
         get_final_output(RESULTS),
+
+
+# A SLURM-profile run with no reachable cluster stops here, before it submits any job.
+onstart:
+    if workflow.executor_plugin.name == "slurm":
+        from whisper_spi.cluster import slurm_problem
+
+        if problem := slurm_problem():
+            raise WorkflowError(problem)
+
+
+# What the run left out (rejected audio, unreached prefix lengths), where the user looks.
+onsuccess:
+    print_end_of_run(RESULTS, config, MODELS)
+
+
+onerror:
+    print_end_of_run(RESULTS, config, MODELS)

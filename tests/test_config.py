@@ -1,4 +1,4 @@
-"""Bad configuration fails before any job runs, with one message naming the key."""
+"""Bad configuration fails before any job runs, with one message naming each bad key."""
 
 from __future__ import annotations
 
@@ -58,18 +58,51 @@ def test_bad_config_is_one_clear_error(case):
         validate(config)
 
 
+# Two typos in different sections, a bad value and a cross-key rule: all in one error.
+TWO_TYPOS = {
+    "decode": {"batchsize": 4},
+    "metrics": {"nboot": 10},
+}
+SEVERAL = {
+    "decode": {"max_new_token": 5},
+    "stresses": {"gaussian_noise": {"snr_db": "loud"}},
+    "corpus": {"root": "/no/such/LibriSpeech"},
+    "metrics": {"figure_k": 20},
+}
+
+
+def test_two_typos_are_reported_at_once():
+    with pytest.raises(ConfigError) as info:
+        validate(TWO_TYPOS)
+    lines = str(info.value).splitlines()
+    assert lines[0] == "2 config errors:"
+    assert "unknown config key 'decode.batchsize'" in lines[1]
+    assert "unknown config key 'metrics.nboot'" in lines[2]
+
+
+def test_every_kind_of_error_is_reported_at_once():
+    with pytest.raises(ConfigError) as info:
+        validate(SEVERAL)
+    message = str(info.value)
+    assert message.startswith("4 config errors:")
+    for part in ("'decode.max_new_token'", "'stresses.gaussian_noise.snr_db'",
+                 "'corpus.root': directory '/no/such", "metrics.figure_k (20)"):  # fmt: skip
+        assert part in message
+
+
 @pytest.mark.parametrize(
-    ("case", "override", "message"),
+    ("case", "override", "messages"),
     [
-        ("wrong type", {"decode": {"batch_size": "eight"}}, "decode.batch_size"),
+        ("wrong type", {"decode": {"batch_size": "eight"}}, ["decode.batch_size"]),
         (
             "unresolvable model",
             {"models": {"x": "ct2:no-such-whisper-package"}},
-            "ct2:no-such-whisper-package",
+            ["ct2:no-such-whisper-package"],
         ),
+        ("two typos", TWO_TYPOS, ["2 config errors", "decode.batchsize", "metrics.nboot"]),
     ],
 )
-def test_snakemake_stops_before_any_job(tmp_path, case, override, message):
+def test_snakemake_stops_before_any_job(tmp_path, case, override, messages):
     config = tmp_path / "bad.yaml"
     config.write_text(yaml.safe_dump(override))
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
@@ -92,5 +125,6 @@ def test_snakemake_stops_before_any_job(tmp_path, case, override, message):
     )
     assert run.returncode != 0
     out = run.stdout + run.stderr
-    assert message in out
+    for message in messages:
+        assert message in out
     assert "Job stats" not in out and not (tmp_path / "results").exists()

@@ -129,3 +129,93 @@ def test_nothing_kept_still_reports(tmp_path):
     page = report.write_report(tmp_path / "r.html", tmp_path / "results" / "tables", charts,
                                out["pair_counts"], {})  # fmt: skip
     assert "nothing to tabulate" in page.read_text()
+
+
+REJECTED = pl.DataFrame(
+    {
+        "path": ["/data/LibriSpeech/test-clean/1/2/1-2-0003.flac", "/data/x/1/2/1-2-0009.flac"],
+        "reason": ["empty audio", "unreadable: Error opening file"],
+    }
+)
+
+
+def _summary(page: str) -> str:
+    return re.search(r"<section class='summary' id='summary'>(.*?)</section>", page, re.S)[1]
+
+
+def test_report_opens_with_a_summary(frames, tmp_path):
+    root, out = frames
+    res = root / "results"
+    charts = figures.make_figures(out["layer_summary"], out["rank_profile"])
+    config = {"decode": {"prefix_lengths": [16, 500]}, "metrics": {"k": [10, 50]}}
+    page = report.write_report(
+        tmp_path / "report.html", res / "tables", charts, out["pair_counts"], config,
+        {"python": "3.11"}, rejected=REJECTED,
+        pairs=[res / "pairs" / m / "pairs.parquet" for m in MODELS],
+    ).read_text()  # fmt: skip
+    summary = _summary(page)
+    assert page.index("id='summary'") < page.index("Table 1") < page.index("<h2>Figures</h2>")
+    assert "fig-phase_diagram" in summary and page.count("fig-phase_diagram") == 1
+    # the headline cells: hell vs clean, final layer, K = 50, scope utterance, full length
+    head = out["tables"].filter(
+        (pl.col("table") == "table1_final_layer") & (pl.col("scope") == "utterance")
+        & (pl.col("condition") == "hell") & (pl.col("k") == 50) & (pl.col("prefix") == 0)
+    )  # fmt: skip
+    assert head.height == sum(3 for _ in MODELS)
+    for r in head.iter_rows(named=True):
+        lo, hi = r["d_neff_pct_ci_low"], r["d_neff_pct_ci_high"]
+        assert f"{r['d_neff_pct']:+.2f} [{lo:+.2f}, {hi:+.2f}]" in summary
+    for r in out["pair_counts"].iter_rows(named=True):  # the pair counts, every row
+        assert f"<td class='l'>{r['condition']}</td><td>{r['n_total']}</td>" in summary
+    # rejected inputs: the count and each reason
+    assert "Rejected inputs: 2 audio files" in summary
+    assert "empty audio (1)" in summary and "unreadable: Error opening file (1)" in summary
+    assert "1/2/1-2-0003.flac" in summary
+    # the prefix no pair reaches is named for each model, the one reached is not
+    for model in MODELS:
+        assert f"decode.prefix_lengths 500: no length-matched rows for {model}," in summary
+        assert f"decode.prefix_lengths 16: no length-matched rows for {model}" not in summary
+
+
+def test_every_table_and_figure_has_a_caption_in_words(frames, tmp_path):
+    root, out = frames
+    charts = figures.make_figures(out["layer_summary"], out["rank_profile"])
+    page = report.write_report(
+        tmp_path / "report.html", root / "results" / "tables", charts, out["pair_counts"],
+        {"decode": {"prefix_lengths": [16]}}, {"python": "3.11"}, rejected=REJECTED,
+    ).read_text()  # fmt: skip
+    tables = re.findall(r"<table>(.*?)</table>", page, re.S)
+    assert len(tables) >= 4
+    for t in tables:
+        caption = re.match(r"<caption>(.*?)</caption>", t, re.S)
+        assert caption and len(caption[1].split()) >= 5, t[:200]
+    captions = re.findall(r"<figure id='fig-([^']+)'>.*?<figcaption>(.*?)</figcaption>", page, re.S)
+    assert {name for name, _ in captions} == set(figures.FIGURES)
+    for name, caption in captions:
+        assert len(caption.split()) >= 8 and caption != name
+    assert "<th class='l'>n_pairs</th>" not in page and "<th class='l'>kept pairs</th>" in page
+
+
+def test_rejected_audio_and_unreached_prefixes_at_the_end_of_a_run(frames, tmp_path):
+    from whisper_spi import schemas
+    from whisper_spi.skipped import end_of_run_lines
+
+    root, _ = frames
+    res = root / "results"
+    assert end_of_run_lines(tmp_path, [16], MODELS) == []  # nothing built yet: nothing to say
+    schemas.write_parquet(REJECTED, "rejected", tmp_path / "corpus" / "rejected.parquet")
+    (line,) = end_of_run_lines(tmp_path, [16], MODELS)
+    assert line.startswith("whisper-spi: 2 input audio files were rejected")
+    assert "1-2-0003.flac: empty audio; 1 more" in line and "rejected.parquet" in line
+
+    lines = end_of_run_lines(res, [16, 500], MODELS)
+    pairs = pl.read_parquet([res / "pairs" / m / "pairs.parquet" for m in MODELS])
+    for model in MODELS:
+        kept = pairs.filter((pl.col("model") == model) & (pl.col("condition") != "hell"))
+        longest = kept.select(pl.min_horizontal("n_tokens_clean", "n_tokens_stressed")).max()
+        assert (
+            f"whisper-spi: decode.prefix_lengths 500: no length-matched rows for {model}, since "
+            f"none of its {kept.height} kept pairs has 500 rows on both sides (the longest has "
+            f"{longest.item()} decoded tokens on its shorter side)."
+        ) in lines
+    assert not any("prefix_lengths 16" in line for line in lines)

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import yaml
 
-from .snakemake_runner import CONFIG, job_counts, snakemake
+from .snakemake_runner import CONFIG, ROOT, job_counts, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -21,8 +21,21 @@ FIGURES = ["trajectories", "phase_diagram", "tail_energy", "scree", "theory_phas
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("workflow")
-    snakemake(workdir, "-j", "8")
+    out = snakemake(workdir, "-j", "8")
+    (workdir / "first-run.log").write_text(out.stdout + out.stderr)
     return workdir
+
+
+def test_the_end_of_the_run_says_what_was_left_out(run):
+    log = (run / "first-run.log").read_text()
+    rejected = pl.read_parquet(run / "results" / "corpus" / "rejected.parquet")
+    assert rejected.height == 0  # the demo's ten utterances are all usable
+    assert "whisper-spi: no input audio was rejected." in log
+    # 64 new tokens at most: no kept pair has 32 rows on both sides, so prefix 32 is named
+    tables = pl.read_parquet(run / "results" / "tables" / "tables.parquet")
+    assert 32 not in set(tables["prefix"])
+    assert "whisper-spi: decode.prefix_lengths 32: no length-matched rows for tiny-en" in log
+    assert "whisper-spi: report at results/report.html" in log
 
 
 def test_tables_figures_and_report_are_written(run):
@@ -43,6 +56,12 @@ def test_tables_figures_and_report_are_written(run):
     for word in ["tiny-en", "clean", "time_stretch", "speaker_mix", "gaussian_noise", "hell"]:
         assert word in report
     assert not re.search(r"""(src|href)=["']https?://""", report)
+    # detection: readable headers and the ours-minus-best-baseline rows of comparison.csv
+    assert "<th>AUROC [95% CI]</th>" in report and "<th>auroc</th>" not in report
+    best = pl.read_csv(res / "detect" / "tiny-en" / "comparison.csv").filter("best_baseline")
+    assert best.height > 0
+    for r in best.iter_rows(named=True):
+        assert f"<td class='l'>{r['method']}</td><td class='l'>{r['baseline']}</td>" in report
 
 
 def test_snakemake_report_zip(run):
@@ -81,7 +100,31 @@ def test_report_renders_offline_in_chromium(run):
             route.abort()
 
         page.route(re.compile(r"^(https?|wss?)://"), block)
+        page.set_viewport_size({"width": 1400, "height": 900})
         page.goto((run / "results" / "report.html").as_uri(), wait_until="load")
+        # the page fits a 1,400 px window: nothing sticks out to the right, no sideways scroll,
+        # also with every collapsed section open
+        page.evaluate("() => document.querySelectorAll('details').forEach(d => d.open = true)")
+        width = page.evaluate(
+            """() => ({scroll: document.documentElement.scrollWidth,
+                       client: document.documentElement.clientWidth,
+                       widest: Math.max(...[...document.querySelectorAll('table, figure, svg, img')]
+                                        .map(e => e.getBoundingClientRect().right))})"""
+        )
+        # every table and figure has a caption in words (not a bare file name)
+        captions = page.eval_on_selector_all(
+            "table, figure",
+            """els => els.map(e => {
+                const c = e.querySelector(e.tagName === 'TABLE' ? 'caption' : 'figcaption');
+                return {tag: e.tagName, text: c ? c.textContent : ''}; })""",
+        )
+        first_heading = page.eval_on_selector("h2", "h => h.textContent")
+        summary = page.eval_on_selector(
+            "#summary",
+            """s => ({tables: s.querySelectorAll('table').length,
+                      phase: s.querySelectorAll('#fig-phase_diagram svg, #fig-phase_diagram img')
+                              .length, text: s.textContent})""",
+        )
         figures = page.eval_on_selector_all(
             "figure",
             """els => els.map(f => {
@@ -95,6 +138,15 @@ def test_report_renders_offline_in_chromium(run):
         )
         browser.close()
     assert failed == [] and external == []
+    assert width["scroll"] <= width["client"] <= 1400, width
+    assert width["widest"] <= width["client"], width
+    assert len(captions) >= len(FIGURES) + 8
+    for c in captions:
+        assert len(c["text"].split()) >= 5, c
+    assert first_heading == "Summary"
+    assert summary["tables"] >= 2 and summary["phase"] == 1
+    assert "Headline" in summary["text"] and "Rejected inputs: none" in summary["text"]
+    assert "[" in summary["text"]  # the headline cells carry their intervals
     assert len(figures) >= len(FIGURES) + 1  # + the ROC curve of the detector
     for fig in figures:
         assert fig["kind"] != "none" and fig["w"] > 100 and fig["h"] > 100 and fig["n"] > 0, fig
@@ -118,8 +170,24 @@ def test_one_decode_shard_reruns_alone_and_identically(run):
         assert a.equals(b)
 
 
+def test_what_the_readme_says_about_rerunning_one_step(run):
+    """After the two forced reruns above (identical outputs), as the README says."""
+    readme = (ROOT / "README.md").read_text()
+    assert 'it says "Nothing to be done"' in readme
+    assert "-R results/metrics/base/clean/layer-5.parquet" in readme
+    out = snakemake(run, "-n")
+    assert job_counts(out) == {} and "Nothing to be done" in out.stdout + out.stderr
+    # -R: the job and everything downstream of it, in one run
+    target = "results/metrics/tiny-en/clean/layer-0.parquet"
+    jobs = job_counts(snakemake(run, "-n", "-R", target))
+    assert jobs == {"layer_metrics": 1, "tables": 1, "figures": 1, "report": 1, "all": 1}
+    # an input past the checksum size limit counts as changed by its newer time stamp
+    jobs = job_counts(snakemake(run, "-n", "--max-checksum-file-size", "0"))
+    assert {"layer_metrics", "pairs", "tables", "figures", "report"} <= set(jobs)
+
+
 def test_changing_a_table_option_reruns_only_downstream(run, tmp_path):
-    snakemake(run, "-j", "8")  # bring everything downstream of the forced reruns up to date
+    snakemake(run, "-j", "8")  # nothing to do after identical reruns; a no-op otherwise
     assert job_counts(snakemake(run, "-n")) == {}
     config = yaml.safe_load(CONFIG.read_text())
     config["metrics"]["n_boot"] = 150

@@ -214,6 +214,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         config,
         collect_versions(),
         extras,
+        rejected=args.rejected,
+        pairs=args.pairs or None,
+        comparisons=args.comparison,
     )
     return 0
 
@@ -445,7 +448,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", required=True, help="pooled/<model>/layer-<L>-profile.parquet")
     p.set_defaults(func=cmd_pooled)
 
-    p = sub.add_parser("tables", help="Delta% tables (paper Tables 1 and 2) with bootstrap CIs")
+    p = sub.add_parser("tables", help="Delta%% tables (paper Tables 1 and 2) with bootstrap CIs")
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--pairs", nargs="+", required=True)
     p.add_argument("--counts", nargs="+", required=True)
@@ -468,6 +471,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--figures-dir", required=True)
     p.add_argument("--pair-counts", required=True)
     p.add_argument("--config-json", default="{}", help="the run's config, shown in the report")
+    p.add_argument("--rejected", default=None, help="corpus/rejected.parquet")
+    p.add_argument("--pairs", nargs="*", default=[], help="pairs/<model>/pairs.parquet")
+    p.add_argument("--comparison", nargs="*", default=[], help="detect/<model>/comparison.csv")
     p.add_argument(
         "--extra",
         nargs=3,

@@ -62,30 +62,53 @@ def _canonical(value, sub: dict):
 
 
 def validate(config: dict) -> dict:
-    """Return a validated copy of ``config`` with defaults filled in; raise ConfigError."""
+    """Return a validated copy of ``config`` with defaults filled in; raise ConfigError.
+
+    Every problem is reported at once, one per line: a config with two typos needs one run
+    to fix, not two. The cross-key checks run only on sections that passed the schema.
+    """
     cfg = copy.deepcopy(config or {})
     spec = schema()
     errors = sorted(_Validator(spec).iter_errors(cfg), key=lambda e: list(e.absolute_path))
-    if errors:
-        raise ConfigError(_message(errors[0]))
-    cfg = _canonical(cfg, spec)
+    problems = [_message(e) for e in errors]
+    bad = {e.absolute_path[0] for e in errors if e.absolute_path}  # sections with errors
+    if isinstance(cfg, dict):
+        cfg = _canonical(cfg, spec)
+        if "metrics" not in bad:
+            problems += _metrics_problems(cfg["metrics"])
+        if "corpus" not in bad:
+            problems += _corpus_problems(cfg["corpus"])
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(
+            f"{len(problems)} config errors:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+    return cfg
+
+
+def _metrics_problems(metrics: dict) -> list[str]:
     from .analysis.options import MetricOptions
 
     try:
-        MetricOptions.from_dict(cfg["metrics"])  # cross-key rules (figure_k in k, ...)
+        MetricOptions.from_dict(metrics)  # cross-key rules (figure_k in k, ...)
     except ValueError as exc:
-        raise ConfigError(f"config key {exc}") from None
-    root = cfg["corpus"]["root"]
-    if root != "demo":
-        path = Path(root)
-        if not path.is_dir():
-            raise ConfigError(f"config key 'corpus.root': directory {root!r} does not exist")
-        for split in cfg["corpus"]["splits"]:
-            if not (path / split).is_dir():
-                raise ConfigError(
-                    f"config key 'corpus.splits': split {split!r} not found under {root!r}"
-                )
-    return cfg
+        return [f"config key {exc}"]
+    return []
+
+
+def _corpus_problems(corpus: dict) -> list[str]:
+    root = corpus["root"]
+    if root == "demo":
+        return []
+    path = Path(root)
+    if not path.is_dir():
+        return [f"config key 'corpus.root': directory {root!r} does not exist"]
+    return [
+        f"config key 'corpus.splits': split {split!r} not found under {root!r}"
+        for split in corpus["splits"]
+        if not (path / split).is_dir()
+    ]
 
 
 def load(path: str | Path) -> dict:

@@ -207,6 +207,9 @@ rule report:
         counts=rules.tables.output.counts,
         figures=rules.figures.output.png,
         extras=get_report_extras(RESULTS, config),
+        rejected=rules.corpus.output.rejected,
+        pairs=expand(rules.pairs.output.pairs, model=MODELS),
+        comparisons=expand(rules.detect.output.comparison, model=MODELS),
     output:
         report(
             f"{RESULTS}/report.html", caption="../report/report.rst", category="Report"
@@ -226,6 +229,9 @@ rule report:
         " --figures-dir {params.figures_dir:q}"
         " --pair-counts {input.counts:q}"
         " --config-json {params.config:q}"
+        " --rejected {input.rejected:q}"
+        " --pairs {input.pairs:q}"
+        " --comparison {input.comparisons:q}"
         " {params.extras}"
         " --out {output:q}"
         " > {log:q} 2>&1"

@@ -148,3 +148,11 @@ def get_report_extra_args(results, config):
 
 def get_final_output(results):
     return [f"{results}/report.html"]
+
+
+def print_end_of_run(results, config, models):
+    """What the run left out (rejected audio, unreached prefix lengths), one line each."""
+    from whisper_spi.skipped import end_of_run_lines
+
+    for line in end_of_run_lines(results, config["decode"]["prefix_lengths"], models):
+        print(line)
