@@ -35,8 +35,9 @@ $(VENV)/.installed: pyproject.toml
 
 lint: setup
 	$(BIN)/ruff check src tests scripts bench
+	$(BIN)/ruff format --check src tests scripts bench
 	$(BIN)/snakefmt --check Snakefile workflow
 	$(BIN)/snakemake --lint
 
-clean:
-	rm -rf results logs benchmarks .snakemake
+clean:  # logs and benchmarks live under results/
+	rm -rf results .snakemake report.zip

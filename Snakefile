@@ -8,7 +8,26 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
+
+
+validate_config(config)  # before any job is planned; an error names the key
+RESULTS = config["results_dir"]
+MODELS = config["models"]
+CONDITIONS = spi_config.CONDITIONS
+SHARDS, N_LAYERS = get_plan(config)
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+    condition="|".join(CONDITIONS),
+    shard=r"\d{3}",
+    layer=r"\d+",
+
+
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/decode.smk"
 include: "workflow/rules/analysis.smk"
@@ -18,7 +37,7 @@ include: "workflow/rules/theory.smk"
 rule all:
     default_target: True
     input:
-        get_final_output(),
+        get_final_output(RESULTS),
 
 
 # A SLURM-profile run with no reachable cluster stops here, before it submits any job.
@@ -31,16 +50,9 @@ onstart:
 
 
 # What the run left out (rejected audio, unreached prefix lengths), where the user looks.
-def print_end_of_run():
-    from whisper_spi.skipped import end_of_run_lines
-
-    for line in end_of_run_lines(RESULTS, config["decode"]["prefix_lengths"], MODELS):
-        print(line)
-
-
 onsuccess:
-    print_end_of_run()
+    print_end_of_run(RESULTS, config, MODELS)
 
 
 onerror:
-    print_end_of_run()
+    print_end_of_run(RESULTS, config, MODELS)

@@ -9,11 +9,12 @@ values, d-float row means. Then runs the workflow's path exactly as its jobs do 
 functions the CLI calls), each stage in a child process, and prints its wall time and peak
 RSS:
 
-* ``layer_metrics``: ``tables.layer_metrics`` + ``write_layer_metrics`` per (model,
+* ``layer_metrics``: ``analysis.layer_metrics`` + ``write_layer_metrics`` per (model,
   condition, layer) -- 80 jobs at paper scale, run one after the other here;
-* ``pairs``: ``tables.pairs_and_counts`` + ``write_pairs`` per model;
-* ``pooled``: ``tables.pooled_layer`` + ``write_pooled_layer`` per (model, layer) -- 20 jobs;
-* ``tables``: ``tables.build_tables`` once.
+* ``pairs``: ``analysis.pairs.pairs_and_counts`` + ``write_pairs`` per model;
+* ``pooled``: ``analysis.pooled.pooled_layer`` + ``write_pooled_layer`` per (model, layer),
+  20 jobs;
+* ``tables``: ``analysis.tables.build_tables`` once.
 
 Goal: <= 60 s in total and <= 4 GB; printed both as the sum of all jobs run one after the other
 on this machine and as the DAG's critical path (the slowest job of each stage). Each set of
@@ -347,8 +348,13 @@ def child(args: argparse.Namespace) -> None:
     import warnings
 
     warnings.simplefilter("ignore")
-    from whisper_spi import tables
-    from whisper_spi.tables import MetricOptions
+    import polars as pl
+
+    from whisper_spi.analysis import tables
+    from whisper_spi.analysis.layer_metrics import layer_metrics, write_layer_metrics
+    from whisper_spi.analysis.options import MetricOptions
+    from whisper_spi.analysis.pairs import pairs_and_counts, write_pairs
+    from whisper_spi.analysis.pooled import pooled_layer, write_pooled_layer
 
     data = Path(args.data)
     models = args.models
@@ -363,28 +369,28 @@ def child(args: argparse.Namespace) -> None:
             for c in CONDITIONS:
                 for layer in range(PAPER_MODELS[m][0]):
                     t1 = time.perf_counter()
-                    df = tables.layer_metrics(spectra_paths(data, m, c, layer), opts)
-                    tables.write_layer_metrics(df, metrics_path(data, m, c, layer))
+                    df = layer_metrics(spectra_paths(data, m, c, layer), opts)
+                    write_layer_metrics(df, metrics_path(data, m, c, layer))
                     jobs.append(time.perf_counter() - t1)
         extra = {"jobs": len(jobs), "max_job_s": max(jobs), "mean_job_s": float(np.mean(jobs))}
     elif args.child == "pairs":
         for m in models:
-            p, c = tables.pairs_and_counts(transcript_paths(data, m), threshold=0.5)
-            tables.write_pairs(p, c, data / "pairs" / m / "pairs.parquet",
+            p, c = pairs_and_counts(transcript_paths(data, m), threshold=0.5)
+            write_pairs(p, c, data / "pairs" / m / "pairs.parquet",
                                data / "pairs" / m / "pair_counts.parquet")  # fmt: skip
-        extra = {"pairs": {m: tables.pl.read_parquet(data / "pairs" / m / "pair_counts.parquet")
-                           .filter(tables.pl.col("condition") == "hell")["n_pairs"].item()
+        extra = {"pairs": {m: pl.read_parquet(data / "pairs" / m / "pair_counts.parquet")
+                           .filter(pl.col("condition") == "hell")["n_pairs"].item()
                            for m in models}}  # fmt: skip
     elif args.child == "pooled":  # the pooled jobs, one per (model, layer), one after another
         jobs = []
         for m in models:
-            pair_df = tables.pl.read_parquet(data / "pairs" / m / "pairs.parquet")
+            pair_df = pl.read_parquet(data / "pairs" / m / "pairs.parquet")
             for layer in range(PAPER_MODELS[m][0]) if args.probe_layer < 0 else [args.probe_layer]:
                 t1 = time.perf_counter()
-                cells, profile = tables.pooled_layer(
+                cells, profile = pooled_layer(
                     spectra_paths(data, m, layer=layer), pair_df, m, layer, opts, SEED
                 )
-                tables.write_pooled_layer(cells, profile, *pooled_paths(data, m, layer))
+                write_pooled_layer(cells, profile, *pooled_paths(data, m, layer))
                 jobs.append(time.perf_counter() - t1)
         extra = {"jobs": len(jobs), "max_job_s": max(jobs), "mean_job_s": float(np.mean(jobs))}
     elif args.child == "tables":
@@ -415,21 +421,21 @@ def child(args: argparse.Namespace) -> None:
         extra = timings
     elif args.child == "ours_observables":  # our layer_metrics on the pandas subset
         for m in models:
-            tables.layer_metrics(spectra_paths(data, m, "clean", 0, args.pandas_shards), opts)
+            layer_metrics(spectra_paths(data, m, "clean", 0, args.pandas_shards), opts)
     elif args.child == "pandas_observables":
-        ref = tables.layer_metrics(spectra_paths(data, models[0], "clean", 0, 2), opts)
+        ref = layer_metrics(spectra_paths(data, models[0], "clean", 0, 2), opts)
         for m in models:
             df = pandas_observables(spectra_paths(data, m, "clean", 0, args.pandas_shards))
         # check the reference computes the same numbers as ours
         chk = pandas_observables(spectra_paths(data, models[0], "clean", 0, 2))
         for o in ("neff", "alpha", "log10_kf", "tail_energy"):
             for K in (10, 50):
-                a = ref.filter(tables.pl.col("k") == K)[o].to_numpy()
+                a = ref.filter(pl.col("k") == K)[o].to_numpy()
                 assert np.allclose(a, chk[f"{o}_{K}"].to_numpy(), rtol=1e-9, equal_nan=True), o
         extra = {"rows": len(df)}
     elif args.child == "ours_utterance":
         m = args.probe_model
-        pair_df = tables.pl.read_parquet(data / "pairs" / m / "pairs.parquet")
+        pair_df = pl.read_parquet(data / "pairs" / m / "pairs.parquet")
         tables.utterance_summary(
             [str(metrics_path(data, m, c, lay)) for c in CONDITIONS
              for lay in range(PAPER_MODELS[m][0])], pair_df, opts, SEED)  # fmt: skip
@@ -440,11 +446,11 @@ def child(args: argparse.Namespace) -> None:
              for lay in range(PAPER_MODELS[m][0])],
             str(data / "pairs" / m / "pairs.parquet"), opts.n_boot, opts.ci, SEED)  # fmt: skip
         # the point estimates must equal ours
-        pair_df = tables.pl.read_parquet(data / "pairs" / m / "pairs.parquet")
+        pair_df = pl.read_parquet(data / "pairs" / m / "pairs.parquet")
         ours = tables.utterance_summary(
             [str(metrics_path(data, m, "clean", 0))] + [str(metrics_path(data, m, c, 0))
              for c in CONDITIONS[1:]], pair_df, MetricOptions(n_boot=0), SEED)  # fmt: skip
-        one = ours.filter((tables.pl.col("layer") == 0) & (tables.pl.col("observable") == "alpha"))
+        one = ours.filter((pl.col("layer") == 0) & (pl.col("observable") == "alpha"))
         mine = res[res["layer"] == 0].set_index(["condition", "prefix", "component", "k"])
         for r in one.iter_rows(named=True):
             theirs = mine.loc[(r["condition"], r["prefix"], r["component"], r["k"]), "alpha_delta"]

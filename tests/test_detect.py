@@ -14,7 +14,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from whisper_spi import detect, schemas
+from whisper_spi.detect.evaluate import _weighted_auc_ap
 from whisper_spi.spectra import (
+    ObservableOptions,
     covariance_eigenvalues,
     effective_rank,
     kirchhoff_index,
@@ -110,7 +112,7 @@ def test_weighted_metrics_match_sklearn():
     W = rng.integers(0, 4, size=(5, 60)).astype(float)
     W[:, np.flatnonzero(y)[0]] += 1
     W[:, np.flatnonzero(~y)[0]] += 1
-    auc, ap = detect._weighted_auc_ap(s, y, W)
+    auc, ap = _weighted_auc_ap(s, y, W)
     for b in range(5):
         assert auc[b] == pytest.approx(roc_auc_score(y, s, sample_weight=W[b]), abs=1e-12)
         assert ap[b] == pytest.approx(average_precision_score(y, s, sample_weight=W[b]), 1e-12)
@@ -258,13 +260,13 @@ def decoded(tmp_path):
 
 def test_features_against_direct_calls(decoded):
     spectra, transcripts, rows_by_cond = decoded
-    df = detect.features(spectra, transcripts, k=(10, 50))
+    df = detect.features(spectra, transcripts, ObservableOptions(k=(10, 50)))
     assert df.height == 6
     feats = detect.spectral_feature_names(df)
     assert len(feats) == 2 * 2 * 4 * 2
     assert feats[:4] == [
         "L0_cross_attn_neff_k10", "L0_cross_attn_neff_k50",
-        "L0_cross_attn_alpha_k10", "L0_cross_attn_alpha_k50",
+        "L0_cross_attn_log10_kf_k10", "L0_cross_attn_log10_kf_k50",
     ]  # fmt: skip
     assert df.columns[: len(detect.KEYS) + len(detect.META)] == [*detect.KEYS, *detect.META]
     assert df.columns[len(detect.KEYS) + len(detect.META) :] == feats
@@ -336,6 +338,23 @@ def test_run_detect_writes_everything(decoded, tmp_path):
     df = detect.features(spectra, transcripts, **detect.feature_kwargs(det))
     assert np.isfinite(detect.score(det, df)).all()
     assert "| model |" in paths["markdown"].read_text()
+    for key, name in (("results", "detect_results"), ("comparison", "detect_comparison"),
+                      ("oof", "detect_oof")):  # fmt: skip
+        frame = schemas.read_csv(paths[key], name)  # the writer matches its contract
+        assert frame.columns == schemas.contract(name).names and frame.height > 0
+
+
+def test_version_1_detector_loads_with_its_feature_options(tmp_path):
+    """v1 files kept k apart and computed features without rank_tol."""
+    det = detect.fit_detector(synthetic_frame(np.random.default_rng(2)), method="ours_no_T")
+    old = {k: v for k, v in det.items() if k != "feature_options"}
+    opts = det["feature_options"]
+    old |= {"version": 1, "feature_k": opts["k"],
+            "feature_options": {k: opts[k] for k in ("neff_power", "alpha_start", "alpha_stop",
+                                                     "kf_floor")}}  # fmt: skip
+    (tmp_path / "v1.json").write_text(json.dumps(old))
+    kwargs = detect.feature_kwargs(detect.load_detector(tmp_path / "v1.json"))
+    assert kwargs["options"] == ObservableOptions(k=tuple(opts["k"]), rank_tol=0.0)
 
 
 # --------------------------------------------------------------------------- the detect CLI

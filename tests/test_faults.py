@@ -50,7 +50,8 @@ def decode_state(workdir: Path) -> tuple[list[Path], list[Path]]:
 
     Finished = Snakemake wrote the job's benchmark, which it does once the job succeeded.
     """
-    logs, bench = workdir / "logs" / "decode", workdir / "benchmarks" / "decode"
+    logs = workdir / "results" / "logs" / "decode"
+    bench = workdir / "results" / "benchmarks" / "decode"
     finished, running = [], []
     for log in sorted(logs.rglob("*.log")) if logs.is_dir() else []:
         shard = log.relative_to(logs).with_suffix("")
@@ -143,8 +144,9 @@ def test_resume_reruns_only_unfinished_jobs(resumed):
     results = resumed["workdir"] / "results" / "decode"
     for shard, mtime in resumed["finished_mtimes"].items():  # kept, not rewritten
         assert (results / shard / "transcripts.parquet").stat().st_mtime_ns == mtime
+    bench = resumed["workdir"] / "results" / "benchmarks" / "decode"
     for shard in resumed["killed_during"]:  # the killed job ran again, to the end
-        assert (resumed["workdir"] / "benchmarks" / "decode" / f"{shard}.jsonl").exists()
+        assert (bench / f"{shard}.jsonl").exists()
     after = resumed["after"]  # and the resumed run left nothing to do
     assert job_counts(after) == {}, after.stdout[-3000:]
     assert "Nothing to be done" in after.stdout + after.stderr

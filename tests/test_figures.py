@@ -12,7 +12,7 @@ import pytest
 
 from tests.test_tables import MODELS, run_pipeline, write_dataset
 from whisper_spi import figures, report
-from whisper_spi.tables import MetricOptions
+from whisper_spi.analysis.options import MetricOptions
 
 CONDITIONS = ("time_stretch", "speaker_mix", "gaussian_noise", "hell")
 

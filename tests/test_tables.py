@@ -1,4 +1,4 @@
-"""whisper_spi.tables on synthetic spectra with planted, known effects.
+"""whisper_spi.analysis on synthetic spectra with planted, known effects.
 
 The synthetic decode output (contracts ``transcripts`` and ``spectra``) plants:
 
@@ -18,9 +18,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from whisper_spi import schemas, tables
+from whisper_spi import schemas
+from whisper_spi.analysis import bootstrap, gram, pooled, tables
+from whisper_spi.analysis import layer_metrics as lm
+from whisper_spi.analysis.options import MetricOptions
+from whisper_spi.analysis.pairs import pairs_and_counts, write_pairs
+from whisper_spi.names import OBSERVABLES
 from whisper_spi.spectra import effective_rank
-from whisper_spi.tables import MetricOptions
 
 MODELS = {"tiny-en": 2, "small": 3}  # model -> decoder layers
 COMPONENTS = ("cross_attn", "self_attn", "ffn")
@@ -165,13 +169,13 @@ def run_pipeline(root: Path, paths: dict[str, list[str]], opts=OPTS, seed=11, th
     metric_paths = []
     for (model, cond, layer), files in sorted(groups.items()):
         out = root / "metrics" / model / cond / f"layer-{layer}.parquet"
-        tables.write_layer_metrics(tables.layer_metrics(files, opts), out)
+        lm.write_layer_metrics(lm.layer_metrics(files, opts), out)
         metric_paths.append(str(out))
     pair_paths, count_paths = [], []
     for model in MODELS:
         files = [p for p in paths["transcripts"] if f"/{model}/" in p]
-        pr, cn = tables.pairs_and_counts(files, threshold)
-        tables.write_pairs(
+        pr, cn = pairs_and_counts(files, threshold)
+        write_pairs(
             pr, cn, root / "pairs" / model / "pairs.parquet",
             root / "pairs" / model / "pair_counts.parquet",
         )  # fmt: skip
@@ -181,9 +185,9 @@ def run_pipeline(root: Path, paths: dict[str, list[str]], opts=OPTS, seed=11, th
     for model, layer in sorted({(m, lay) for m, _, lay in groups}):
         files = [p for (m, _, lay), fs in groups.items() if (m, lay) == (model, layer) for p in fs]
         pairs_of_model = pl.read_parquet(root / "pairs" / model / "pairs.parquet")
-        cells, profile = tables.pooled_layer(files, pairs_of_model, model, layer, opts, seed)
+        cells, profile = pooled.pooled_layer(files, pairs_of_model, model, layer, opts, seed)
         base = root / "pooled" / model / f"layer-{layer}"
-        tables.write_pooled_layer(cells, profile, f"{base}.parquet", f"{base}-profile.parquet")
+        pooled.write_pooled_layer(cells, profile, f"{base}.parquet", f"{base}-profile.parquet")
         pooled_paths.append(f"{base}.parquet")
         profile_paths.append(f"{base}-profile.parquet")
     return tables.build_tables(
@@ -232,7 +236,7 @@ def test_options_defaults_and_validation():
 
 def test_layer_metrics_rows_and_values(dataset):
     files = [p for p in dataset["spectra"] if "/small/gaussian_noise/" in p and "layer-1" in p]
-    df = tables.layer_metrics(files, OPTS)
+    df = lm.layer_metrics(files, OPTS)
     assert df.columns == [c.name for c in schemas.contract("layer_metrics").cols]
     assert df.height == N_UTT * len(COMPONENTS) * 2 * len(OPTS.k)  # both prefixes exist
     e = noise_offsets()
@@ -250,7 +254,7 @@ def test_layer_metrics_rows_and_values(dataset):
 
 def test_kf_pads_short_spectra_with_zero_eigenvalues(dataset):
     files = [p for p in dataset["spectra"] if "/tiny-en/clean/" in p and "layer-0" in p]
-    df = tables.layer_metrics(files, OPTS).filter(
+    df = lm.layer_metrics(files, OPTS).filter(
         (pl.col("utt_id") == utt(SHORT[0])) & (pl.col("component") == "ffn") & (pl.col("k") == 50)
     )
     row = df.row(0, named=True)
@@ -258,7 +262,7 @@ def test_kf_pads_short_spectra_with_zero_eigenvalues(dataset):
     assert row["n_sv"] == 12
     assert row["log10_kf"] == pytest.approx(math.log10(50 * np.sum(11 / s**2)))  # n = K
     unpadded = MetricOptions(kf_pad_to_k=False)
-    row2 = tables.layer_metrics(files, unpadded).filter(
+    row2 = lm.layer_metrics(files, unpadded).filter(
         (pl.col("utt_id") == utt(SHORT[0])) & (pl.col("component") == "ffn") & (pl.col("k") == 50)
     )
     assert row2["log10_kf"][0] == pytest.approx(math.log10(12 * np.sum(11 / s**2)))
@@ -269,7 +273,7 @@ def test_kf_pads_short_spectra_with_zero_eigenvalues(dataset):
 
 def test_pairs_threshold_and_hell_union(dataset):
     files = [p for p in dataset["transcripts"] if "/small/" in p]
-    pr, counts = tables.pairs_and_counts(files, THRESHOLD)
+    pr, counts = pairs_and_counts(files, THRESHOLD)
     assert pr.columns == [c.name for c in schemas.contract("pairs").cols]
     for cond in ("time_stretch", "speaker_mix", "gaussian_noise"):
         got = pr.filter(pl.col("condition") == cond)
@@ -288,7 +292,7 @@ def test_pairs_threshold_and_hell_union(dataset):
     h = cell(counts, condition="hell")
     assert (h["n_pairs"], h["n_total"]) == (union, 3 * N_UTT)
     assert h["frac_kept"] == pytest.approx(union / (3 * N_UTT))
-    strict = tables.pairs(files, threshold=1.0)
+    strict = pairs_and_counts(files, 1.0)[0]
     assert set(strict["stress"]) == {"speaker_mix"}
 
 
@@ -415,12 +419,11 @@ def test_pooled_bootstrap_spectra_match_direct_svd():
     for N, d in ((7, 12), (15, 12), (15, 6)):
         X = rng.normal(size=(N, d))
         for center in (False, True):
-            blocks = list(tables._resample_blocks(np.random.default_rng(3), N, 5))
-            got, total = tables._boot_spectra(X, iter(blocks), center)
+            blocks = list(bootstrap.count_blocks(np.random.default_rng(3), N, 5, 5))
+            got, total = gram.replicate_spectra(X, iter(blocks), center)
             assert total is None
-            idx = blocks[0][0]
             for b in range(5):
-                Xb = X[idx[b]]
+                Xb = np.repeat(X, blocks[0][b], axis=0)  # each row as often as it is drawn
                 if center:
                     Xb = Xb - Xb.mean(axis=0)
                 want = np.linalg.svd(Xb, compute_uv=False)
@@ -437,15 +440,15 @@ def test_pooled_bootstrap_projection_is_close_to_exact():
     X = rng.normal(size=(N, d)) * np.arange(1, d + 1) ** -0.8 + rng.normal(size=d)
     opts = MetricOptions(k=(10, 20), figure_k=20, pooled_n_boot=4, pooled_boot_rank=r)
     for center in (False, True):
-        blocks = list(tables._resample_blocks(np.random.default_rng(5), N, 4))
-        exact, none = tables._boot_spectra(X, iter(blocks), center, 0)
-        approx, total = tables._boot_spectra(X, iter(blocks), center, r)
+        blocks = list(bootstrap.count_blocks(np.random.default_rng(5), N, 4, 4))
+        exact, none = gram.replicate_spectra(X, iter(blocks), center, 0)
+        approx, total = gram.replicate_spectra(X, iter(blocks), center, r)
         assert none is None and approx.shape == (4, r)
         assert np.allclose(approx[:, :20], exact[:, :20], rtol=2e-2)
         assert np.all(approx[:, :20] <= exact[:, :20] * (1 + 1e-12))  # Ritz values: lower bounds
         assert np.allclose(total, (exact**2).sum(axis=1), rtol=1e-10)
-        a = tables._obs_array(approx, N, opts, total)
-        e = tables._obs_array(exact, N, opts)
+        a = pooled.observable_array(approx, N, opts, total)
+        e = pooled.observable_array(exact, N, opts)
         assert np.allclose(a, e, rtol=5e-2, atol=1e-2)
 
 
@@ -514,15 +517,15 @@ def test_pooled_layer_files(built):
     )
     assert per_cell.height == 4 * 3  # 3 stresses + hell x 3 components
     assert set(per_cell["reps"]) == {B + 1}
-    assert set(per_cell["rows"]) == {(B + 1) * K * len(tables.OBSERVABLES)}
+    assert set(per_cell["rows"]) == {(B + 1) * K * len(OBSERVABLES)}
     profile = pl.read_parquet(root / "pooled" / "small" / "layer-2-profile.parquet")
     assert profile.columns == [c.name for c in schemas.contract("rank_profile").cols]
     whole = out["rank_profile"].filter((pl.col("model") == "small") & (pl.col("layer") == 2))
     assert profile.sort(profile.columns).equals(whole.sort(whole.columns))
     with pytest.raises(ValueError, match="metrics.pooled_n_boot"):
-        tables.pooled_summary(cells, MetricOptions(n_boot=300, pooled_n_boot=B + 1))
+        pooled.pooled_summary(cells, MetricOptions(n_boot=300, pooled_n_boot=B + 1))
     with pytest.raises(ValueError, match="k=10"):
-        tables.pooled_summary(cells, MetricOptions(k=(20, 50), figure_k=50, pooled_n_boot=B))
+        pooled.pooled_summary(cells, MetricOptions(k=(20, 50), figure_k=50, pooled_n_boot=B))
 
 
 def test_bootstrap_deterministic(tmp_path, dataset, built):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import struct
+import zipfile
 
 import polars as pl
 import pytest
@@ -61,6 +62,16 @@ def test_tables_figures_and_report_are_written(run):
     assert best.height > 0
     for r in best.iter_rows(named=True):
         assert f"<td class='l'>{r['method']}</td><td class='l'>{r['baseline']}</td>" in report
+
+
+def test_snakemake_report_zip(run):
+    """Snakemake's own report beside ours: every report()-flagged table and figure inside."""
+    snakemake(run, "--report", "report.zip")
+    names = zipfile.ZipFile(run / "report.zip").namelist()
+    for f in ["table1_final_layer.csv", "pair_counts.csv", "phase_diagram.png", "roc.png",
+              "theory_table.csv", "report.html"]:  # fmt: skip
+        assert any(n.endswith(f) for n in names), f
+    assert any(n.endswith("report.html") and "/results/" not in n for n in names)
 
 
 def test_report_renders_offline_in_chromium(run):

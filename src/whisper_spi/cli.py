@@ -12,7 +12,9 @@ import json
 import os
 import sys
 
+from .analysis.options import MetricOptions
 from .errors import WhisperSpiError
+from .spectra import ObservableOptions
 
 
 def _quiet_transformers() -> None:
@@ -139,24 +141,24 @@ def _json(text: str, flag: str) -> dict:
     return value
 
 
-def _metric_options(text: str):
-    from .tables import MetricOptions
-
+def _options(text: str, cls):
+    """The --options JSON as ``cls`` (MetricOptions, or ObservableOptions for the kernel)."""
     try:
-        return MetricOptions.from_dict(_json(text, "--options"))
+        return cls.from_dict(_json(text, "--options"))
     except ValueError as exc:
         raise WhisperSpiError(str(exc)) from None
 
 
 def cmd_layer_metrics(args: argparse.Namespace) -> int:
-    from .tables import layer_metrics, write_layer_metrics
+    from .analysis.layer_metrics import layer_metrics, write_layer_metrics
 
-    write_layer_metrics(layer_metrics(args.spectra, _metric_options(args.options)), args.out)
+    opts = _options(args.options, ObservableOptions)
+    write_layer_metrics(layer_metrics(args.spectra, opts), args.out)
     return 0
 
 
 def cmd_pairs(args: argparse.Namespace) -> int:
-    from .tables import pairs_and_counts, write_pairs
+    from .analysis.pairs import pairs_and_counts, write_pairs
 
     pairs, counts = pairs_and_counts(args.transcripts, threshold=args.threshold)
     write_pairs(pairs, counts, args.pairs, args.counts)
@@ -164,19 +166,18 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 
 
 def cmd_pooled(args: argparse.Namespace) -> int:
-    import polars as pl
+    from . import schemas
+    from .analysis.pooled import pooled_layer, write_pooled_layer
 
-    from .tables import pooled_layer, write_pooled_layer
-
-    pairs = pl.scan_parquet(args.pairs).collect()
-    options = _metric_options(args.options)
+    pairs = schemas.scan_parquet([args.pairs], "pairs").collect()
+    options = _options(args.options, MetricOptions)
     cells, profile = pooled_layer(args.spectra, pairs, args.model, args.layer, options, args.seed)
     write_pooled_layer(cells, profile, args.out, args.profile)
     return 0
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
-    from .tables import build_tables
+    from .analysis.tables import build_tables
 
     build_tables(
         args.metrics,
@@ -185,22 +186,21 @@ def cmd_tables(args: argparse.Namespace) -> int:
         args.out_dir,
         pooled_paths=args.pooled,
         profile_paths=args.profiles,
-        options=_metric_options(args.options),
+        options=_options(args.options, MetricOptions),
         seed=args.seed,
     )
     return 0
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    import polars as pl
-
+    from . import schemas
     from .figures import make_figures
 
     make_figures(
-        pl.read_parquet(args.summary),
-        pl.read_parquet(args.profile),
+        schemas.scan_parquet([args.summary], "layer_summary").collect(),
+        schemas.scan_parquet([args.profile], "rank_profile").collect(),
         args.out_dir,
-        _metric_options(args.options),
+        _options(args.options, MetricOptions),
     )
     return 0
 
@@ -234,7 +234,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         args.out_dir,
         seed=args.seed,
         threshold=args.threshold,
-        k=args.k,
+        options=_options(args.options, ObservableOptions),
         n_boot=args.n_boot,
     )
     return 0
@@ -426,7 +426,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--transcripts", nargs="+", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument("--k", type=int, nargs="+", default=[10, 50])
+    p.add_argument("--options", default="{}", help="JSON of the observables' metric options")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_detect)

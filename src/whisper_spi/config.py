@@ -13,10 +13,9 @@ import jsonschema
 import yaml
 
 from .errors import ConfigError
+from .names import CONDITIONS, NONSPEECH
 
-CONDITIONS = ("clean", "time_stretch", "speaker_mix", "gaussian_noise")
-# Inputs with no speech: the reference is empty, so any transcript is a hallucination.
-NONSPEECH = ("silence", "noise_only", "environmental")
+__all__ = ["CONDITIONS", "NONSPEECH", "load", "schema", "validate"]
 
 
 def schema() -> dict:
@@ -89,7 +88,7 @@ def validate(config: dict) -> dict:
 
 
 def _metrics_problems(metrics: dict) -> list[str]:
-    from .tables import MetricOptions
+    from .analysis.options import MetricOptions
 
     try:
         MetricOptions.from_dict(metrics)  # cross-key rules (figure_k in k, ...)

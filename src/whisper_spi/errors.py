@@ -19,3 +19,7 @@ class ConfigError(WhisperSpiError):
 
 class AudioError(WhisperSpiError):
     """An audio file that cannot be used."""
+
+
+class DataError(WhisperSpiError):
+    """An input file that does not match its data contract."""

@@ -19,8 +19,9 @@ import altair as alt
 import polars as pl
 import vl_convert as vlc
 
+from .analysis.options import MetricOptions
 from .io import atomic_path
-from .tables import COMPONENT_ORDER, HELL, OBSERVABLES, STRESS_ORDER, MetricOptions
+from .names import CLEAN, COMPONENTS, HELL, OBSERVABLES, STRESSES
 
 __all__ = [
     "FIGURES",
@@ -51,14 +52,12 @@ OBS_TITLES = {
     "alpha": "alpha",
     "tail_energy": "tail energy",
 }
-SERIES_ORDER = ["clean", *STRESS_ORDER, HELL]
+SERIES_ORDER = [CLEAN, *STRESSES, HELL]
 _WIDTH, _HEIGHT = 170, 130
 
 
 def _comp_sort(present: list[str]) -> list[str]:
-    return [c for c in COMPONENT_ORDER if c in present] + sorted(
-        set(present) - set(COMPONENT_ORDER)
-    )
+    return [c for c in COMPONENTS if c in present] + sorted(set(present) - set(COMPONENTS))
 
 
 def _summary_view(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import importlib.metadata
-import math
 import platform
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -23,11 +22,14 @@ import altair as alt
 import polars as pl
 import yaml
 
+from . import schemas
+from .analysis.markdown import number
+from .analysis.markdown import signed as _num
+from .analysis.tables import PAPER_K, TABLE_NAMES
 from .figures import FIGURES, chart_svg
 from .io import atomic_path
+from .names import HELL
 from .skipped import read_rejected, unreached_line, unreached_prefixes
-from .tables import HELL, PAPER_K, TABLE_NAMES
-from .tables import _fmt as _num
 
 __all__ = ["collect_versions", "write_report"]
 
@@ -149,7 +151,7 @@ def _frame_html(df: pl.DataFrame, caption: str) -> str:
         cells = []
         for v in r:
             if isinstance(v, float):
-                cells.append(f"<td>{'–' if not math.isfinite(v) else f'{v:.4g}'}</td>")
+                cells.append(f"<td>{number(v, '.4g')}</td>")
             elif v is None:
                 cells.append("<td>–</td>")
             elif isinstance(v, int) and not isinstance(v, bool):
@@ -383,9 +385,12 @@ def _summary_html(
 # --------------------------------------------------------------------------- beyond the paper
 
 
+def _three(x: Any) -> str:
+    return number(x, ".3f")
+
+
 def _detection_html(results: pl.DataFrame, comparison: pl.DataFrame | None) -> str:
     from .detect import METHODS
-    from .detect import _fmt as _fixed
 
     head = (
         "<tr><th class='l'>model</th><th class='l'>setting</th><th class='l'>method</th>"
@@ -399,8 +404,8 @@ def _detection_html(results: pl.DataFrame, comparison: pl.DataFrame | None) -> s
             "<tr>"
             f"<td class='l'>{_esc(r['model'])}</td><td class='l'>{_esc(r['setting'])}</td>"
             f"<td class='l'>{_esc(r['method'])}</td><td class='l'>{_esc(what)}</td>"
-            f"<td>{_fixed(r['auroc'])} [{_fixed(r['auroc_lo'])}, {_fixed(r['auroc_hi'])}]</td>"
-            f"<td>{_fixed(r['auprc'])} [{_fixed(r['auprc_lo'])}, {_fixed(r['auprc_hi'])}]</td>"
+            f"<td>{_three(r['auroc'])} [{_three(r['auroc_lo'])}, {_three(r['auroc_hi'])}]</td>"
+            f"<td>{_three(r['auprc'])} [{_three(r['auprc_lo'])}, {_three(r['auprc_hi'])}]</td>"
             f"<td>{r['n']}</td><td>{r['n_pos']}</td></tr>"
         )
     caption = (
@@ -426,7 +431,7 @@ def _detection_html(results: pl.DataFrame, comparison: pl.DataFrame | None) -> s
         f"<td class='l'>{_esc(r['method'])}</td><td class='l'>{_esc(r['baseline'])}</td>"
         f"<td>{_num(r['d_auroc'], 3)} [{_num(r['d_auroc_lo'], 3)}, {_num(r['d_auroc_hi'], 3)}]</td>"
         f"<td>{_num(r['d_auprc'], 3)} [{_num(r['d_auprc_lo'], 3)}, {_num(r['d_auprc_hi'], 3)}]</td>"
-        f"<td>{_fixed(r['p_boot'])}</td></tr>"
+        f"<td>{_three(r['p_boot'])}</td></tr>"
         for r in best.iter_rows(named=True)
     ]
     caption = (
@@ -512,7 +517,7 @@ def write_report(
     configured prefix lengths (``config['decode']['prefix_lengths']``) no pair reaches.
     """
     tables_dir = Path(tables_dir)
-    tables = pl.read_parquet(tables_dir / "tables.parquet")
+    tables = schemas.scan_parquet([tables_dir / "tables.parquet"], "tables").collect()
     pair_counts = _read(pair_counts)
     if rejected is not None and not isinstance(rejected, pl.DataFrame):
         rejected = read_rejected(rejected)

@@ -1,52 +1,45 @@
-"""Spectral observables of activation matrices: effective rank, spectral alpha, Kirchhoff index.
+"""Spectral observables: effective rank, spectral alpha, Kirchhoff index, tail energy.
 
-Everything here is pure numpy and vectorised over many spectra at once.
+The one kernel of the project: :func:`observables` computes every observable of many spectra
+from :class:`ObservableOptions`; layer_metrics, the pooled scope and the detector all call it.
+Pure numpy, vectorised over many spectra.
 
-Input conventions (shared by every function taking a spectrum ``s``)
---------------------------------------------------------------------
-* a 1-D array-like of numbers: **one** spectrum -> the function returns a ``numpy.float64``;
-* a list / tuple / 1-D object array of 1-D arrays, of possibly differing lengths (ragged):
-  **many** spectra -> a 1-D float64 array, one value per spectrum, in input order;
-* a 2-D float array: **many** spectra, one per row, right-padded with NaN to a common width
-  (see :func:`pack_spectra`) -> a 1-D float64 array, one value per row.
-
-An empty list or tuple means *zero spectra* (returns an empty array); an empty 1-D array means
-*one empty spectrum* (returns NaN).
-
-Values are singular values (or eigenvalues) and are assumed non-negative; each spectrum is
-sorted in descending order internally, so the caller's order does not matter. Negative values
-(e.g. round-off in eigenvalues of a PSD matrix, ``-1e-17``) are clipped to 0. "Top-k" always
-means the k largest values; ``k=None`` means all of them.
-
-Undefined results are NaN, never a warning or an exception:
-
-* a spectrum containing NaN or +-inf gives NaN. In a 2-D padded array a *trailing* run of NaN
-  is padding, not data (so the row ``[3, 2, nan]`` is the spectrum ``[3, 2]``, while the list
-  element ``np.array([3, 2, nan])`` gives NaN); a NaN followed by a finite value in the same
-  row is data and gives NaN;
-* empty and all-zero spectra give NaN for every observable (see each function for the details).
-
-Internally, ragged input is packed block by block into zero-padded 2-D arrays of at most
-about 2**20 elements, so 10^6 spectra of length 500 are processed with bounded memory and
-without a Python loop over spectra (except ``spectral_alpha(..., method="mle")``).
+A spectrum ``s`` is given as a 1-D array (one spectrum: a float is returned), as a sequence of
+1-D arrays of possibly differing lengths, or as a 2-D array right-padded with NaN (see
+:func:`pack_spectra`; many spectra: one value per spectrum). An empty list means zero
+spectra, an empty 1-D array one empty spectrum. Each spectrum is sorted descending
+internally; negative values are clipped to 0. Undefined results (empty, all-zero or
+non-finite spectra) are NaN, never a warning. In a padded 2-D array a trailing run of NaN is
+padding; a NaN followed by a finite value is data and gives NaN.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import numbers
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = [
+    "ObservableOptions",
     "covariance_eigenvalues",
     "effective_rank",
     "kirchhoff_index",
+    "observables",
     "pack_spectra",
+    "sort_descending",
+    "spectra_lengths",
     "spectral_alpha",
     "tail_energy",
 ]
+
+OBSERVABLES = ("neff", "log10_kf", "alpha", "tail_energy")  # the one order, everywhere
 
 _BLOCK_ELEMENTS = 1 << 20  # rough cap on the elements of one packed block
 
@@ -105,12 +98,8 @@ class _Batch:
         self.lengths = np.fromiter((len(a) for a in seq), dtype=np.int64, count=self.count)
 
     def blocks(self, k: int | None) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
-        """Yield ``(first_row, X, n, bad)``.
-
-        ``X`` is a (rows, width) float64 block, each row sorted descending, truncated to the
-        top ``k`` columns, zero beyond the row's own length; ``n`` is each row's length
-        (capped at k); ``bad`` flags rows that contained NaN/inf.
-        """
+        """Yield ``(first_row, X, n, bad)``: X rows sorted descending, top ``k``, zero-padded;
+        n their lengths (capped at k); bad flags rows holding NaN/inf."""
         if self.dense is not None:
             width = max(self.dense.shape[1], 1)
         else:
@@ -167,40 +156,56 @@ def _map(s: Any, kernel: Kernel, k: int | None) -> np.floating | np.ndarray:
     return np.float64(out[0]) if batch.scalar else out
 
 
-def pack_spectra(spectra: Sequence[Any]) -> np.ndarray:
-    """Pack a sequence of 1-D spectra of differing lengths into a 2-D NaN-padded float64 array.
-
-    Row ``i`` holds ``spectra[i]`` (order unchanged) followed by NaN. Packing once and passing
-    the array to several functions avoids re-packing a ragged list on every call. Note that a
-    trailing NaN *value* becomes indistinguishable from padding once packed.
-    """
+def _flat_lengths(spectra: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(all values concatenated, each spectrum's length); a null list is empty."""
+    if hasattr(spectra, "to_arrow"):  # a polars list column
+        spectra = spectra.to_arrow()
+    if isinstance(spectra, pa.ChunkedArray):
+        spectra = spectra.combine_chunks()
+    if isinstance(spectra, pa.Array):
+        lengths = pc.list_value_length(spectra).fill_null(0).to_numpy(zero_copy_only=False)
+        flat = pc.list_flatten(spectra).to_numpy(zero_copy_only=False)
+        return flat.astype(np.float64), lengths.astype(np.int64)
     seq = list(spectra)
     lengths = np.fromiter((len(a) for a in seq), dtype=np.int64, count=len(seq))
-    out = np.full((len(seq), int(lengths.max(initial=0))), np.nan)
     chunk = [a for a in seq if len(a)]
-    if chunk:
-        flat = np.concatenate(chunk).astype(np.float64, copy=False)
-        if flat.ndim != 1:
-            raise ValueError("each spectrum must be a 1-D array")
-        out[np.arange(out.shape[1]) < lengths[:, None]] = flat
+    flat = np.concatenate(chunk).astype(np.float64, copy=False) if chunk else np.empty(0)
+    if flat.ndim != 1:
+        raise ValueError("each spectrum must be a 1-D array")
+    return flat, lengths
+
+
+def spectra_lengths(spectra: Any) -> np.ndarray:
+    """The length of each spectrum of a sequence or list column (null = 0)."""
+    return _flat_lengths(spectra)[1]
+
+
+def pack_spectra(spectra: Any) -> np.ndarray:
+    """Ragged spectra (a sequence of 1-D arrays, or a polars / Arrow list column) -> a 2-D
+    float64 array right-padded with NaN, rows in input order, values unsorted."""
+    flat, lengths = _flat_lengths(spectra)
+    width = int(lengths.max(initial=0))
+    if flat.size == len(lengths) * width:  # all of one length: no padding
+        return flat.reshape(len(lengths), width)
+    out = np.full((len(lengths), width), np.nan)
+    out[np.arange(width) < lengths[:, None]] = flat
     return out
+
+
+def sort_descending(S: np.ndarray) -> np.ndarray:
+    """Each row of a padded 2-D array sorted descending, NaN padding last."""
+    return -np.sort(-S, axis=1)
 
 
 # --------------------------------------------------------------------------- effective rank
 
 
 def effective_rank(s: Any, k: int | None = None, power: float = 1) -> np.floating | np.ndarray:
-    """Effective rank N_eff = exp(H(p)), Roy & Vetterli (2007).
+    """Effective rank N_eff = exp(H(p)) (Roy & Vetterli 2007), in ``[1, n]``.
 
-    ``p_i = s_i**power / sum_j s_j**power`` over the top-``k`` values (``k=None``: all), and
-    ``H(p) = -sum_i p_i log p_i`` is the Shannon entropy in nats (0 log 0 = 0, so zeros add
-    nothing). ``power=1`` is the paper's definition on singular values; ``power=2`` is the same
-    on covariance eigenvalues (s**2). The result is dimensionless, in ``[1, n]`` with ``n`` the
-    number of values considered: ``n`` for a flat spectrum, 1 for a single non-zero value.
-    Scale-invariant (each spectrum is divided by its maximum first, so no overflow).
-
-    Returns NaN for an empty or all-zero spectrum (p undefined) and for non-finite input;
-    a length-1 non-zero spectrum gives 1.
+    ``p_i = s_i**power / sum s**power`` over the top-``k`` values (``None``: all), H in nats;
+    ``power=1`` on singular values (the paper), 2 on covariance eigenvalues. NaN for an empty,
+    all-zero or non-finite spectrum.
     """
     k = _check_k(k)
     power = float(power)
@@ -229,33 +234,14 @@ def spectral_alpha(
     method: str = "lsq",
     min_tail: int = 5,
 ) -> np.floating | np.ndarray:
-    """Spectral decay exponent alpha (high alpha = "hardened", steeply decaying spectrum).
+    """Spectral decay exponent alpha of the top-``k`` values (high = steep decay).
 
-    Each spectrum is sorted descending, truncated to its top ``k`` values, and the rank window
-    ``[start, stop)`` of 0-based positions is taken (``start=0, stop=None``: the whole top-k
-    spectrum, the default; ``start=1`` skips the dominant value, i.e. fits from rank 2). Only
-    strictly positive values inside the window are used; with fewer than 2 of them the result
-    is NaN (so empty, length-1, all-zero and non-finite spectra give NaN).
-
-    ``method="lsq"`` (the paper's definition, vectorised): ``alpha = -slope`` of the ordinary
-    least-squares line of ``log s_i`` against ``log i``, ``i`` the 1-based rank. Exact for
-    ``s_i = C * i**(-alpha)``. A flat spectrum gives 0.
-
-    ``method="mle"``: continuous power-law maximum likelihood with a KS-selected ``xmin``
-    (Clauset, Shalizi & Newman 2009; as in WeightWatcher / the ``powerlaw`` package), fitted to
-    the window's values themselves (the singular values if you pass singular values). For every
-    candidate ``xmin`` (each distinct value leaving at least ``min(min_tail, m)`` values
-    ``>= xmin``, ``m`` the usable count) the density exponent is ``b = 1 + (n_tail - 1) / sum
-    log(x / xmin)`` (Hill / Clauset's estimator with the (n-1)/n correction, unbiased because
-    ``xmin`` is itself a data point) and the KS distance between the empirical and fitted CDF
-    of the tail is computed; the ``xmin`` with the smallest distance wins (ties: the larger
-    tail). If ``s_i ∝ i**(-a)`` the values have density ``p(s) ∝ s**-(1 + 1/a)``, so the
-    function returns the **rank-slope-equivalent** ``a = 1 / (b - 1) = sum log(x / xmin) /
-    (n_tail - 1)``, which estimates the same quantity as ``lsq``. (WeightWatcher's alpha is
-    ``b`` fitted to eigenvalues ``s**2``; it relates by ``b_ww = 1 + 1 / (2 a)``.) The MLE is
-    biased on short spectra such as a top-10 (it is an order-statistics estimator; on an exact
-    ``i**-a`` top-10 it gives about 0.88 a) and loops over spectra in Python (about 2 ms for
-    m = 500, 0.1 s for m = 5000); use it on long spectra. A flat tail gives 0.
+    Fitted on the strictly positive values of the 0-based rank window ``[start, stop)``; fewer
+    than 2 gives NaN. ``lsq`` (the paper): minus the least-squares slope of log s_i on log i
+    (exact for ``s_i = C i**-alpha``). ``mle``: continuous power-law MLE with a KS-selected
+    xmin (Clauset, Shalizi & Newman 2009), returned as the rank-slope-equivalent
+    ``1 / (b - 1)`` so that it estimates the same alpha; biased on short spectra (about
+    0.88 alpha on an exact top-10) and a Python loop over spectra. A flat spectrum gives 0.
     """
     k = _check_k(k)
     start = _check_k(start, "start", allow_zero=True)
@@ -339,20 +325,11 @@ def _alpha_mle_sorted(x: np.ndarray, min_tail: int) -> float:
 def kirchhoff_index(
     eigenvalues: Any, k: int | None = None, floor: float = 1e-10
 ) -> np.floating | np.ndarray:
-    """Kirchhoff index ``Kf = n * sum_i 1 / lambda_i`` of an eigenvalue spectrum.
+    """Kirchhoff index ``Kf = n * sum 1 / lambda_i`` of the top-``k`` eigenvalues.
 
-    Eigenvalues are sorted descending and truncated to the top ``k`` (``k=None``: all). The sum
-    runs over the eigenvalues above a **relative** floor, ``lambda_i > floor * max(lambda)``
-    (``floor=0``: all strictly positive ones); ``n`` is the number of eigenvalues considered,
-    i.e. the spectrum's full length, or ``min(k, length)`` with top-k, **including** the zero
-    and sub-floor eigenvalues. Fed the full spectrum of a connected graph's Laplacian (one zero
-    eigenvalue) this is the graph's Kirchhoff index / effective graph resistance. For the
-    paper's use, pass covariance eigenvalues (:func:`covariance_eigenvalues`); Kf then has units
-    of 1 / (activation units)**2 and is dominated by the smallest retained eigenvalues. Since
-    Kf(c * lambda) = Kf(lambda) / c, ``Kf(s**2 / (T - 1)) = (T - 1) * Kf(s**2)``.
-
-    Returns NaN for an empty spectrum, when no eigenvalue is above the floor (all zero), and for
-    non-finite input. (A one-node graph, spectrum ``[0]``, therefore gives NaN, not 0.)
+    The sum runs over ``lambda_i > floor * max(lambda)``; ``n`` counts every eigenvalue
+    considered, zero and sub-floor ones included (a connected graph's Laplacian spectrum gives
+    its Kirchhoff index). NaN when nothing is above the floor and for non-finite input.
     """
     k = _check_k(k)
     floor = float(floor)
@@ -369,15 +346,9 @@ def kirchhoff_index(
 
 
 def covariance_eigenvalues(s: Any, T: Any) -> Any:
-    """Eigenvalues of the sample covariance from the singular values of the activation matrix.
-
-    For a (centered) ``T x d`` activation matrix with singular values ``s``, the covariance
-    ``X^T X / (T - 1)`` has eigenvalues ``s**2 / (T - 1)`` (plus zeros up to ``d``). ``T`` is the
-    number of rows (tokens or utterances); ``T < 2`` (or NaN) gives all-NaN eigenvalues.
-    Elementwise: the output keeps the input's order and structure (1-D array -> 1-D array;
-    2-D padded array -> 2-D array, ``T`` a scalar or one value per row; sequence of arrays ->
-    list of arrays, ``T`` a scalar or one value per spectrum). Negative inputs are not clipped
-    here (squaring makes them positive).
+    """Sample-covariance eigenvalues ``s**2 / (T - 1)`` of a ``T x d`` matrix's singular
+    values; ``T < 2`` gives NaN. Elementwise, keeping the input's structure (``T`` a scalar or
+    one value per spectrum).
     """
 
     def scale(t: Any) -> np.ndarray:
@@ -404,12 +375,9 @@ def covariance_eigenvalues(s: Any, T: Any) -> Any:
 
 
 def tail_energy(s: Any, k: int) -> np.floating | np.ndarray:
-    """Fraction of the spectral energy beyond rank ``k``: ``sum_{i>k} s_i**2 / sum_i s_i**2``.
+    """Share of the energy beyond rank ``k``: ``sum_{i>k} s_i**2 / sum_i s_i**2``, in [0, 1].
 
-    ``s`` are singular values (energy = s**2 = variance captured by each direction), sorted
-    descending internally; ``k >= 0`` is the number of leading values excluded (``k=0`` gives 1).
-    Dimensionless, in ``[0, 1]``; 0 when the spectrum has at most ``k`` values. NaN for an empty
-    or all-zero spectrum and for non-finite input.
+    NaN for an empty, all-zero or non-finite spectrum.
     """
     k = _check_k(k, allow_zero=True)
     if k is None:
@@ -422,3 +390,116 @@ def tail_energy(s: Any, k: int) -> np.floating | np.ndarray:
         return np.where(mx[:, 0] > 0, e[:, k:].sum(axis=1) / total, np.nan)
 
     return _map(s, kernel, None)
+
+
+# --------------------------------------------------------------------------- the kernel
+
+
+@dataclass(frozen=True)
+class ObservableOptions:
+    """How the observables are computed (config ``metrics.*``; defaults follow the paper).
+
+    k: each observable is computed on the top-K singular values, for each K.
+    neff_power: N_eff on s**power (1 = singular values, the paper's definition).
+    alpha_start, alpha_stop: the 0-based rank window of the alpha fit inside the top K.
+    alpha_method: lsq (the paper) or mle.
+    rank_tol: singular values <= rank_tol * s_1 are numerical zeros (round-off of float32
+        activations, of centering) and count as 0 for every observable.
+    kf_floor: relative eigenvalue floor of the Kirchhoff index.
+    kf_pad_to_k: pad the top-K eigenvalues with zeros to K, so n = K in Kf for every
+        spectrum; False: n = min(K, stored values).
+    """
+
+    k: tuple[int, ...] = (10, 50)
+    neff_power: float = 1.0
+    alpha_start: int = 0
+    alpha_stop: int | None = None
+    alpha_method: str = "lsq"
+    rank_tol: float = 1e-6
+    kf_floor: float = 1e-10
+    kf_pad_to_k: bool = True
+
+    def __post_init__(self) -> None:
+        ks = tuple(int(x) for x in self.k)
+        object.__setattr__(self, "k", ks)
+        if not ks or any(x < 2 for x in ks) or len(set(ks)) != len(ks):
+            raise ValueError(f"metrics.k must be distinct integers >= 2, got {self.k!r}")
+        if not (math.isfinite(self.neff_power) and self.neff_power > 0):
+            raise ValueError(f"metrics.neff_power must be > 0, got {self.neff_power!r}")
+        if self.alpha_start < 0 or self.alpha_start > min(ks) - 2:
+            raise ValueError(
+                f"metrics.alpha_start must leave >= 2 ranks in the smallest K ({min(ks)})"
+            )
+        if self.alpha_stop is not None and self.alpha_stop < self.alpha_start + 2:
+            raise ValueError("metrics.alpha_stop must be >= alpha_start + 2")
+        if self.alpha_method not in ("lsq", "mle"):
+            raise ValueError(f"metrics.alpha_method must be lsq or mle, got {self.alpha_method!r}")
+        if not 0 <= self.rank_tol < 1:
+            raise ValueError(f"metrics.rank_tol must be in [0, 1), got {self.rank_tol!r}")
+        if not 0 <= self.kf_floor < 1:
+            raise ValueError(f"metrics.kf_floor must be in [0, 1), got {self.kf_floor!r}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None):
+        """From a config mapping; unknown keys are errors, missing ones take the default."""
+        d = dict(d or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown metrics option(s) {unknown}; known: {sorted(known)}")
+        if "k" in d:
+            d["k"] = tuple(d["k"])
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["k"] = list(self.k)
+        return out
+
+
+def observables(
+    S: np.ndarray,
+    n_rows: np.ndarray,
+    options: ObservableOptions,
+    total: np.ndarray | None = None,
+) -> dict[int, dict[str, np.ndarray]]:
+    """Every observable of many spectra at each K: ``{K: {name: values}}`` (:data:`OBSERVABLES`).
+
+    ``S``: singular values, a spectrum per row, sorted descending, NaN-padded; ``n_rows``: each
+    matrix's row count T (Kf uses s**2 / (T - 1)); ``total``: each spectrum's energy sum s**2
+    when ``S`` holds only its leading values (the tail energy then comes from it).
+    """
+    n_rows = np.asarray(n_rows, dtype=np.float64)
+    given = S
+    if options.rank_tol > 0 and S.shape[1]:
+        with np.errstate(invalid="ignore"):
+            S = np.where(options.rank_tol * S[:, :1] >= S, 0.0, S)  # NaN padding stays NaN
+    out: dict[int, dict[str, np.ndarray]] = {}
+    for K in options.k:
+        top = S[:, :K]
+        neff = effective_rank(top, power=options.neff_power)
+        alpha = spectral_alpha(
+            top, start=options.alpha_start, stop=options.alpha_stop, method=options.alpha_method
+        )
+        eig = covariance_eigenvalues(top, n_rows)
+        if options.kf_pad_to_k:
+            eig = np.where(np.isnan(top), 0.0, eig)
+            if eig.shape[1] < K:
+                eig = np.pad(eig, ((0, 0), (0, K - eig.shape[1])))
+        kf = kirchhoff_index(eig, floor=options.kf_floor)
+        with np.errstate(all="ignore"):
+            log10_kf = np.log10(kf)
+        if total is None:
+            tail = np.asarray(tail_energy(S, K), dtype=np.float64)
+        else:
+            e = np.nan_to_num(given, nan=0.0) ** 2
+            with np.errstate(all="ignore"):
+                tail = np.clip(total - e[:, :K].sum(axis=1), 0.0, None) / total
+                tail = np.where(total > 0, tail, np.nan)
+        out[K] = {
+            "neff": np.asarray(neff, dtype=np.float64),
+            "log10_kf": log10_kf,
+            "alpha": np.asarray(alpha, dtype=np.float64),
+            "tail_energy": tail,
+        }
+    return out

@@ -1,12 +1,14 @@
 rule layer_metrics:
     input:
-        get_spectra,
+        lambda wc: get_spectra(RESULTS, SHARDS, wc.model, wc.condition, wc.layer),
     output:
         f"{RESULTS}/metrics/{{model}}/{{condition}}/layer-{{layer}}.parquet",
     log:
-        "logs/layer_metrics/{model}/{condition}/layer-{layer}.log",
+        get_log(RESULTS, "layer_metrics", "{model}/{condition}/layer-{layer}"),
+    conda:
+        "../../envs/cpu.yaml"
     params:
-        options=get_metric_options(OBSERVABLE_KEYS),
+        options=get_metric_options(config, "layer_metrics"),
     shell:
         "whisper-spi layer-metrics"
         " --spectra {input:q}"
@@ -17,12 +19,14 @@ rule layer_metrics:
 
 rule pairs:
     input:
-        get_transcripts,
+        lambda wc: get_transcripts(RESULTS, SHARDS, wc.model, CONDITIONS),
     output:
         pairs=f"{RESULTS}/pairs/{{model}}/pairs.parquet",
         counts=f"{RESULTS}/pairs/{{model}}/pair_counts.parquet",
     log:
-        "logs/pairs/{model}.log",
+        get_log(RESULTS, "pairs", "{model}"),
+    conda:
+        "../../envs/cpu.yaml"
     params:
         threshold=config["decode"]["hallucination_wer"],
     shell:
@@ -36,17 +40,19 @@ rule pairs:
 
 rule pooled:
     input:
-        spectra=get_spectra,
+        spectra=lambda wc: get_spectra(RESULTS, SHARDS, wc.model, CONDITIONS, wc.layer),
         pairs=rules.pairs.output.pairs,
     output:
         cells=f"{RESULTS}/pooled/{{model}}/layer-{{layer}}.parquet",
         profile=f"{RESULTS}/pooled/{{model}}/layer-{{layer}}-profile.parquet",
     log:
-        "logs/pooled/{model}/layer-{layer}.log",
+        get_log(RESULTS, "pooled", "{model}/layer-{layer}"),
     benchmark:
-        "benchmarks/pooled/{model}/layer-{layer}.jsonl"
+        get_benchmark(RESULTS, "pooled", "{model}/layer-{layer}")
+    conda:
+        "../../envs/cpu.yaml"
     params:
-        options=get_metric_options(POOLED_KEYS),
+        options=get_metric_options(config, "pooled"),
         seed=config["seed"],
     shell:
         "whisper-spi pooled"
@@ -63,26 +69,42 @@ rule pooled:
 
 rule tables:
     input:
-        metrics=get_all_layer_metrics(),
+        metrics=get_all_layer_metrics(RESULTS, N_LAYERS, CONDITIONS),
         pairs=expand(rules.pairs.output.pairs, model=MODELS),
         counts=expand(rules.pairs.output.counts, model=MODELS),
-        pooled=get_pooled("cells"),
-        profiles=get_pooled("profile"),
+        pooled=get_pooled(RESULTS, config, N_LAYERS, "cells"),
+        profiles=get_pooled(RESULTS, config, N_LAYERS, "profile"),
     output:
         summary=f"{RESULTS}/tables/layer_summary.parquet",
         profile=f"{RESULTS}/tables/rank_profile.parquet",
         tables=f"{RESULTS}/tables/tables.parquet",
-        csv=expand(
-            f"{RESULTS}/tables/{{name}}.{{ext}}",
+        table1=report(
+            f"{RESULTS}/tables/table1_final_layer.csv",
+            caption="../report/table1.rst",
+            category="Tables",
+        ),
+        table2=report(
+            f"{RESULTS}/tables/table2_layer_mean.csv",
+            caption="../report/table2.rst",
+            category="Tables",
+        ),
+        counts=report(
+            f"{RESULTS}/tables/pair_counts.csv",
+            caption="../report/pair_counts.rst",
+            category="Tables",
+        ),
+        markdown=expand(
+            f"{RESULTS}/tables/{{name}}.md",
             name=["table1_final_layer", "table2_layer_mean", "pair_counts"],
-            ext=["csv", "md"],
         ),
     log:
-        "logs/tables/tables.log",
+        get_log(RESULTS, "tables", "tables"),
     benchmark:
-        "benchmarks/tables/tables.jsonl"
+        get_benchmark(RESULTS, "tables", "tables")
+    conda:
+        "../../envs/cpu.yaml"
     params:
-        options=get_metric_options(),
+        options=get_metric_options(config, "tables"),
         seed=config["seed"],
         out_dir=lambda wc, output: os.path.dirname(output.tables),
     shell:
@@ -103,16 +125,25 @@ rule figures:
         summary=rules.tables.output.summary,
         profile=rules.tables.output.profile,
     output:
-        expand(
-            f"{RESULTS}/figures/{{name}}.{{ext}}",
+        png=[
+            report(
+                f"{RESULTS}/figures/{name}.png",
+                caption=f"../report/{name}.rst",
+                category="Figures",
+            )
+            for name in ["trajectories", "phase_diagram", "tail_energy", "scree"]
+        ],
+        html=expand(
+            f"{RESULTS}/figures/{{name}}.html",
             name=["trajectories", "phase_diagram", "tail_energy", "scree"],
-            ext=["html", "png"],
         ),
     log:
-        "logs/figures/figures.log",
+        get_log(RESULTS, "figures", "figures"),
+    conda:
+        "../../envs/cpu.yaml"
     params:
-        options=get_metric_options(),
-        out_dir=lambda wc, output: os.path.dirname(output[0]),
+        options=get_metric_options(config, "figures"),
+        out_dir=lambda wc, output: os.path.dirname(output.png[0]),
     shell:
         "whisper-spi figures"
         " --summary {input.summary:q}"
@@ -124,34 +155,47 @@ rule figures:
 
 rule detect:
     input:
-        spectra=get_spectra,
-        transcripts=get_transcripts,
-    output:
-        expand(
-            f"{RESULTS}/detect/{{{{model}}}}/{{name}}",
-            name=[
-                "results.csv",
-                "comparison.csv",
-                "results.md",
-                "detector.json",
-                "roc.png",
-            ],
+        spectra=lambda wc: get_spectra(
+            RESULTS, SHARDS, wc.model, CONDITIONS, range(N_LAYERS[wc.model])
         ),
+        transcripts=lambda wc: get_transcripts(RESULTS, SHARDS, wc.model, CONDITIONS),
+    output:
+        results=report(
+            f"{RESULTS}/detect/{{model}}/results.csv",
+            caption="../report/detect.rst",
+            category="Detection",
+            subcategory="{model}",
+        ),
+        comparison=f"{RESULTS}/detect/{{model}}/comparison.csv",
+        oof=f"{RESULTS}/detect/{{model}}/oof_scores.csv",
+        markdown=f"{RESULTS}/detect/{{model}}/results.md",
+        detector=f"{RESULTS}/detect/{{model}}/detector.json",
+        roc=report(
+            f"{RESULTS}/detect/{{model}}/roc.png",
+            caption="../report/roc.rst",
+            category="Detection",
+            subcategory="{model}",
+        ),
+        roc_html=f"{RESULTS}/detect/{{model}}/roc.html",
     log:
-        "logs/detect/{model}.log",
+        get_log(RESULTS, "detect", "{model}"),
+    benchmark:
+        get_benchmark(RESULTS, "detect", "{model}")
+    conda:
+        "../../envs/cpu.yaml"
     params:
         seed=config["seed"],
         threshold=config["decode"]["hallucination_wer"],
-        k=config["metrics"]["k"],
+        options=get_metric_options(config, "detect"),
         n_boot=config["detect"]["n_boot"],
-        out_dir=lambda wc, output: os.path.dirname(output[0]),
+        out_dir=lambda wc, output: os.path.dirname(output.results),
     shell:
         "whisper-spi detect-eval"
         " --spectra {input.spectra:q}"
         " --transcripts {input.transcripts:q}"
         " --seed {params.seed}"
         " --threshold {params.threshold}"
-        " --k {params.k}"
+        " --options {params.options:q}"
         " --n-boot {params.n_boot}"
         " --out-dir {params.out_dir:q}"
         " > {log:q} 2>&1"
@@ -160,21 +204,25 @@ rule detect:
 rule report:
     input:
         tables=rules.tables.output.tables,
-        counts=f"{RESULTS}/tables/pair_counts.csv",
-        figures=rules.figures.output,
-        extras=get_report_extras,
+        counts=rules.tables.output.counts,
+        figures=rules.figures.output.png,
+        extras=get_report_extras(RESULTS, config),
         rejected=rules.corpus.output.rejected,
         pairs=expand(rules.pairs.output.pairs, model=MODELS),
-        comparisons=expand(f"{RESULTS}/detect/{{model}}/comparison.csv", model=MODELS),
+        comparisons=expand(rules.detect.output.comparison, model=MODELS),
     output:
-        f"{RESULTS}/report.html",
+        report(
+            f"{RESULTS}/report.html", caption="../report/report.rst", category="Report"
+        ),
     log:
-        "logs/report/report.log",
+        get_log(RESULTS, "report", "report"),
+    conda:
+        "../../envs/cpu.yaml"
     params:
         tables_dir=lambda wc, input: os.path.dirname(input.tables),
         figures_dir=lambda wc, input: os.path.dirname(input.figures[0]),
         config=json.dumps(config, sort_keys=True),
-        extras=get_report_extra_args,
+        extras=get_report_extra_args(RESULTS, config),
     shell:
         "whisper-spi report"
         " --tables-dir {params.tables_dir:q}"

@@ -3,7 +3,9 @@ rule corpus:
         manifest=f"{RESULTS}/corpus/manifest.parquet",
         rejected=f"{RESULTS}/corpus/rejected.parquet",
     log:
-        "logs/corpus/corpus.log",
+        get_log(RESULTS, "corpus", "corpus"),
+    conda:
+        "../../envs/cpu.yaml"
     params:
         root=config["corpus"]["root"],
         splits=config["corpus"]["splits"],
@@ -27,13 +29,15 @@ rule stress:
         manifest=f"{RESULTS}/stress/{{condition}}/shard-{{shard}}.parquet",
         audio=directory(f"{RESULTS}/stress/{{condition}}/shard-{{shard}}"),
     log:
-        "logs/stress/{condition}/shard-{shard}.log",
+        get_log(RESULTS, "stress", "{condition}/shard-{shard}"),
     benchmark:
-        "benchmarks/stress/{condition}/shard-{shard}.jsonl"
+        get_benchmark(RESULTS, "stress", "{condition}/shard-{shard}")
+    conda:
+        "../../envs/cpu.yaml"
     params:
         shard_size=config["corpus"]["shard_size"],
         seed=config["seed"],
-        stress=lambda wc: get_stress_params(wc.condition),
+        stress=lambda wc: get_stress_params(config, wc.condition),
     shell:
         "whisper-spi stress"
         " --manifest {input.manifest:q}"

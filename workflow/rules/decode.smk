@@ -15,9 +15,11 @@ for _model, _spec in MODELS.items():
                 for layer in range(N_LAYERS[_model])
             ],
         log:
-            f"logs/decode/{_model}/{{condition}}/shard-{{shard}}.log",
+            get_log(RESULTS, "decode", f"{_model}/{{condition}}/shard-{{shard}}"),
         benchmark:
-            f"benchmarks/decode/{_model}/{{condition}}/shard-{{shard}}.jsonl"
+            get_benchmark(RESULTS, "decode", f"{_model}/{{condition}}/shard-{{shard}}")
+        conda:
+            "../../envs/gpu.yaml"
         threads: config["decode"]["threads"]
         resources:
             gpu=1,
@@ -28,7 +30,7 @@ for _model, _spec in MODELS.items():
             spec=_spec,
             cache=config["model_cache"] or "",
             opts=config["decode"],
-            flags=get_decode_flags(),
+            flags=get_decode_flags(config),
         shell:
             "whisper-spi decode"
             " --model-name {params.name:q}"

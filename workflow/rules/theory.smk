@@ -16,9 +16,11 @@ rule theory_measure:
     output:
         f"{RESULTS}/theory/{{model}}/{{condition}}.parquet",
     log:
-        "logs/theory_measure/{model}/{condition}.log",
+        get_log(RESULTS, "theory_measure", "{model}/{condition}"),
     benchmark:
-        "benchmarks/theory_measure/{model}/{condition}.jsonl"
+        get_benchmark(RESULTS, "theory_measure", "{model}/{condition}")
+    conda:
+        "../../envs/gpu.yaml"
     threads: config["decode"]["threads"]
     resources:
         gpu=1,
@@ -52,16 +54,27 @@ rule theory_summary:
     input:
         expand(rules.theory_measure.output, model=MODELS, condition=CONDITIONS),
     output:
-        table=f"{RESULTS}/theory/theory_table.csv",
+        table=report(
+            f"{RESULTS}/theory/theory_table.csv",
+            caption="../report/theory_table.rst",
+            category="Theory",
+        ),
         markdown=f"{RESULTS}/theory/theory_table.md",
-        figure=multiext(f"{RESULTS}/figures/theory_phase", ".html", ".png"),
+        html=f"{RESULTS}/figures/theory_phase.html",
+        png=report(
+            f"{RESULTS}/figures/theory_phase.png",
+            caption="../report/theory_phase.rst",
+            category="Theory",
+        ),
     log:
-        "logs/theory_summary/theory_summary.log",
+        get_log(RESULTS, "theory_summary", "theory_summary"),
+    conda:
+        "../../envs/cpu.yaml"
     params:
         seed=config["seed"],
         n_boot=config["theory"]["n_boot"],
         out_dir=lambda wc, output: os.path.dirname(output.table),
-        stem=lambda wc, output: os.path.splitext(output.figure[0])[0],
+        stem=lambda wc, output: os.path.splitext(output.html)[0],
     shell:
         "whisper-spi theory-summary"
         " --measurements {input:q}"

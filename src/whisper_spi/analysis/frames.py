@@ -1,0 +1,113 @@
+"""Shared frame helpers of the analysis: orders, deltas, the long layer_summary rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from .. import schemas
+from ..names import COMPONENTS, HELL, OBSERVABLES, STRESSES
+
+DELTA_KIND = {"neff": "percent", "log10_kf": "difference", "alpha": "difference",
+              "tail_energy": "difference"}  # fmt: skip
+QUANTITIES = ("clean", "stressed", "delta")  # per observable, in this order
+MEAN_LAYER = -1  # the ``layer`` value of rows averaged over layers
+PAIRED = (*STRESSES, HELL)  # the conditions of pairs, in table order
+SCOPES = ("utterance", "pooled")
+
+
+def ordered(values: Sequence[str], order: Sequence[str]) -> list[str]:
+    """The distinct ``values`` in ``order``, unknown ones after, alphabetically."""
+    rank = {v: i for i, v in enumerate(order)}
+    return sorted(set(values), key=lambda v: (rank.get(v, len(rank)), v))
+
+
+def rank(col: str, order: Sequence[str]) -> pl.Expr:
+    """Sort key of ``col`` by ``order`` (unknown values last)."""
+    ranks = {v: i for i, v in enumerate(order)}
+    return pl.col(col).replace_strict(ranks, default=len(ranks), return_dtype=pl.Int32)
+
+
+def condition_rank(col: str = "condition") -> pl.Expr:
+    return rank(col, PAIRED)
+
+
+def component_rank() -> pl.Expr:
+    return rank("component", COMPONENTS)
+
+
+def delta(obs: str, c: np.ndarray, s: np.ndarray) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        if DELTA_KIND[obs] == "percent":
+            return 100.0 * (s - c) / c
+        return s - c
+
+
+def delta_expr(obs: str) -> pl.Expr:
+    s, c = pl.col(obs), pl.col(f"{obs}_clean")
+    return (100.0 * (s - c) / c) if DELTA_KIND[obs] == "percent" else (s - c)
+
+
+def stack_delta(c: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Deltas of (..., O) observable arrays."""
+    return np.stack([delta(o, c[..., i], s[..., i]) for i, o in enumerate(OBSERVABLES)], -1)
+
+
+def empty(name: str) -> pl.DataFrame:
+    return pl.from_arrow(schemas.contract(name).arrow.empty_table())
+
+
+def conformed(df: pl.DataFrame, name: str) -> pl.DataFrame:
+    """``df`` with the contract's columns, order and types; float NaN becomes null."""
+    return pl.from_arrow(schemas.conform(df, name)).with_columns(pl.col(pl.Float64).fill_nan(None))
+
+
+def summary_frame(
+    *,
+    scope: str,
+    model: str,
+    condition: str,
+    prefix: int,
+    layers: Sequence[int],
+    comps: Sequence[str],
+    ks: Sequence[int],
+    point: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    median: np.ndarray | None,
+    n: np.ndarray,
+    n_boot: int,
+) -> pl.DataFrame:
+    """Long layer_summary rows from arrays shaped (len(layers), len(comps), len(ks), O, 3)."""
+    shape = point.shape[:4]
+    li, ci, ki, oi = (a.ravel() for a in np.indices(shape))
+    flat = {name: arr.reshape(*shape, 3) for name, arr in (("p", point), ("lo", lo), ("hi", hi))}
+    out = {
+        "scope": scope,
+        "model": model,
+        "condition": condition,
+        "layer": np.asarray(layers, dtype=np.int32)[li],
+        "component": np.asarray(comps, dtype=object)[ci],
+        "prefix": prefix,
+        "k": np.asarray(ks, dtype=np.int32)[ki],
+        "observable": np.asarray(OBSERVABLES, dtype=object)[oi],
+        "delta_kind": np.asarray([DELTA_KIND[o] for o in OBSERVABLES], dtype=object)[oi],
+        "n": n.reshape(shape).ravel().astype(np.int64),
+    }
+    for qi, q in enumerate(QUANTITIES):
+        out[q] = flat["p"][..., qi].ravel()
+        out[f"{q}_ci_low"] = flat["lo"][..., qi].ravel()
+        out[f"{q}_ci_high"] = flat["hi"][..., qi].ravel()
+    out["delta_median"] = (
+        median.reshape(*shape, 3)[..., 2].ravel()
+        if median is not None
+        else np.full(li.size, np.nan)
+    )
+    out["n_boot"] = n_boot
+    df = pl.DataFrame(
+        {k: (v if isinstance(v, np.ndarray) else [v] * li.size) for k, v in out.items()},
+        strict=False,
+    )
+    return conformed(df, "layer_summary")

@@ -1,0 +1,201 @@
+"""Rule tables: both scopes' summaries, the paper's Tables 1 and 2, and their files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from .. import schemas
+from ..io import atomic_path
+from ..names import HELL, OBSERVABLES
+from .frames import MEAN_LAYER, SCOPES, component_rank, condition_rank, empty, rank
+from .markdown import counts_markdown, table_markdown
+from .options import MetricOptions
+from .pooled import pooled_summary
+from .utterance import utterance_summary
+
+__all__ = ["PAPER_VALUES", "TABLE_NAMES", "build_tables", "final_layer_table", "layer_mean_table"]
+
+TABLE_OBS = {"neff": "d_neff_pct", "log10_kf": "d_log10_kf", "alpha": "d_alpha"}
+TABLE_NAMES = {"final": "table1_final_layer", "mean": "table2_layer_mean"}
+TITLES = {
+    "table1_final_layer": "Table 1: stressed vs clean at the final decoder layer",
+    "table2_layer_mean": "Table 2: stressed vs clean, averaged over decoder layers",
+}
+
+# The paper's Hell-vs-clean values at K = 50 (PAPER.md, from a third-party digest):
+# (paper model, component) -> (Delta N_eff %, Delta log10 Kf, Delta alpha).
+PAPER_VALUES: dict[tuple[str, str], tuple[float, float, float]] = {
+    ("tiny", "cross_attn"): (-11.98, 2.93, 0.17),
+    ("small", "cross_attn"): (-13.40, 3.87, 0.21),
+    ("large-v3-turbo", "cross_attn"): (-4.70, 3.83, 0.14),
+    ("large-v3-turbo", "self_attn"): (-2.34, 4.05, 0.008),
+    ("small", "ffn"): (-13.59, 4.65, 0.22),
+}
+PAPER_K = 50
+PAPER_CONDITION = HELL
+
+
+def _wide(summary: pl.DataFrame) -> pl.DataFrame:
+    keys = ["scope", "prefix", "model", "layer", "component", "condition", "k"]
+    out = None
+    for obs, name in TABLE_OBS.items():
+        part = summary.filter(pl.col("observable") == obs).select(
+            *keys,
+            *([pl.col("n")] if obs == "neff" else []),
+            pl.col("delta").alias(name),
+            pl.col("delta_ci_low").alias(f"{name}_ci_low"),
+            pl.col("delta_ci_high").alias(f"{name}_ci_high"),
+            pl.col("delta_median").alias(f"{name}_median"),
+        )
+        out = part if out is None else out.join(part, on=keys, how="full", coalesce=True)
+    return out
+
+
+def _paper_columns(df: pl.DataFrame, opts: MetricOptions) -> pl.DataFrame:
+    rows = [
+        {
+            "model": ours,
+            "component": comp,
+            "paper_model": paper,
+            "paper_match": "exact" if ours == paper else "approx",
+            "paper_d_neff_pct": v[0],
+            "paper_d_log10_kf": v[1],
+            "paper_d_alpha": v[2],
+        }
+        for ours, paper in opts.paper_models.items()
+        for (pm, comp), v in PAPER_VALUES.items()
+        if pm == paper
+    ]
+    paper = pl.DataFrame(
+        rows,
+        schema={
+            "model": pl.String,
+            "component": pl.String,
+            "paper_model": pl.String,
+            "paper_match": pl.String,
+            "paper_d_neff_pct": pl.Float64,
+            "paper_d_log10_kf": pl.Float64,
+            "paper_d_alpha": pl.Float64,
+        },
+    )
+    out = df.join(paper, on=["model", "component"], how="left")
+    applies = (
+        (pl.col("condition") == PAPER_CONDITION)
+        & (pl.col("k") == PAPER_K)
+        & (pl.col("prefix") == 0)
+    )
+    paper_cols = [c for c in paper.columns if c not in ("model", "component")]
+    out = out.with_columns(
+        [pl.when(applies).then(pl.col(c)).otherwise(None).alias(c) for c in paper_cols]
+    )
+
+    def agrees(ours: str, theirs: str) -> pl.Expr:
+        return (
+            pl.when(pl.col(ours).is_not_null() & pl.col(theirs).is_not_null())
+            .then(pl.col(ours).sign() == pl.col(theirs).sign())
+            .otherwise(None)
+        )
+
+    return out.with_columns(
+        sign_agrees_neff=agrees("d_neff_pct", "paper_d_neff_pct"),
+        sign_agrees_log10_kf=agrees("d_log10_kf", "paper_d_log10_kf"),
+        sign_agrees_alpha=agrees("d_alpha", "paper_d_alpha"),
+    )
+
+
+def _finish_table(df: pl.DataFrame, table: str, opts: MetricOptions) -> pl.DataFrame:
+    return (
+        _paper_columns(df, opts)
+        .with_columns(table=pl.lit(table))
+        .sort(rank("scope", SCOPES), "prefix", "model", component_rank(), condition_rank(), "k")
+        .select(schemas.contract("tables").names)
+    )
+
+
+def final_layer_table(summary: pl.DataFrame, options: MetricOptions | None = None) -> pl.DataFrame:
+    """Table 1: the deltas at each model's final decoder layer (its highest layer present)."""
+    opts = options or MetricOptions()
+    final = (
+        summary.filter(pl.col("layer") >= 0)
+        .group_by("model")
+        .agg(pl.col("layer").max().alias("_final"))
+    )
+    rows = summary.join(final, on="model").filter(pl.col("layer") == pl.col("_final"))
+    return _finish_table(_wide(rows.drop("_final")), TABLE_NAMES["final"], opts)
+
+
+def layer_mean_table(summary: pl.DataFrame, options: MetricOptions | None = None) -> pl.DataFrame:
+    """Table 2: the deltas averaged over layers (per pair, then across pairs)."""
+    opts = options or MetricOptions()
+    rows = summary.filter(pl.col("layer") == MEAN_LAYER)
+    return _finish_table(_wide(rows), TABLE_NAMES["mean"], opts)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def build_tables(
+    metrics_paths: Sequence[str | Path],
+    pairs_paths: Sequence[str | Path],
+    counts_paths: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    pooled_paths: Sequence[str | Path] = (),
+    profile_paths: Sequence[str | Path] = (),
+    options: MetricOptions | None = None,
+    seed: int = 0,
+) -> dict[str, pl.DataFrame]:
+    """Everything under ``out_dir`` (results/tables/); returns the frames written.
+
+    ``layer_summary.parquet``, ``rank_profile.parquet``, ``tables.parquet`` (contracts of the
+    same names), ``table1_final_layer.{csv,md}``, ``table2_layer_mean.{csv,md}``,
+    ``pair_counts.{csv,md}``. The pooled scope comes from the pooled rule's outputs (may be
+    empty with ``options.pooled = False``).
+    """
+    opts = options or MetricOptions()
+    out = Path(out_dir)
+    pair_df = schemas.scan_parquet(pairs_paths, "pairs").collect()
+    counts = (
+        schemas.scan_parquet(counts_paths, "pair_counts")
+        .sort("model", condition_rank(), "condition")
+        .collect()
+    )
+    summaries = [utterance_summary(metrics_paths, pair_df, opts, seed)]
+    profile = empty("rank_profile")
+    if opts.pooled:
+        if not pooled_paths or not profile_paths:
+            raise ValueError("build_tables: the pooled scope needs the pooled_layer outputs")
+        cells = schemas.scan_parquet(pooled_paths, "pooled_cells").collect()
+        summaries.append(pooled_summary(cells, opts))
+        profile = schemas.scan_parquet(profile_paths, "rank_profile").collect()
+    summary = pl.concat(summaries).sort(
+        rank("scope", SCOPES),
+        "model",
+        condition_rank(),
+        "prefix",
+        "layer",
+        component_rank(),
+        "k",
+        rank("observable", OBSERVABLES),
+    )
+    profile = profile.sort("model", condition_rank(), "layer", component_rank(), "rank")
+    t1 = final_layer_table(summary, opts)
+    t2 = layer_mean_table(summary, opts)
+    tables = pl.concat([t1, t2])
+
+    schemas.write_parquet(summary, "layer_summary", out / "layer_summary.parquet")
+    schemas.write_parquet(profile, "rank_profile", out / "rank_profile.parquet")
+    schemas.write_parquet(tables, "tables", out / "tables.parquet")
+    for name, t in ((TABLE_NAMES["final"], t1), (TABLE_NAMES["mean"], t2)):
+        with atomic_path(out / f"{name}.csv", suffix=".csv.tmp") as tmp:
+            t.drop("table").write_csv(tmp)
+        _write_text(out / f"{name}.md", table_markdown(t, TITLES[name], opts.ci))
+    schemas.write_csv(counts, "pair_counts", out / "pair_counts.csv")
+    _write_text(out / "pair_counts.md", counts_markdown(counts))
+    return {"layer_summary": summary, "tables": tables, "pair_counts": counts,
+            "rank_profile": profile}  # fmt: skip

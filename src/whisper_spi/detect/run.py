@@ -1,0 +1,65 @@
+"""Everything the detect rule writes for one model's files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .. import schemas
+from ..figures import save_chart
+from ..io import atomic_path
+from ..spectra import ObservableOptions
+from .crossval import cross_validate
+from .detector import fit_detector, save_detector
+from .evaluate import evaluate, markdown_report
+from .features import features
+from .figure import roc_figure
+
+__all__ = ["run_detect"]
+
+
+def run_detect(
+    spectra_paths: Sequence[str | Path],
+    transcripts_paths: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    threshold: float = 0.5,
+    options: ObservableOptions | None = None,
+    C: float | str = 1.0,
+    n_splits: int = 5,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    figure: bool = True,
+) -> dict[str, Path]:
+    """Features, CV, tables, detector and ROC figure of one model's files, into ``out_dir``:
+    results.csv, comparison.csv, oof_scores.csv (contracts detect_results, detect_comparison,
+    detect_oof), results.md, detector.json (fitted on setting ``all``, what the CLI sees) and
+    with ``figure`` roc.html and roc.png. Returns {name: path}.
+    """
+    out = Path(out_dir)
+    df = features(spectra_paths, transcripts_paths, options, threshold=threshold)
+    models = df["model"].unique().to_list()
+    if len(models) != 1:
+        raise ValueError(f"run_detect: expected the files of one model, got {models}")
+    oof = cross_validate(df, seed=seed, C=C, n_splits=n_splits)
+    results, comparison = evaluate(oof, seed=seed, n_boot=n_boot, ci=ci)
+    det = fit_detector(
+        df, model=models[0], C=C, options=options, threshold=threshold, oof=oof, seed=seed
+    )
+    paths = {
+        "results": out / "results.csv",
+        "comparison": out / "comparison.csv",
+        "markdown": out / "results.md",
+        "oof": out / "oof_scores.csv",
+        "detector": out / "detector.json",
+    }
+    schemas.write_csv(results, "detect_results", paths["results"])
+    schemas.write_csv(comparison, "detect_comparison", paths["comparison"])
+    schemas.write_csv(oof, "detect_oof", paths["oof"])
+    with atomic_path(paths["markdown"], suffix=".md.tmp") as tmp:
+        tmp.write_text(markdown_report(results, comparison))
+    save_detector(det, paths["detector"])
+    if figure:
+        paths["roc_html"], paths["roc_png"] = save_chart(roc_figure(oof), out / "roc")
+    return paths

@@ -1,0 +1,73 @@
+"""workflow/rules/common.smk imported as a Python module, and the paths the rules build."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import json
+import re
+
+import pytest
+import yaml
+
+from whisper_spi.analysis.options import stage_keys
+
+from .snakemake_runner import CONFIG, ROOT, snakemake
+
+
+@pytest.fixture(scope="module")
+def common():
+    path = ROOT / "workflow" / "rules" / "common.smk"
+    loader = importlib.machinery.SourceFileLoader("common_smk", str(path))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def config(common):
+    cfg = yaml.safe_load(CONFIG.read_text())
+    common.validate_config(cfg)
+    return cfg
+
+
+def test_plan_and_inputs(common, config):
+    shards, layers = common.get_plan(config)
+    assert shards == ["000", "001"] and layers == {"tiny-en": 4}  # 10 utterances, 5 a shard
+    got = common.get_spectra("R", shards, "tiny-en", ["clean"], [2])
+    assert got == [f"R/decode/tiny-en/clean/shard-{s}/layer-2.parquet" for s in shards]
+    assert len(common.get_all_layer_metrics("R", layers, ["clean", "speaker_mix"])) == 8
+    assert (
+        common.get_pooled("R", config, layers, "profile")[0]
+        == "R/pooled/tiny-en/layer-0-profile.parquet"
+    )
+    assert common.get_log("R", "pooled", "{model}") == "R/logs/pooled/{model}.log"
+    assert common.get_benchmark("R", "tables", "tables") == "R/benchmarks/tables/tables.jsonl"
+    assert common.get_final_output("R") == ["R/report.html"]
+
+
+def test_metric_options_are_the_stage_keys(common, config):
+    for stage in ("layer_metrics", "pooled", "tables", "figures", "detect"):
+        options = json.loads(common.get_metric_options(config, stage))
+        assert set(options) == set(stage_keys(stage))
+
+
+def test_bad_config_is_one_workflow_error(common):
+    from snakemake.exceptions import WorkflowError
+
+    with pytest.raises(WorkflowError, match="metrics.n_bootstrap|n_bootstrap"):
+        common.validate_config({"metrics": {"n_bootstrap": 3}})
+
+
+def test_logs_and_benchmarks_live_under_results_dir(tmp_path):
+    """Two runs in one directory with different results_dir keep their own logs."""
+    config = yaml.safe_load(CONFIG.read_text())
+    config["results_dir"] = "run-a"
+    changed = tmp_path / "config.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    out = snakemake(tmp_path, "-n", config=changed).stdout
+    paths = re.findall(r"^\s+(?:log|benchmark): (.+)$", out, re.M)
+    assert len(paths) > 20 and any("/logs/theory_summary/" in p for p in paths)
+    for p in paths:
+        for one in p.split(", "):
+            assert re.match(r"run-a/(logs|benchmarks)/\w+/", one), one
