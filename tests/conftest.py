@@ -62,3 +62,30 @@ def looping_mix() -> np.ndarray:
         "speaker_mix", load_audio(paths[utt]), TARGET_SR, utt, seed, None, partners
     )
     return wave
+
+
+def random_whisper(decoder_layers: int, init_std: float = 0.02, seed: int = 0):
+    """A runnable random Whisper, d = 16 (8 mel bins x 16 frames in, 8 x 16 out), in float64."""
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    cfg = WhisperConfig(
+        vocab_size=100,
+        d_model=16,
+        encoder_layers=2,
+        decoder_layers=decoder_layers,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        num_mel_bins=8,
+        max_source_positions=8,
+        max_target_positions=32,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=3,
+        init_std=init_std,
+    )
+    torch.manual_seed(seed)
+    return WhisperForConditionalGeneration(cfg).eval().double()

@@ -20,33 +20,15 @@ from whisper_spi.intervene import (
     save_intervention,
 )
 
+from .conftest import random_whisper
+
 COMPONENTS = ("cross_attn", "self_attn", "ffn")
 
 
 @pytest.fixture(scope="module")
 def tiny_random():
     """A 3+3-layer random Whisper (d = 16) in float64 and one teacher-forced input."""
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-    cfg = WhisperConfig(
-        vocab_size=100,
-        d_model=16,
-        encoder_layers=2,
-        decoder_layers=3,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        num_mel_bins=8,
-        max_source_positions=8,
-        max_target_positions=32,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        decoder_start_token_id=3,
-    )
-    torch.manual_seed(0)
-    model = WhisperForConditionalGeneration(cfg).eval().double()
+    model = random_whisper(decoder_layers=3)
     with torch.no_grad():
         enc = model.model.encoder(torch.randn(2, 8, 16, dtype=torch.float64)).last_hidden_state
     ids = torch.tensor([[3, 5, 6, 7, 8, 9], [3, 9, 8, 7, 6, 5]])

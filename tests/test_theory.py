@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from whisper_spi import theory
 from whisper_spi.theory.measure import _DecoderMaps, _eager_attention
 
+from .conftest import random_whisper
+
 TOL = 1e-9  # relative slack for float rounding in the bound checks
 
 
@@ -247,28 +249,7 @@ def test_top_singular_matches_svd():
 def tiny_random():
     """A runnable 2+2-layer Whisper, d = 16, with weights large enough (init_std 0.3) that the
     Jacobians are far from the identity, in float64."""
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
-
-    cfg = WhisperConfig(
-        vocab_size=100,
-        d_model=16,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        num_mel_bins=8,
-        max_source_positions=8,  # encoder input: 8 mel bins x 16 frames -> 8 x 16 output
-        max_target_positions=32,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        decoder_start_token_id=3,
-        init_std=0.3,
-    )
-    torch.manual_seed(0)
-    model = WhisperForConditionalGeneration(cfg).eval().double()
+    model = random_whisper(decoder_layers=2, init_std=0.3)
     with torch.no_grad():
         enc = model.model.encoder(torch.randn(1, 8, 16, dtype=torch.float64)).last_hidden_state
     return model, enc, [3, 5, 6, 7, 8, 9]
