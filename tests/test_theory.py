@@ -568,7 +568,7 @@ def test_theory_table_place_and_figure():
     spec = chart.to_dict()
     assert len(spec["layer"]) == 2
     theory.phase_figure(grid, table, value="regime").to_dict()
-    theory.summary.layers_figure(table).to_dict()
+    theory.figure.layers_figure(table).to_dict()
 
 
 def test_speaker_bootstrap_coverage():

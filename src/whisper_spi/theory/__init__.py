@@ -5,10 +5,11 @@
   of the alignments.
 * :mod:`.measure`: the same quantities measured on a transformers Whisper decoder (block
   Krylov on batched jvp / vjp).
-* :mod:`.summary`: the theory table (speaker-grouped bootstrap intervals), the verdict on
-  each regime's hypotheses, and the figures.
+* :mod:`.summary`: the theory table (speaker-grouped bootstrap intervals) and the verdict on
+  each regime's hypotheses; :mod:`.figure`: its figures.
 """
 
+from .figure import phase_figure
 from .measure import MEASURE_SCHEMA, measure, measure_decoder, top_singular, top_singular_batch
 from .simulate import (
     INJECTIONS,
@@ -27,7 +28,6 @@ from .simulate import (
     transfer_rate,
 )
 from .summary import (
-    phase_figure,
     place_on_diagram,
     regime_verdicts,
     theory_table,
