@@ -102,7 +102,7 @@ def fit_subspace(hallucinated: np.ndarray, clean: np.ndarray, rank: int) -> np.n
 
 def save_intervention(spec: Intervention, path: str | Path, **provenance) -> None:
     """``path`` (JSON: kind, strength, layers, component, provenance) and, for project, its
-    subspaces in ``path`` with suffix .safetensors; never pickle."""
+    subspaces in ``path`` with suffix .safetensors (no pickle)."""
     from safetensors.numpy import save_file
 
     path = Path(path)
