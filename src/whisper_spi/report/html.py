@@ -35,8 +35,6 @@ pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: .85em;
 details > summary { cursor: pointer; font-weight: 600; margin: .5em 0; }
 """
 
-# Captions of the figures the sections beyond the paper bring (keyed by the PNG's stem).
-
 # Readable headers for the columns of the tables the report shows as they are.
 _LABELS: dict[str, str] = {
     "model": "model",

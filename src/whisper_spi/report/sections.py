@@ -9,7 +9,7 @@ from typing import Any
 
 import polars as pl
 
-from ..analysis.markdown import number
+from ..analysis.markdown import number, with_interval
 from ..analysis.markdown import signed as _num
 from ..analysis.tables import PAPER_K, TABLE_NAMES
 from ..figures import FIGURES
@@ -17,15 +17,19 @@ from ..names import HELL
 from ..skipped import unreached_line, unreached_prefixes
 from .html import _caption, _esc, _figure_html, _frame_html
 
-_THEORY_COLS = (
-    "model", "condition", "layer", "n_utts", "n_speakers", "gamma_median", "gamma_lo",
-    "gamma_hi", "rho_median", "rho_lo", "rho_hi", "rho_chance_median", "align_median",
-    "align_lo", "align_hi", "align_chance_median", "align_gap_median", "eps_median",
-    "j_ratio_median", "purity", "path_gain", "regime1_hypothesis", "regime2_hypothesis",
-    "regime1", "regime2", "regime", "verdict",
+# The theory table as shown: a median with its interval in one cell (so that it can wrap),
+# chance levels and gaps beside the alignments, the verdicts last.
+_THEORY_SHOWN = (
+    ("gamma", "gain γ [95% CI]"), ("rho", "alignment ρ [95% CI]"),
+    ("rho_chance_median", "ρ chance"), ("align", "subspace alignment [95% CI]"),
+    ("align_chance_median", "alignment chance"), ("align_gap_median", "alignment gap"),
+    ("eps", "noise ε [95% CI]"), ("j_ratio", "σ2/σ1 of J_L [95% CI]"),
+    ("path_gain", "path gain Πγ [95% CI]"), ("purity", "purity L·ε/ρ [95% CI]"),
+    ("regime1", "Regime I"), ("regime2", "Regime II"),
 )  # fmt: skip
 
 
+# Captions of the figures the sections beyond the paper bring (keyed by the PNG's stem).
 EXTRA_FIGURES: dict[str, str] = {
     "roc": "ROC curves of the spectral detector (ours: logistic regression on one decode "
     "pass's spectral features) and of Whisper's own heuristics, from out-of-fold scores on "
@@ -299,22 +303,50 @@ def _detection_html(results: pl.DataFrame, comparison: pl.DataFrame | None) -> s
     )
 
 
+def _theory_frame(table: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
+    cells = {k: table[k] for k in keys if k in table.columns}
+    if {"n_utts", "n_speakers"} <= set(table.columns):
+        cells["utterances / speakers"] = [
+            f"{u} / {k}" for u, k in zip(table["n_utts"], table["n_speakers"], strict=True)
+        ]
+    for name, label in _THEORY_SHOWN:
+        mid = f"{name}_median" if f"{name}_median" in table.columns else name
+        if mid not in table.columns:
+            continue
+        if table[mid].dtype == pl.String:
+            cells[label] = table[mid]
+            continue
+        ends = [f"{name}_{end}" for end in ("lo", "hi")]
+        lo, hi = (table[e] if e in table.columns else [None] * table.height for e in ends)
+        cells[label] = [
+            with_interval(m, a, b, ".3g") for m, a, b in zip(table[mid], lo, hi, strict=True)
+        ]
+    return pl.DataFrame(cells)
+
+
 def _theory_html(table: pl.DataFrame) -> str:
-    cols = [c for c in _THEORY_COLS if c in table.columns]
-    pooled = table.filter(pl.col("layer").is_null()) if "layer" in table.columns else table
+    has_layer = "layer" in table.columns
+    pooled = table.filter(pl.col("layer").is_null()) if has_layer else table
     out = _frame_html(
-        pooled.select([c for c in cols if c != "layer"]),
+        _theory_frame(pooled, ("model", "condition")),
         "Theorem 1's quantities measured on the real decoders, per model and condition: "
-        "medians over the sampled utterances and decoder layers (randomized power iteration "
-        "on Jacobian-vector products), Theorem 1's hypotheses read at those medians, and the "
-        "regime of the nearest simulated cell.",
+        "medians over the measured utterances and decoder layers with 95% speaker-grouped "
+        "bootstrap intervals, the chance levels and gaps beside the alignments, and the "
+        "verdict on each regime's hypotheses.",
     )
-    if "layer" in table.columns and pooled.height < table.height:
-        per_layer = table.filter(pl.col("layer").is_not_null()).select(cols)
+    if "verdict" in pooled.columns:
+        verdicts = pooled.filter(pl.col("verdict").is_not_null()).unique("model", keep="first")
+        out += "".join(
+            f"<p><b>{_esc(m)}</b>: {_esc(v)}</p>"
+            for m, v in verdicts.select("model", "verdict").sort("model").iter_rows()
+        )
+    if has_layer and pooled.height < table.height:
+        per_layer = table.filter(pl.col("layer").is_not_null())
         out += (
             "<details><summary>per decoder layer</summary>"
-            + _frame_html(per_layer, "The same quantities per decoder layer (medians over the "
-                                     "sampled utterances).")
+            + _frame_html(_theory_frame(per_layer, ("model", "condition", "layer")),
+                          "The same quantities per decoder layer (medians over the measured "
+                          "utterances, with their intervals).")
             + "</details>"
         )  # fmt: skip
     return out
