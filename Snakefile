@@ -18,18 +18,20 @@ validate_config(config)  # before any job is planned; an error names the key
 RESULTS = config["results_dir"]
 MODELS = config["models"]
 CONDITIONS = spi_config.CONDITIONS
+NONSPEECH = config["nonspeech"]["conditions"]  # decoded and labelled, in no pair
 SHARDS, N_LAYERS = get_plan(config)
 
 
 wildcard_constraints:
     model="|".join(MODELS),
-    condition="|".join(CONDITIONS),
+    condition="|".join([*CONDITIONS, *NONSPEECH]),
     shard=r"\d{3}",
     layer=r"\d+",
 
 
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/decode.smk"
+include: "workflow/rules/taxonomy.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/theory.smk"
 
@@ -38,6 +40,7 @@ rule all:
     default_target: True
     input:
         get_final_output(RESULTS),
+        get_nonspeech_layer_metrics(RESULTS, config, N_LAYERS),
 
 
 # A SLURM-profile run with no reachable cluster stops here, before it submits any job.

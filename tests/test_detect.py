@@ -419,3 +419,86 @@ def test_detect_cli_scores_audio_files(tmp_path, librivox):
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and "bad.json" in bad.stderr
+
+
+# --------------------------------------------------------------------------- by type, speakers
+
+
+def test_auroc_by_type_against_sklearn_and_empty_types():
+    from whisper_spi.detect.by_type import auroc_by_type
+
+    rng = np.random.default_rng(8)
+    n = 60
+    types = np.array(["correct", "grounded_error", "fabrication"] * (n // 3))
+    score = np.where(types == "fabrication", 1.0, 0.0) + rng.normal(0, 0.8, n)
+    oof = pl.DataFrame(
+        {
+            "model": "m", "setting": "all", "condition": "gaussian_noise",
+            "utt_id": [f"u{i}" for i in range(n)], "speaker": [f"s{i % 10}" for i in range(n)],
+            "hallucination": types != "correct", "fold": 0, "method": "ours", "score": score,
+        }
+    )  # fmt: skip
+    labels = oof.select("model", "condition", "utt_id", type=pl.Series(types))
+    res = auroc_by_type(oof, labels, seed=3, n_boot=200)
+    assert res.columns == schemas.contract("detect_by_type").names
+    row = res.filter(pl.col("positive") == "fabrication", pl.col("negative") == "grounded_error")
+    r = row.row(0, named=True)
+    both = np.isin(types, ["fabrication", "grounded_error"])
+    want = roc_auc_score(types[both] == "fabrication", score[both])
+    assert r["auroc"] == pytest.approx(want, abs=1e-12)
+    assert r["auroc_lo"] <= r["auroc"] <= r["auroc_hi"]
+    assert (r["n_pos"], r["n_neg"], r["n_speakers"]) == (20, 20, 10)
+    looping = res.filter(pl.col("positive") == "looping").row(0, named=True)
+    assert looping["n_pos"] == 0 and np.isnan(looping["auroc"])
+
+
+def test_detector_intervals_resample_speakers():
+    """Scores that vary between speakers, not within: the speaker bootstrap must be wider
+    than one that treats the 10 utterances of a speaker as independent."""
+    from whisper_spi.analysis.bootstrap import count_blocks, percentile_interval
+
+    rng = np.random.default_rng(4)
+    n_spk, per = 12, 10
+    y = np.repeat(rng.random(n_spk) < 0.5, per)
+    y[:per], y[per : 2 * per] = True, False  # both classes present
+    score = np.repeat(rng.normal(size=n_spk), per) + 0.5 * y
+    oof = pl.DataFrame(
+        {
+            "model": "m", "setting": "all", "condition": "gaussian_noise",
+            "utt_id": [f"u{i}" for i in range(len(y))],
+            "speaker": [f"s{i // per}" for i in range(len(y))], "hallucination": y,
+            "fold": 0, "method": "ours", "score": score,
+        }
+    )  # fmt: skip
+    r = detect.results_table(oof, seed=2, n_boot=400).row(0, named=True)
+    W = np.concatenate(list(count_blocks(np.random.default_rng(2), len(y), 400, 400, strata=y)))
+    lo, hi = percentile_interval(_weighted_auc_ap(score, y, W)[0], 0.95)
+    assert r["auroc_hi"] - r["auroc_lo"] > 1.5 * (hi - lo)
+
+
+def test_run_detect_with_labels_uses_the_definition_and_writes_by_type(decoded, tmp_path):
+    spectra, transcripts, _ = decoded
+    keys = pl.concat([pl.read_parquet(t) for t in transcripts]).select(
+        "utt_id", "speaker", "model", "condition", "wer", "hit_max_length"
+    )
+    # clean decodes correct; of the mix, one fabrication and two grounded errors
+    types = ["correct"] * 3 + ["fabrication", "grounded_error", "grounded_error"]
+    labels = keys.with_columns(
+        type=pl.Series(types), her=pl.Series([0.0] * 3 + [0.9, 0.2, 0.3]),
+        grounded_share=0.5, target_share=0.5, partner_share=0.0, n_hyp_words=2,
+        n_ref_words=2, loop_unit=pl.lit(""), loop_repeats=0, loop_share=0.0,
+        hypothesis=pl.lit("a c"),
+    )  # fmt: skip
+    schemas.write_parquet(labels.select(schemas.contract("taxonomy").names), "taxonomy",
+                          tmp_path / "labels.parquet")  # fmt: skip
+    paths = detect.run_detect(
+        spectra, transcripts, tmp_path / "out", seed=7, n_boot=20, n_splits=3, figure=False,
+        labels_paths=[tmp_path / "labels.parquet"], definition="fabrication",
+    )  # fmt: skip
+    res = schemas.read_csv(paths["results"], "detect_results")
+    assert set(res["n_pos"]) == {1}  # one fabrication, not the three WER > 0.5 decodes
+    by_type = schemas.read_csv(paths["by_type"], "detect_by_type")
+    fab = by_type.filter(pl.col("positive") == "fabrication", pl.col("negative") == "correct")
+    assert set(fab["n_pos"]) == {1} and by_type.height > 0
+    with pytest.raises(ValueError, match="needs the taxonomy labels"):
+        detect.run_detect(spectra, transcripts, tmp_path / "x", definition="fabrication")

@@ -8,17 +8,24 @@ import jiwer
 import polars as pl
 import pytest
 
+from whisper_spi import schemas
+from whisper_spi.analysis.pairs import pairs_and_counts
+from whisper_spi.config import validate
 from whisper_spi.taxonomy import (
     TYPES,
     TaxonomyOptions,
     bag_of_hallucinations,
     classify,
     grounded_words,
+    hallucination_expr,
     label_transcripts,
     longest_loop,
     mix_partners,
+    nonspeech_rate,
+    spoke,
     type_counts,
 )
+from whisper_spi.taxonomy_run import summarize
 from whisper_spi.text import normalize
 
 TARGET = "HEAVY CLOUDS GATHERED OVER THE HILLS IN THE LATE AFTERNOON"
@@ -167,3 +174,114 @@ def test_bag_of_hallucinations_counts_non_empty_outputs():
     assert bag["hypothesis"].to_list() == ["thank you", "bye"]
     assert bag["n"].to_list() == [3, 1]
     assert bag["share"].to_list() == pytest.approx([3 / 6, 1 / 6])
+
+
+def test_omission_counts_deletions_of_the_one_target_alignment():
+    # 1 of 10 words said: 9 deleted (jiwer) and 1 <= 0.25 * 10 words; 3 words are too many
+    assert classify(TARGET, "clouds").type == "omission"
+    assert classify(TARGET, "heavy clouds gathered").type != "omission"
+    words = normalize(TARGET).split()
+    out = jiwer.process_words(" ".join(words), "clouds")
+    deleted = sum(c.ref_end_idx - c.ref_start_idx for c in out.alignments[0] if c.type == "delete")
+    assert deleted == 9
+
+
+def test_options_from_the_config_defaults_are_the_dataclass_defaults():
+    cfg = validate({})
+    assert TaxonomyOptions.from_config(cfg["taxonomy"], 0.5) == TaxonomyOptions()
+    strict = TaxonomyOptions.from_config({**cfg["taxonomy"], "grounded_share": 0.7}, 0.3)
+    assert (strict.grounded_share, strict.wer_threshold) == (0.7, 0.3)
+    assert cfg["hallucination"] == {"definition": "wer", "her_threshold": 0.5}
+    assert cfg["nonspeech"]["n_items"] == 8
+
+
+def _labels():
+    rows = [
+        ("1-1-0000", "1", "tiny", "gaussian_noise", TARGET, "Heavy clouds gather over the hill, "
+         "and the wave has to remove", False),  # grounded_error, WER 0.7, HER 5/12
+        ("1-1-0001", "1", "tiny", "gaussian_noise", TARGET, "I'll see you in the next one.",
+         False),  # fabrication, HER 6/8
+        ("1-1-0002", "1", "tiny", "gaussian_noise", TARGET, TARGET.lower(), False),  # correct
+        ("1-1-0000", "1", "tiny", "silence", "", "", False),
+        ("1-1-0001", "1", "tiny", "silence", "", "thank you " * 4, False),
+        ("1-1-0002", "1", "tiny", "silence", "", "Thank you.", False),
+    ]  # fmt: skip
+    return label_transcripts(_transcripts(rows), {}, {})
+
+
+def test_definitions_and_the_non_speech_rate():
+    labels = _labels()
+    noise = labels.filter(pl.col("condition") == "gaussian_noise")
+    flags = {
+        d: noise.select(hallucination_expr(d, 0.5, 0.5)).to_series().to_list()
+        for d in ("wer", "fabrication", "ungrounded")
+    }
+    assert flags == {
+        "wer": [True, True, False],
+        "fabrication": [False, True, False],
+        "ungrounded": [False, True, False],  # HER 5/12 <= 0.5 < 6/8
+    }
+    assert noise.select(hallucination_expr("ungrounded", 0.5, 0.4)).to_series().to_list() == [
+        True, True, False
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="definition"):
+        hallucination_expr("bad", 0.5, 0.5)
+    rate = nonspeech_rate(labels, ["silence"])
+    assert rate.row(0, named=True) == {
+        "model": "tiny", "condition": "silence", "n_decodes": 3, "n_hallucinated": 2,
+        "rate": 2 / 3, "n_looping": 1,
+    }  # fmt: skip
+    assert spoke("Thank you.") and not spoke("") and not spoke(" . ")
+
+
+def test_summary_files_match_their_contracts(tmp_path):
+    path = tmp_path / "labels.parquet"
+    schemas.write_parquet(_labels(), "taxonomy", path)
+    out = summarize([path], ["silence"], 5, tmp_path / "tables", tmp_path / "taxonomy")
+    for name, frame in out.items():
+        assert schemas.read_csv(tmp_path / "tables" / f"{name}.csv", name).equals(frame)
+        assert (tmp_path / "tables" / f"{name}.md").read_text().startswith("# ")
+    assert (tmp_path / "taxonomy.png").read_bytes()[:4] == b"\x89PNG"
+    counts = out["taxonomy_counts"]
+    assert counts.filter(pl.col("condition") == "gaussian_noise")["n"].to_list() == [
+        1, 0, 1, 0, 0, 1
+    ]  # fmt: skip
+
+
+def _write_transcripts(path, rows):
+    full = [
+        {
+            "utt_id": u, "speaker": "1", "model": "tiny", "condition": c, "reference": TARGET,
+            "hypothesis": h, "token_ids": [1, 2], "n_tokens": 2, "hit_max_length": False,
+            "avg_logprob": -1.0, "compression_ratio": 1.0, "no_speech_prob": 0.1,
+            "wer": jiwer.wer(normalize(TARGET), normalize(h)), "hallucination": False,
+        }
+        for u, c, h in rows
+    ]  # fmt: skip
+    schemas.write_rows(full, "transcripts", path)
+
+
+def test_pairs_keep_what_the_definition_says_and_carry_the_type(tmp_path):
+    labels = _labels().filter(pl.col("condition") == "gaussian_noise")
+    schemas.write_parquet(labels, "taxonomy", tmp_path / "labels.parquet")
+    rows = [(u, "clean", TARGET) for u in labels["utt_id"]]
+    rows += [(u, "gaussian_noise", h) for u, h in zip(labels["utt_id"], _labels()[
+        "hypothesis"][:3], strict=True)]  # fmt: skip
+    _write_transcripts(tmp_path / "tr.parquet", rows)
+    files, lab = [tmp_path / "tr.parquet"], [tmp_path / "labels.parquet"]
+    kept = {}
+    for d in ("wer", "fabrication", "ungrounded"):
+        pairs, counts = pairs_and_counts(files, 0.5, labels=lab, definition=d)
+        stress = pairs.filter(pl.col("condition") == "gaussian_noise")
+        kept[d] = dict(zip(stress["utt_id"], stress["hallucination_type"], strict=True))
+        assert pairs.columns == schemas.contract("pairs").names
+    assert kept == {
+        "wer": {"1-1-0000": "grounded_error", "1-1-0001": "fabrication"},
+        "fabrication": {"1-1-0001": "fabrication"},
+        "ungrounded": {"1-1-0001": "fabrication"},
+    }
+    # without labels: the paper's definition, no type
+    pairs, _ = pairs_and_counts(files, 0.5)
+    assert pairs["hallucination_type"].null_count() == pairs.height == 4
+    with pytest.raises(ValueError, match="needs the taxonomy labels"):
+        pairs_and_counts(files, 0.5, definition="fabrication")

@@ -60,7 +60,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
     from .capture import DecodeOptions, SpectrumOptions, decode_shard
     from .models import load_model
+    from .names import NONSPEECH
     from .schemas import write_rows
+    from .taxonomy import spoke
 
     _quiet_transformers()
     _threads(args.threads)
@@ -73,6 +75,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
     shard = pl.read_parquet(args.stress_manifest, columns=["utt_id", "path"])
     corpus = pl.read_parquet(args.corpus_manifest, columns=["utt_id", "speaker", "text"])
     rows = shard.join(corpus, on="utt_id", how="left").sort("utt_id")
+    nonspeech = args.condition in NONSPEECH
+    if nonspeech:  # nothing is said: the reference is empty, any transcript hallucinated
+        rows = rows.with_columns(text=pl.lit(""))
     utterances = [
         dict(row, wave=sf.read(row["path"], dtype="float32")[0])
         for row in rows.iter_rows(named=True)
@@ -94,6 +99,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
         transcripts, spectra = decode_shard(
             bundle, utterances, args.model_name, args.condition, opts, args.batch_size, bar
         )
+    if nonspeech:
+        for row in transcripts:
+            row["hallucination"] = spoke(row["hypothesis"])
     write_rows(transcripts, "transcripts", args.transcripts)
     for layer, path in enumerate(args.spectra):
         write_rows(spectra[layer], "spectra", path)
@@ -126,6 +134,7 @@ def cmd_stress(args: argparse.Namespace) -> int:
         _json(args.params, "--params"),
         args.audio_dir,
         args.out,
+        limit=args.limit or None,
     )
     print(f"stress {args.condition} shard {args.shard}: {rows.height} utterances", file=sys.stderr)
     return 0
@@ -160,8 +169,35 @@ def cmd_layer_metrics(args: argparse.Namespace) -> int:
 def cmd_pairs(args: argparse.Namespace) -> int:
     from .analysis.pairs import pairs_and_counts, write_pairs
 
-    pairs, counts = pairs_and_counts(args.transcripts, threshold=args.threshold)
+    pairs, counts = pairs_and_counts(
+        args.transcripts,
+        threshold=args.threshold,
+        labels=args.labels,
+        definition=args.definition,
+        her_threshold=args.her_threshold,
+    )
     write_pairs(pairs, counts, args.pairs, args.counts)
+    return 0
+
+
+def cmd_taxonomy(args: argparse.Namespace) -> int:
+    from .schemas import write_parquet
+    from .taxonomy import TaxonomyOptions
+    from .taxonomy_run import label_files
+
+    try:
+        options = TaxonomyOptions(**_json(args.options, "--options"))
+    except TypeError as exc:
+        raise WhisperSpiError(f"--options: {exc}") from None
+    labels = label_files(args.transcripts, args.mix_manifests, args.corpus_manifest, options)
+    write_parquet(labels, "taxonomy", args.out)
+    return 0
+
+
+def cmd_taxonomy_summary(args: argparse.Namespace) -> int:
+    from .taxonomy_run import summarize
+
+    summarize(args.labels, args.nonspeech, args.top, args.tables_dir, args.figure)
     return 0
 
 
@@ -236,6 +272,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         options=_options(args.options, ObservableOptions),
         n_boot=args.n_boot,
+        labels_paths=args.labels,
+        definition=args.definition,
+        her_threshold=args.her_threshold,
     )
     return 0
 
@@ -356,6 +395,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--params", default="{}", help="JSON of the stress parameters")
+    p.add_argument("--limit", type=int, default=0, help="first N utterances by utt_id (0 = all)")
     p.add_argument("--audio-dir", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_stress)
@@ -369,9 +409,28 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pairs", help="clean/stressed pairs of one model and their counts")
     p.add_argument("--transcripts", nargs="+", required=True)
     p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--labels", nargs="*", default=[], help="taxonomy/<model>/labels.parquet")
+    p.add_argument("--definition", choices=["wer", "fabrication", "ungrounded"], default="wer")
+    p.add_argument("--her-threshold", type=float, default=0.5)
     p.add_argument("--pairs", required=True)
     p.add_argument("--counts", required=True)
     p.set_defaults(func=cmd_pairs)
+
+    p = sub.add_parser("taxonomy", help="the error type of every decode of one model")
+    p.add_argument("--transcripts", nargs="+", required=True)
+    p.add_argument("--mix-manifests", nargs="*", default=[], help="speaker_mix stress shards")
+    p.add_argument("--corpus-manifest", required=True)
+    p.add_argument("--options", default="{}", help="JSON of the taxonomy thresholds")
+    p.add_argument("--out", required=True, help="taxonomy/<model>/labels.parquet")
+    p.set_defaults(func=cmd_taxonomy)
+
+    p = sub.add_parser("taxonomy-summary", help="counts by type, non-speech rate, bag, figure")
+    p.add_argument("--labels", nargs="+", required=True)
+    p.add_argument("--nonspeech", nargs="*", default=[], help="the non-speech conditions")
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--tables-dir", required=True)
+    p.add_argument("--figure", required=True, help="figure stem (writes .html and .png)")
+    p.set_defaults(func=cmd_taxonomy_summary)
 
     p = sub.add_parser("pooled", help="pooled scope of one model x layer (cells + profiles)")
     p.add_argument("--spectra", nargs="+", required=True, help="the layer's decode spectra")
@@ -428,6 +487,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--options", default="{}", help="JSON of the observables' metric options")
     p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--labels", nargs="*", default=[], help="taxonomy/<model>/labels.parquet")
+    p.add_argument("--definition", choices=["wer", "fabrication", "ungrounded"], default="wer")
+    p.add_argument("--her-threshold", type=float, default=0.5)
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_detect)
 

@@ -330,6 +330,7 @@ def write_stress_shard(
     params: Mapping | None,
     out_dir: str | os.PathLike,
     out_manifest: str | os.PathLike,
+    limit: int | None = None,
 ) -> pl.DataFrame:
     """Stress the ``shard_index``-th block of ``shard_size`` utterances (manifest sorted by
     utt_id): FLACs to ``out_dir/<utt_id>.flac``, rows to ``out_manifest`` (contract
@@ -337,7 +338,9 @@ def write_stress_shard(
 
     A shard past the end of the manifest is written empty: jobs are planned from
     :func:`whisper_spi.corpus.list_utterances`, which counts files before their audio is
-    checked, so the plan may hold a shard that no usable utterance fills.
+    checked, so the plan may hold a shard that no usable utterance fills. ``limit``: only the
+    first ``limit`` utterances are stressed (the non-speech inputs' nonspeech.n_items); mix
+    partners are still drawn from the whole manifest.
     """
     if shard_index < 0 or shard_size < 1:
         raise ConfigError(
@@ -345,7 +348,7 @@ def write_stress_shard(
         )
     manifest = pl.read_parquet(manifest_path).sort("utt_id")
     resolved = _resolve_params(condition, params)
-    block = manifest.slice(shard_index * shard_size, shard_size)
+    block = manifest.head(limit or manifest.height).slice(shard_index * shard_size, shard_size)
     paths = dict(manifest.select("utt_id", "path").iter_rows())
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)  # the rule's output even when empty

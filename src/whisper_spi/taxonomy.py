@@ -28,10 +28,14 @@ import jiwer
 import numpy as np
 import polars as pl
 
+from . import schemas
 from .text import normalize
 from .text import wer as text_wer
 
 TYPES = ("correct", "omission", "grounded_error", "other_speaker", "looping", "fabrication")
+# What a pair's stressed decode must be to count as a hallucination (config
+# hallucination.definition): WER > threshold (the paper), a fabrication, or HER > threshold.
+DEFINITIONS = ("wer", "fabrication", "ungrounded")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,13 @@ class TaxonomyOptions:
     loop_share: float = 0.5
     # a decode stopped by the token cap loops even where no phrase repeats exactly
     cap_is_looping: bool = True
+
+    @classmethod
+    def from_config(cls, taxonomy: Mapping, wer_threshold: float) -> TaxonomyOptions:
+        """The options of the config's ``taxonomy`` section; ``correct`` uses the decode's
+        hallucination WER threshold (one threshold for both)."""
+        keys = {f for f in cls.__dataclass_fields__ if f != "wer_threshold"}
+        return cls(wer_threshold=wer_threshold, **{k: taxonomy[k] for k in keys & set(taxonomy)})
 
 
 @dataclass(frozen=True)
@@ -73,34 +84,36 @@ def _alignment(source: Sequence[str], hyp: Sequence[str]):
     return jiwer.process_words(" ".join(source), " ".join(hyp)).alignments[0]
 
 
-def grounded_words(source: Sequence[str], hyp: Sequence[str], near_match_cer: float) -> list[bool]:
-    """Per hypothesis word: is it aligned to the same (or a nearly same) word of ``source``?"""
+def _grounding(
+    source: Sequence[str], hyp: Sequence[str], near_match_cer: float
+) -> tuple[list[bool], int]:
+    """(per hypothesis word: grounded in ``source``?, source words deleted), from one alignment.
+
+    A word is grounded when the alignment pairs it with the same word, or substitutes it for
+    a word it nearly spells. An empty hypothesis deletes every source word.
+    """
     out = [False] * len(hyp)
     if not source or not hyp:
-        return out
+        return out, len(source)
+    deleted = 0
     for chunk in _alignment(source, hyp):
-        pairs = zip(
+        if chunk.type == "delete":
+            deleted += chunk.ref_end_idx - chunk.ref_start_idx
+            continue
+        if chunk.type not in ("equal", "substitute"):
+            continue  # inserted words are grounded in nothing of this source
+        for r, h in zip(
             range(chunk.ref_start_idx, chunk.ref_end_idx),
             range(chunk.hyp_start_idx, chunk.hyp_end_idx),
-            strict=chunk.type in ("equal", "substitute"),
-        )
-        if chunk.type == "equal":
-            for _, h in pairs:
-                out[h] = True
-        elif chunk.type == "substitute":
-            for r, h in pairs:
-                out[h] = jiwer.cer(source[r], hyp[h]) < near_match_cer
-    return out
+            strict=True,
+        ):
+            out[h] = chunk.type == "equal" or jiwer.cer(source[r], hyp[h]) < near_match_cer
+    return out, deleted
 
 
-def deleted_share(source: Sequence[str], hyp: Sequence[str]) -> float:
-    """Share of ``source``'s words the alignment deletes (all of them for an empty hypothesis)."""
-    if not hyp:
-        return 1.0
-    deleted = sum(
-        c.ref_end_idx - c.ref_start_idx for c in _alignment(source, hyp) if c.type == "delete"
-    )
-    return deleted / len(source)
+def grounded_words(source: Sequence[str], hyp: Sequence[str], near_match_cer: float) -> list[bool]:
+    """Per hypothesis word: is it aligned to the same (or a nearly same) word of ``source``?"""
+    return _grounding(source, hyp, near_match_cer)[0]
 
 
 def longest_loop(words: Sequence[str], max_n: int) -> Loop:
@@ -133,9 +146,10 @@ def classify(
     n = len(hyp)
     # rows: the target, then each partner; columns: hypothesis words
     sources = [ref] + [normalize(p).split() for p in partner_references]
-    flags = np.array(
-        [grounded_words(words, hyp, options.near_match_cer) for words in sources], dtype=bool
-    ).reshape(len(sources), n)
+    # one alignment per source; the target's also gives the deletions (omission rule)
+    grounding = [_grounding(words, hyp, options.near_match_cer) for words in sources]
+    flags = np.array([g[0] for g in grounding], dtype=bool).reshape(len(sources), n)
+    ref_deleted = grounding[0][1] / len(ref) if ref else 0.0
     in_target, in_partner = flags[0], flags[1:].any(axis=0)
     with np.errstate(invalid="ignore"):
         shares = tuple(float(x) for x in flags.mean(axis=1)) if n else (float("nan"),) * len(flags)
@@ -151,7 +165,7 @@ def classify(
         return label("correct")
     if (
         ref
-        and deleted_share(ref, hyp) >= options.omission_deleted
+        and ref_deleted >= options.omission_deleted
         and n <= options.omission_max_ratio * len(ref)
     ):
         return label("omission")
@@ -211,30 +225,7 @@ def label_transcripts(
                 "hypothesis": normalize(tr["hypothesis"]),
             }
         )
-    return (
-        pl.DataFrame(rows, schema=_SCHEMA, orient="row") if rows else pl.DataFrame(schema=_SCHEMA)
-    )
-
-
-_SCHEMA = {
-    "utt_id": pl.String,
-    "speaker": pl.String,
-    "model": pl.String,
-    "condition": pl.String,
-    "type": pl.String,
-    "wer": pl.Float64,
-    "her": pl.Float64,
-    "grounded_share": pl.Float64,
-    "target_share": pl.Float64,
-    "partner_share": pl.Float64,
-    "n_hyp_words": pl.Int32,
-    "n_ref_words": pl.Int32,
-    "hit_max_length": pl.Boolean,
-    "loop_unit": pl.String,
-    "loop_repeats": pl.Int32,
-    "loop_share": pl.Float64,
-    "hypothesis": pl.String,
-}
+    return schemas.frame_from_rows(rows, "taxonomy")
 
 
 def type_counts(labels: pl.DataFrame) -> pl.DataFrame:
@@ -250,6 +241,7 @@ def type_counts(labels: pl.DataFrame) -> pl.DataFrame:
         .with_columns(pl.col("n").fill_null(0).cast(pl.Int64))
         .with_columns((pl.col("n") / pl.col("n").sum().over("model", "condition")).alias("share"))
         .sort("model", "condition", pl.col("type").replace_strict(TYPES, range(len(TYPES))))
+        .select(schemas.contract("taxonomy_counts").names)
     )
 
 
@@ -259,14 +251,50 @@ def bag_of_hallucinations(
     """The ``top`` most frequent non-empty (normalised) transcripts per model x condition of
     ``conditions`` (the non-speech inputs), with their count and share of that cell's decodes."""
     cell = labels.filter(pl.col("condition").is_in(list(conditions)))
-    totals = cell.group_by("model", "condition").agg(pl.len().alias("n_decodes"))
+    totals = cell.group_by("model", "condition").agg(pl.len().cast(pl.Int64).alias("n_decodes"))
     return (
         cell.filter(pl.col("hypothesis") != "")
         .group_by("model", "condition", "hypothesis")
-        .agg(pl.len().alias("n"))
+        .agg(pl.len().cast(pl.Int64).alias("n"))
         .join(totals, on=["model", "condition"])
         .with_columns((pl.col("n") / pl.col("n_decodes")).alias("share"))
         .sort(["model", "condition", "n", "hypothesis"], descending=[False, False, True, False])
         .group_by("model", "condition", maintain_order=True)
         .head(top)
+        .select(schemas.contract("bag_of_hallucinations").names)
     )
+
+
+def spoke(hypothesis: str) -> bool:
+    """Whether a transcript says anything (after normalisation): on a non-speech input, any
+    transcript that does is a hallucination."""
+    return bool(normalize(hypothesis).strip())
+
+
+def hallucination_expr(definition: str, wer_threshold: float, her_threshold: float) -> pl.Expr:
+    """Is a labelled decode (columns wer, type, her of contract ``taxonomy``) a hallucination
+    under ``definition``? NaN WER or HER never passes (nothing to compare with)."""
+    if definition == "wer":
+        return pl.col("wer").is_not_nan() & (pl.col("wer") > wer_threshold)
+    if definition == "fabrication":
+        return pl.col("type") == "fabrication"
+    if definition == "ungrounded":
+        return pl.col("her").is_not_nan() & (pl.col("her") > her_threshold)
+    raise ValueError(f"hallucination definition must be one of {DEFINITIONS}, got {definition!r}")
+
+
+def nonspeech_rate(labels: pl.DataFrame, conditions: Sequence[str]) -> pl.DataFrame:
+    """Per model x non-speech condition: decodes, non-empty transcripts, their rate, loops."""
+    return (
+        labels.filter(pl.col("condition").is_in(list(conditions)))
+        .group_by("model", "condition")
+        .agg(
+            pl.len().cast(pl.Int64).alias("n_decodes"),
+            (pl.col("n_hyp_words") > 0).sum().cast(pl.Int64).alias("n_hallucinated"),
+            (pl.col("type") == "looping").sum().cast(pl.Int64).alias("n_looping"),
+        )
+        .with_columns(rate=pl.col("n_hallucinated") / pl.col("n_decodes"))
+        .select(schemas.contract("nonspeech_rate").names)
+        .sort("model", pl.col("condition").replace_strict(
+            list(conditions), range(len(conditions)), default=len(conditions)))
+    )  # fmt: skip

@@ -1,6 +1,12 @@
 rule layer_metrics:
     input:
-        lambda wc: get_spectra(RESULTS, SHARDS, wc.model, wc.condition, wc.layer),
+        lambda wc: get_spectra(
+            RESULTS,
+            get_condition_shards(config, SHARDS, wc.condition),
+            wc.model,
+            wc.condition,
+            wc.layer,
+        ),
     output:
         f"{RESULTS}/metrics/{{model}}/{{condition}}/layer-{{layer}}.parquet",
     log:
@@ -19,7 +25,8 @@ rule layer_metrics:
 
 rule pairs:
     input:
-        lambda wc: get_transcripts(RESULTS, SHARDS, wc.model, CONDITIONS),
+        transcripts=lambda wc: get_transcripts(RESULTS, SHARDS, wc.model, CONDITIONS),
+        labels=rules.taxonomy.output.labels,
     output:
         pairs=f"{RESULTS}/pairs/{{model}}/pairs.parquet",
         counts=f"{RESULTS}/pairs/{{model}}/pair_counts.parquet",
@@ -29,9 +36,14 @@ rule pairs:
         "../../envs/cpu.yaml"
     params:
         threshold=config["decode"]["hallucination_wer"],
+        definition=config["hallucination"]["definition"],
+        her_threshold=config["hallucination"]["her_threshold"],
     shell:
         "whisper-spi pairs"
-        " --transcripts {input:q}"
+        " --transcripts {input.transcripts:q}"
+        " --labels {input.labels:q}"
+        " --definition {params.definition}"
+        " --her-threshold {params.her_threshold}"
         " --threshold {params.threshold}"
         " --pairs {output.pairs:q}"
         " --counts {output.counts:q}"
@@ -159,6 +171,7 @@ rule detect:
             RESULTS, SHARDS, wc.model, CONDITIONS, range(N_LAYERS[wc.model])
         ),
         transcripts=lambda wc: get_transcripts(RESULTS, SHARDS, wc.model, CONDITIONS),
+        labels=rules.taxonomy.output.labels,
     output:
         results=report(
             f"{RESULTS}/detect/{{model}}/results.csv",
@@ -177,6 +190,7 @@ rule detect:
             subcategory="{model}",
         ),
         roc_html=f"{RESULTS}/detect/{{model}}/roc.html",
+        by_type=f"{RESULTS}/detect/{{model}}/by_type.csv",
     log:
         get_log(RESULTS, "detect", "{model}"),
     benchmark:
@@ -188,11 +202,16 @@ rule detect:
         threshold=config["decode"]["hallucination_wer"],
         options=get_metric_options(config, "detect"),
         n_boot=config["detect"]["n_boot"],
+        definition=config["hallucination"]["definition"],
+        her_threshold=config["hallucination"]["her_threshold"],
         out_dir=lambda wc, output: os.path.dirname(output.results),
     shell:
         "whisper-spi detect-eval"
         " --spectra {input.spectra:q}"
         " --transcripts {input.transcripts:q}"
+        " --labels {input.labels:q}"
+        " --definition {params.definition}"
+        " --her-threshold {params.her_threshold}"
         " --seed {params.seed}"
         " --threshold {params.threshold}"
         " --options {params.options:q}"

@@ -52,7 +52,24 @@ def get_benchmark(results, rule, name):
 
 def get_stress_params(config, condition):
     """The stress's parameters as JSON (clean has none)."""
+    if condition in spi_config.NONSPEECH:
+        return json.dumps(config["nonspeech"][condition], sort_keys=True)
     return json.dumps(config["stresses"].get(condition, {}), sort_keys=True)
+
+
+def get_stress_limit(config, condition):
+    """Utterances a stress shard may draw from (0 = all): non-speech takes nonspeech.n_items."""
+    return config["nonspeech"]["n_items"] if condition in spi_config.NONSPEECH else 0
+
+
+def get_condition_shards(config, shards, condition):
+    """The shards of ``condition``: all of them, or for a non-speech input those its
+    nonspeech.n_items items fill."""
+    if condition not in spi_config.NONSPEECH:
+        return shards
+    return shards[
+        : math.ceil(config["nonspeech"]["n_items"] / config["corpus"]["shard_size"])
+    ]
 
 
 def get_decode_flags(config):
@@ -88,6 +105,30 @@ def get_transcripts(results, shards, model, conditions):
     )
 
 
+def get_labelled_transcripts(results, config, shards, model):
+    """Every transcript of one model the taxonomy labels: speech and non-speech conditions."""
+    return [
+        path
+        for c in (*spi_config.CONDITIONS, *config["nonspeech"]["conditions"])
+        for path in get_transcripts(
+            results, get_condition_shards(config, shards, c), model, [c]
+        )
+    ]
+
+
+def get_taxonomy_options(config):
+    """The taxonomy's thresholds as JSON for --options; correct uses the decode's WER
+    threshold (bag_top is the summary's)."""
+    opts = {k: v for k, v in config["taxonomy"].items() if k != "bag_top"}
+    opts["wer_threshold"] = config["decode"]["hallucination_wer"]
+    return json.dumps(opts, sort_keys=True)
+
+
+def get_nonspeech_layer_metrics(results, config, n_layers):
+    """The non-speech inputs' layer metrics: computed for every layer, read by no table."""
+    return get_all_layer_metrics(results, n_layers, config["nonspeech"]["conditions"])
+
+
 def get_all_layer_metrics(results, n_layers, conditions):
     return [
         f"{results}/metrics/{m}/{c}/layer-{layer}.parquet"
@@ -120,6 +161,30 @@ def get_report_sections(results, config):
         )
         for m in config["models"]
     ]
+    sections += [
+        (
+            f"Detection by hallucination type: {m}",
+            f"{results}/detect/{m}/by_type.csv",
+            None,
+        )
+        for m in config["models"]
+    ]
+    sections += [
+        (
+            "Hallucination types",
+            f"{results}/tables/taxonomy_counts.csv",
+            f"{results}/figures/taxonomy.png",
+        ),
+    ]
+    if config["nonspeech"]["conditions"]:
+        sections += [
+            ("Non-speech inputs", f"{results}/tables/nonspeech_rate.csv", None),
+            (
+                "Bag of hallucinations",
+                f"{results}/tables/bag_of_hallucinations.csv",
+                None,
+            ),
+        ]
     if config["theory"]["n_utterances"] != 0:  # null = every kept pair
         sections.append(
             (
@@ -136,12 +201,13 @@ def get_report_extras(results, config):
         p
         for _, table, png in get_report_sections(results, config)
         for p in (table, png)
+        if p is not None
     ]
 
 
 def get_report_extra_args(results, config):
     return " ".join(
-        f"--extra {shlex.quote(t)} {shlex.quote(c)} {shlex.quote(p)}"
+        f"--extra {shlex.quote(t)} {shlex.quote(c)} {shlex.quote(p or '-')}"
         for t, c, p in get_report_sections(results, config)
     )
 

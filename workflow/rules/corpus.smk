@@ -38,6 +38,7 @@ rule stress:
         shard_size=config["corpus"]["shard_size"],
         seed=config["seed"],
         stress=lambda wc: get_stress_params(config, wc.condition),
+        limit=lambda wc: get_stress_limit(config, wc.condition),
     shell:
         "whisper-spi stress"
         " --manifest {input.manifest:q}"
@@ -46,6 +47,7 @@ rule stress:
         " --shard-size {params.shard_size}"
         " --seed {params.seed}"
         " --params {params.stress:q}"
+        " --limit {params.limit}"
         " --audio-dir {output.audio:q}"
         " --out {output.manifest:q}"
         " > {log:q} 2>&1"

@@ -9,22 +9,31 @@ import polars as pl
 
 from .. import schemas
 from ..names import CLEAN, HELL
+from ..taxonomy import hallucination_expr
 from .frames import condition_rank
 
 __all__ = ["pairs_and_counts", "write_pairs"]
 
 _READ = ("utt_id", "speaker", "model", "condition", "wer", "n_tokens", "hit_max_length")
+_LABELS = ("model", "condition", "utt_id", "type", "her")
 
 
 def pairs_and_counts(
     transcript_paths: Sequence[str | Path],
     threshold: float = 0.5,
     clean_max_wer: float | None = None,
+    *,
+    labels: Sequence[str | Path] = (),
+    definition: str = "wer",
+    her_threshold: float = 0.5,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(pairs, counts) from the transcripts (contracts ``pairs`` and ``pair_counts``).
 
-    A pair (same model and utt_id) is kept when the stressed WER is > ``threshold`` (NaN never
-    passes) and, if ``clean_max_wer`` is set, the clean WER is <= it (the paper sets none).
+    A pair (same model and utt_id) is kept when its stressed decode is a hallucination under
+    ``definition`` (:func:`whisper_spi.taxonomy.hallucination_expr`; ``wer``, the paper's:
+    stressed WER > ``threshold``, NaN never passes; ``fabrication`` and ``ungrounded`` need
+    the taxonomy ``labels``, whose type of the stressed decode every pair carries) and, if
+    ``clean_max_wer`` is set, the clean WER is <= it (the paper sets none).
     ``hell`` repeats every kept pair of the three stresses. Counts: pairs existing
     (``n_total``) and kept (``n_pairs``) per model and condition; hell sums them.
     """
@@ -47,7 +56,27 @@ def pairs_and_counts(
         pl.col("n_tokens").alias("n_tokens_stressed"),
         pl.col("hit_max_length").alias("hit_max_length_stressed"),
     )
-    kept = pl.col("wer_stressed").is_not_nan() & (pl.col("wer_stressed") > threshold)
+    if labels:
+        types = schemas.scan_parquet(labels, "taxonomy", _LABELS).select(
+            "model",
+            "utt_id",
+            pl.col("condition").alias("stress"),
+            pl.col("type").alias("hallucination_type"),
+            "her",
+        )
+        stressed = stressed.join(types, on=["model", "stress", "utt_id"], how="left")
+    elif definition != "wer":
+        raise ValueError(f"pairs: definition {definition!r} needs the taxonomy labels")
+    else:
+        stressed = stressed.with_columns(
+            hallucination_type=pl.lit(None, pl.String), her=pl.lit(None, pl.Float64)
+        )
+    # the definition reads the taxonomy's column names (wer, type, her) of the stressed decode
+    stressed = stressed.with_columns(wer=pl.col("wer_stressed"), type=pl.col("hallucination_type"))
+    stressed = stressed.with_columns(
+        hallucinated=hallucination_expr(definition, threshold, her_threshold)
+    ).drop("wer", "type", "her")
+    kept = pl.col("hallucinated")
     if clean_max_wer is not None:
         kept = kept & pl.col("wer_clean").is_not_nan() & (pl.col("wer_clean") <= clean_max_wer)
     joined = stressed.join(clean, on=["model", "utt_id"], how="inner", validate="m:1").with_columns(

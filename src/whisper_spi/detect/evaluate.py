@@ -51,7 +51,8 @@ def evaluate(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(:func:`results_table`, :func:`comparison_table`) from one set of bootstrap replicates.
 
-    Replicates resample utterances with replacement within each class, the same replicates
+    Replicates resample speakers with replacement (every utterance of a drawn speaker counts
+    once per draw), within each class, the same replicates
     for every method of a (model, setting) (a paired bootstrap), from
     ``default_rng([derive_seed(seed, "detect", model), stable_hash(setting)])``. CIs are
     percentile intervals of coverage ``ci``. The comparison has one row per (ours-family
@@ -65,18 +66,20 @@ def evaluate(
     for (model, setting), grp in oof.group_by(["model", "setting"], maintain_order=True):
         wide = grp.pivot(on="method", index=["condition", "utt_id"], values="score")
         labels = grp.filter(pl.col("method") == grp["method"][0]).select(
-            "condition", "utt_id", "hallucination"
+            "condition", "utt_id", "speaker", "hallucination"
         )
         wide = labels.join(wide, on=["condition", "utt_id"], how="left", maintain_order="left")
         names = [m for m in grp["method"].unique(maintain_order=True).to_list()]
         y = wide["hallucination"].cast(pl.Int8).to_numpy()
+        speakers = wide["speaker"].cast(pl.String).to_numpy()
         S = {m: wide[m].to_numpy().astype(np.float64) for m in names}
         rng = np.random.default_rng([derive_seed(seed, "detect", model), stable_hash(setting)])
         point = {m: _weighted_auc_ap(S[m], y, np.ones((1, len(y)))) for m in names}
         reps: dict[str, list] = {m: [[], []] for m in names}
         block = max(1, _BOOT_ELEMENTS // max(len(y), 1))
-        # stratified by class, so that no replicate lacks one (AUROC would be undefined)
-        for W in count_blocks(rng, len(y), n_boot, block, strata=y):
+        # speakers resampled whole (utterances of a speaker are not independent, and there
+        # are few), within each class, so that no replicate lacks one (AUROC undefined)
+        for W in count_blocks(rng, len(y), n_boot, block, strata=y, groups=speakers):
             for m in names:
                 a, p = _weighted_auc_ap(S[m], y, W)
                 reps[m][0].append(a)
@@ -163,7 +166,8 @@ def markdown_report(results: pl.DataFrame, comparison: pl.DataFrame) -> str:
         "",
         "Out-of-fold scores, speaker-grouped CV (no speaker in both train and test). Setting "
         "`all`: clean and stressed decodes (partly detects stressed audio); `stressed`: "
-        "stressed conditions only. Brackets: 95% stratified bootstrap CIs over utterances.",
+        "stressed conditions only. Brackets: 95% bootstrap CIs over speakers (whole speakers "
+        "resampled within each class).",
         "",
         "| model | setting | method | AUROC | AUPRC | n | n_pos |",
         "|---|---|---|---|---|---|---|",

@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import polars as pl
+
 from .. import schemas
 from ..figures import save_chart
 from ..io import atomic_path
 from ..spectra import ObservableOptions
+from ..taxonomy import hallucination_expr
+from .by_type import auroc_by_type
 from .crossval import cross_validate
 from .detector import fit_detector, save_detector
 from .evaluate import evaluate, markdown_report
@@ -31,14 +35,37 @@ def run_detect(
     n_boot: int = 1000,
     ci: float = 0.95,
     figure: bool = True,
+    labels_paths: Sequence[str | Path] = (),
+    definition: str = "wer",
+    her_threshold: float = 0.5,
 ) -> dict[str, Path]:
     """Features, CV, tables, detector and ROC figure of one model's files, into ``out_dir``:
     results.csv, comparison.csv, oof_scores.csv (contracts detect_results, detect_comparison,
     detect_oof), results.md, detector.json (fitted on setting ``all``, what the CLI sees) and
     with ``figure`` roc.html and roc.png. Returns {name: path}.
+
+    With the taxonomy ``labels_paths`` the label is the hallucination ``definition``
+    (:func:`whisper_spi.taxonomy.hallucination_expr`) and by_type.csv (contract
+    ``detect_by_type``) is written too; without them, WER > ``threshold``.
     """
     out = Path(out_dir)
     df = features(spectra_paths, transcripts_paths, options, threshold=threshold)
+    labels = None
+    if labels_paths:
+        labels = schemas.scan_parquet(labels_paths, "taxonomy").collect()
+        label = labels.select(
+            "model",
+            "condition",
+            "utt_id",
+            hallucination_expr(definition, threshold, her_threshold).alias("label"),
+        )
+        df = (
+            df.join(label, on=["model", "condition", "utt_id"], how="left")
+            .with_columns(hallucination=pl.col("label"))
+            .drop("label")
+        )
+    elif definition != "wer":
+        raise ValueError(f"run_detect: definition {definition!r} needs the taxonomy labels")
     models = df["model"].unique().to_list()
     if len(models) != 1:
         raise ValueError(f"run_detect: expected the files of one model, got {models}")
@@ -60,6 +87,10 @@ def run_detect(
     with atomic_path(paths["markdown"], suffix=".md.tmp") as tmp:
         tmp.write_text(markdown_report(results, comparison))
     save_detector(det, paths["detector"])
+    if labels is not None:
+        paths["by_type"] = out / "by_type.csv"
+        by_type = auroc_by_type(oof, labels, seed=seed, n_boot=n_boot, ci=ci)
+        schemas.write_csv(by_type, "detect_by_type", paths["by_type"])
     if figure:
         paths["roc_html"], paths["roc_png"] = save_chart(roc_figure(oof), out / "roc")
     return paths

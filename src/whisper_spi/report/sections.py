@@ -16,6 +16,7 @@ from ..figures import FIGURES
 from ..names import HELL
 from ..skipped import unreached_line, unreached_prefixes
 from .html import _caption, _esc, _figure_html, _frame_html
+from .taxonomy import TAXONOMY_FIGURES, taxonomy_html
 
 # The theory table as shown: a median with its interval in one cell (so that it can wrap),
 # chance levels and gaps beside the alignments, the verdicts last.
@@ -37,6 +38,7 @@ EXTRA_FIGURES: dict[str, str] = {
     "theory_phase": "Theorem 1's phase diagram: the simulated singular-value ratio of the "
     "context Jacobian over effective gain gamma and alignment rho (log axes), with the "
     "measured decoders placed at their median gamma and rho.",
+    **TAXONOMY_FIGURES,
 }
 
 
@@ -270,8 +272,9 @@ def _detection_html(results: pl.DataFrame, comparison: pl.DataFrame | None) -> s
     caption = (
         "Hallucination detection from one decode pass: out-of-fold scores on speaker-grouped "
         "folds (no speaker in both training and test). Setting all = clean and stressed "
-        "decodes, stressed = stressed decodes only. 95% stratified bootstrap CIs over "
-        "utterances."
+        "decodes, stressed = stressed decodes only; ours uses the decoded length T, ours_no_T "
+        "does not. 95% bootstrap CIs over speakers (whole speakers resampled within each "
+        "class)."
     )
     out = f"<table>{_caption(caption)}<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
     if comparison is None:
@@ -295,7 +298,7 @@ def _detection_html(results: pl.DataFrame, comparison: pl.DataFrame | None) -> s
     ]
     caption = (
         "Ours minus the best heuristic baseline (the heuristic with the highest AUROC on the "
-        "same data, which favours the baseline): paired bootstrap over utterances, the same "
+        "same data, which favours the baseline): paired bootstrap over speakers, the same "
         "replicates for both methods, 95% CI."
     )
     return out + (
@@ -356,7 +359,9 @@ def _extra_html(
     title: str, table: str | Path, png: str | Path | None, comparison: pl.DataFrame | None
 ) -> str:
     df = pl.read_csv(table)
-    if {"method", "auroc"} <= set(df.columns):
+    if (typed := taxonomy_html(df)) is not None:
+        body = typed
+    elif {"method", "auroc"} <= set(df.columns):
         body = _detection_html(df, comparison)
     elif {"gamma_median", "rho_median"} <= set(df.columns):
         body = _theory_html(df)

@@ -45,7 +45,8 @@ add(
         "pairs",
         "pairs/{model}/pairs.parquet",
         "The analysed (clean, stressed) pairs of one model: a stressed utterance and its clean "
-        "twin (same utt_id), kept when the stressed WER exceeds the threshold. condition 'hell' "
+        "twin (same utt_id), kept when the stressed decode is a hallucination under "
+        "hallucination.definition (the paper's: stressed WER > threshold). condition 'hell' "
         "repeats every kept pair of the three stresses (their union).",
         (
             Col("model", STR, "model name"),
@@ -60,6 +61,11 @@ add(
             Col("hit_max_length_clean", BOOL, "clean decode stopped by max_new_tokens"),
             Col("hit_max_length_stressed", BOOL, "stressed decode stopped by max_new_tokens"),
             Col("threshold", F64, "the stressed-WER threshold used"),
+            Col(
+                "hallucination_type",
+                STR,
+                "taxonomy type of the stressed decode (contract taxonomy; null without labels)",
+            ),
         ),
     )
 )

@@ -52,7 +52,7 @@ add(
         "One row per utterance of a shard under one condition (clean included).",
         (
             Col("utt_id", STR, "utterance id"),
-            Col("stress", STR, "condition: clean, time_stretch, speaker_mix, gaussian_noise"),
+            Col("stress", STR, "condition: clean, a stress, or a non-speech input"),
             Col("path", STR, "absolute path of the 16 kHz mono FLAC written by the stress rule"),
             Col(
                 "params",
@@ -76,8 +76,8 @@ add(
             Col("utt_id", STR, "utterance id"),
             Col("speaker", STR, "speaker id (for speaker-grouped cross-validation)"),
             Col("model", STR, "model name (config key)"),
-            Col("condition", STR, "clean, time_stretch, speaker_mix or gaussian_noise"),
-            Col("reference", STR, "reference transcript"),
+            Col("condition", STR, "clean, a stress, or a non-speech input (silence, ...)"),
+            Col("reference", STR, "reference transcript ('' for a non-speech input)"),
             Col("hypothesis", STR, "greedy transcript"),
             Col(
                 "token_ids", pa.list_(I32), "generated token ids, without prompt and <|endoftext|>"
@@ -93,7 +93,11 @@ add(
             Col("compression_ratio", F64, "len(text) / len(zlib(text)), as OpenAI's fallback"),
             Col("no_speech_prob", F64, "P(<|nospeech|>) at <|startoftranscript|>; NaN if no token"),
             Col("wer", F64, "jiwer WER after Whisper's English normaliser; may exceed 1"),
-            Col("hallucination", BOOL, "wer > decode.hallucination_wer"),
+            Col(
+                "hallucination",
+                BOOL,
+                "wer > decode.hallucination_wer; for a non-speech input: any transcript",
+            ),
         ),
     )
 )

@@ -70,3 +70,26 @@ add(
         ),
     )
 )
+
+add(
+    Contract(
+        "detect_by_type",
+        "detect/{model}/by_type.csv",
+        "AUROC of the out-of-fold scores at telling one taxonomy type (positive) from another "
+        "(negative): each error type vs correct decodes, and fabrication vs grounded_error; "
+        "95% bootstrap CI over speakers (resampled whole, within each class).",
+        (
+            Col("model", STR, "model name"),
+            Col("setting", STR, "all (clean + stressed decodes) or stressed"),
+            Col("positive", STR, "taxonomy type scored as positive"),
+            Col("negative", STR, "taxonomy type scored as negative"),
+            Col("method", STR, "detector or heuristic (detect_results.method)"),
+            Col("auroc", F64, "AUROC (NaN if a class is empty)"),
+            Col("auroc_lo", F64, "CI lower end"),
+            Col("auroc_hi", F64, "CI upper end"),
+            Col("n_pos", I64, "decodes of the positive type"),
+            Col("n_neg", I64, "decodes of the negative type"),
+            Col("n_speakers", I64, "speakers among them"),
+        ),
+    )
+)

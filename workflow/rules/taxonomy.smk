@@ -1,0 +1,60 @@
+# The error type of every decode (speech and non-speech), and its summaries.
+rule taxonomy:
+    input:
+        transcripts=lambda wc: get_labelled_transcripts(
+            RESULTS, config, SHARDS, wc.model
+        ),
+        mix=expand(
+            f"{RESULTS}/stress/speaker_mix/shard-{{shard}}.parquet", shard=SHARDS
+        ),
+        corpus=rules.corpus.output.manifest,
+    output:
+        labels=f"{RESULTS}/taxonomy/{{model}}/labels.parquet",
+    log:
+        get_log(RESULTS, "taxonomy", "{model}"),
+    conda:
+        "../../envs/cpu.yaml"
+    params:
+        options=get_taxonomy_options(config),
+    shell:
+        "whisper-spi taxonomy"
+        " --transcripts {input.transcripts:q}"
+        " --mix-manifests {input.mix:q}"
+        " --corpus-manifest {input.corpus:q}"
+        " --options {params.options:q}"
+        " --out {output.labels:q}"
+        " > {log:q} 2>&1"
+
+
+rule taxonomy_summary:
+    input:
+        expand(rules.taxonomy.output.labels, model=MODELS),
+    output:
+        tables=expand(
+            f"{RESULTS}/tables/{{name}}.{{ext}}",
+            name=["taxonomy_counts", "nonspeech_rate", "bag_of_hallucinations"],
+            ext=["csv", "md"],
+        ),
+        figure=report(
+            f"{RESULTS}/figures/taxonomy.png",
+            caption="../report/taxonomy.rst",
+            category="Figures",
+        ),
+        html=f"{RESULTS}/figures/taxonomy.html",
+    log:
+        get_log(RESULTS, "taxonomy_summary", "summary"),
+    conda:
+        "../../envs/cpu.yaml"
+    params:
+        nonspeech=NONSPEECH,
+        top=config["taxonomy"]["bag_top"],
+        tables_dir=lambda wc, output: os.path.dirname(output.tables[0]),
+        stem=lambda wc, output: os.path.splitext(output.figure)[0],
+    shell:
+        "whisper-spi taxonomy-summary"
+        " --labels {input:q}"
+        " --nonspeech {params.nonspeech:q}"
+        " --top {params.top}"
+        " --tables-dir {params.tables_dir:q}"
+        " --figure {params.stem:q}"
+        " > {log:q} 2>&1"
