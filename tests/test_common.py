@@ -71,3 +71,25 @@ def test_logs_and_benchmarks_live_under_results_dir(tmp_path):
     for p in paths:
         for one in p.split(", "):
             assert re.match(r"run-a/(logs|benchmarks)/\w+/", one), one
+
+
+def test_non_speech_inputs_take_their_own_shards_and_parameters(common, config):
+    shards, layers = common.get_plan(config)
+    cfg = {**config, "nonspeech": {**config["nonspeech"], "n_items": 2}}
+    assert common.get_condition_shards(cfg, shards, "silence") == ["000"]  # 2 items, 5 a shard
+    assert common.get_condition_shards(cfg, shards, "clean") == shards
+    assert common.get_stress_limit(cfg, "silence") == 2
+    assert common.get_stress_limit(cfg, "speaker_mix") == 0
+    assert json.loads(common.get_stress_params(cfg, "noise_only")) == {"colors": ["white", "pink"]}
+    labelled = common.get_labelled_transcripts("R", cfg, shards, "tiny-en")
+    assert len(labelled) == 4 * 2 + 3 * 1  # speech conditions on every shard, non-speech on one
+    assert "R/decode/tiny-en/environmental/shard-000/transcripts.parquet" in labelled
+    assert len(common.get_nonspeech_layer_metrics("R", cfg, layers)) == 3 * 4
+    opts = json.loads(common.get_taxonomy_options(cfg))
+    assert "bag_top" not in opts and set(opts) <= set(cfg["taxonomy"])
+    titles = [t for t, _, _ in common.get_report_sections("R", cfg)]
+    assert {"Hallucination types", "Non-speech inputs", "Bag of hallucinations"} <= set(titles)
+    assert all(p is not None for p in common.get_report_extras("R", cfg))
+    assert "'Non-speech inputs' R/tables/nonspeech_rate.csv -" in common.get_report_extra_args(
+        "R", cfg
+    )

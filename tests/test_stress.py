@@ -295,3 +295,21 @@ def test_environmental_needs_its_packages(monkeypatch):
         stress.recording_paths(["oxygen-sounds"])
     with pytest.raises(ConfigError, match="unknown"):
         stress.recording_paths(["no-such-package"])
+
+
+def test_limit_keeps_the_first_utterances_and_partners_from_all(
+    manifest_path: Path, tmp_path: Path
+):
+    ids = sorted(pl.read_parquet(manifest_path)["utt_id"])
+    first = write_stress_shard(
+        manifest_path, "noise_only", 0, 2, 0, None, tmp_path / "a", tmp_path / "a.parquet", 3
+    )
+    second = write_stress_shard(
+        manifest_path, "noise_only", 1, 2, 0, None, tmp_path / "b", tmp_path / "b.parquet", 3
+    )
+    assert first["utt_id"].to_list() + second["utt_id"].to_list() == ids[:3]
+    # the items are the same as without the limit: only which utterances are taken changes
+    full = write_stress_shard(
+        manifest_path, "noise_only", 0, 2, 0, None, tmp_path / "c", tmp_path / "c.parquet"
+    )
+    assert full["params"].to_list() == first["params"].to_list()

@@ -200,5 +200,46 @@ def test_changing_a_table_option_reruns_only_downstream(run, tmp_path):
     config["metrics"]["figure_k"] = 40
     changed.write_text(yaml.safe_dump(config))
     jobs = job_counts(snakemake(run, "-n", config=changed))
-    assert jobs["layer_metrics"] == 16 and "decode_tiny_en" not in jobs and "stress" not in jobs
+    # 4 layers x (4 speech conditions + 3 non-speech inputs)
+    assert jobs["layer_metrics"] == 28 and "decode_tiny_en" not in jobs and "stress" not in jobs
     assert jobs["pooled"] == 4  # one per decoder layer of tiny.en
+
+
+def test_changing_the_hallucination_definition_reruns_pairs_and_after_not_decode(run, tmp_path):
+    config = yaml.safe_load(CONFIG.read_text())
+    config["hallucination"] = {"definition": "fabrication"}
+    changed = tmp_path / "config.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    jobs = job_counts(snakemake(run, "-n", config=changed))
+    # everything that reads the pairs (or the detector's labels), nothing before them
+    assert {"pairs", "pooled", "tables", "figures", "detect", "report", "all"} <= set(jobs)
+    assert set(jobs) <= {"pairs", "pooled", "tables", "figures", "detect", "theory_measure",
+                         "theory_summary", "report", "all"}  # fmt: skip
+    # a taxonomy threshold relabels (taxonomy) and so reruns the pairs, still no decode
+    config["hallucination"] = {"definition": "wer"}
+    config["taxonomy"] = {"grounded_share": 0.6}
+    changed.write_text(yaml.safe_dump(config))
+    jobs = job_counts(snakemake(run, "-n", config=changed))
+    assert {"taxonomy", "taxonomy_summary", "pairs"} <= set(jobs)
+    assert not {"stress", "decode_tiny_en", "layer_metrics"} & set(jobs)
+
+
+def test_non_speech_inputs_are_decoded_labelled_and_reported(run):
+    res = run / "results"
+    for condition in ("silence", "noise_only", "environmental"):
+        tr = pl.read_parquet(res / "decode" / "tiny-en" / condition / "shard-000" /
+                             "transcripts.parquet")  # fmt: skip
+        assert tr.height == 2 and set(tr["reference"]) == {""}
+        assert tr["wer"].is_nan().all()
+        assert (res / "metrics" / "tiny-en" / condition / "layer-3.parquet").is_file()
+    labels = pl.read_parquet(res / "taxonomy" / "tiny-en" / "labels.parquet")
+    assert labels.height == 10 * 4 + 2 * 3
+    rate = pl.read_csv(res / "tables" / "nonspeech_rate.csv")
+    assert set(rate["condition"]) == {"silence", "noise_only", "environmental"}
+    pairs = pl.read_parquet(res / "pairs" / "tiny-en" / "pairs.parquet")
+    assert not set(pairs["condition"]) & {"silence", "noise_only", "environmental"}
+    assert pairs["hallucination_type"].null_count() == 0
+    report = (res / "report.html").read_text()
+    for title in ("Hallucination types", "Non-speech inputs", "Bag of hallucinations",
+                  "Detection by hallucination type"):  # fmt: skip
+        assert title in report

@@ -185,10 +185,7 @@ def cmd_taxonomy(args: argparse.Namespace) -> int:
     from .taxonomy import TaxonomyOptions
     from .taxonomy_run import label_files
 
-    try:
-        options = TaxonomyOptions(**_json(args.options, "--options"))
-    except TypeError as exc:
-        raise WhisperSpiError(f"--options: {exc}") from None
+    options = TaxonomyOptions.from_config(_json(args.options, "--options"), args.wer_threshold)
     labels = label_files(args.transcripts, args.mix_manifests, args.corpus_manifest, options)
     write_parquet(labels, "taxonomy", args.out)
     return 0
@@ -420,7 +417,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--transcripts", nargs="+", required=True)
     p.add_argument("--mix-manifests", nargs="*", default=[], help="speaker_mix stress shards")
     p.add_argument("--corpus-manifest", required=True)
-    p.add_argument("--options", default="{}", help="JSON of the taxonomy thresholds")
+    p.add_argument("--options", default="{}", help="JSON of the config's taxonomy section")
+    p.add_argument("--wer-threshold", type=float, default=0.5, help="correct: WER <= this")
     p.add_argument("--out", required=True, help="taxonomy/<model>/labels.parquet")
     p.set_defaults(func=cmd_taxonomy)
 

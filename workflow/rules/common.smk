@@ -117,10 +117,9 @@ def get_labelled_transcripts(results, config, shards, model):
 
 
 def get_taxonomy_options(config):
-    """The taxonomy's thresholds as JSON for --options; correct uses the decode's WER
-    threshold (bag_top is the summary's)."""
+    """The taxonomy's thresholds as JSON for --options (bag_top is the summary's: changing
+    it must not relabel)."""
     opts = {k: v for k, v in config["taxonomy"].items() if k != "bag_top"}
-    opts["wer_threshold"] = config["decode"]["hallucination_wer"]
     return json.dumps(opts, sort_keys=True)
 
 

@@ -16,12 +16,14 @@ rule taxonomy:
         "../../envs/cpu.yaml"
     params:
         options=get_taxonomy_options(config),
+        wer=config["decode"]["hallucination_wer"],
     shell:
         "whisper-spi taxonomy"
         " --transcripts {input.transcripts:q}"
         " --mix-manifests {input.mix:q}"
         " --corpus-manifest {input.corpus:q}"
         " --options {params.options:q}"
+        " --wer-threshold {params.wer}"
         " --out {output.labels:q}"
         " > {log:q} 2>&1"
 
