@@ -485,7 +485,8 @@ def test_run_detect_with_labels_uses_the_definition_and_writes_by_type(decoded, 
     types = ["correct"] * 3 + ["fabrication", "grounded_error", "grounded_error"]
     labels = keys.with_columns(
         type=pl.Series(types), her=pl.Series([0.0] * 3 + [0.9, 0.2, 0.3]),
-        grounded_share=0.5, target_share=0.5, partner_share=0.0, n_hyp_words=2,
+        grounded_share=0.5, target_share=0.5, partner_share=0.0,
+        source_shares=pl.lit([0.5], pl.List(pl.Float64)), n_hyp_words=2,
         n_ref_words=2, loop_unit=pl.lit(""), loop_repeats=0, loop_share=0.0,
         hypothesis=pl.lit("a c"),
     )  # fmt: skip

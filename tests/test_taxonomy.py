@@ -150,6 +150,9 @@ def test_label_transcripts_uses_partners_only_for_the_mix():
     labels = label_transcripts(frame, partners, references)
     assert labels["type"].to_list() == ["other_speaker", "fabrication", "fabrication"]
     assert labels["hypothesis"][2] == "thank you"
+    shares = labels["source_shares"][0].to_list()  # the target, then each partner
+    assert len(shares) == 3 and shares[0] == pytest.approx(1 / 9) and shares[2] == 1.0
+    assert labels["source_shares"][1].to_list() == pytest.approx([1 / 9])
     counts = type_counts(labels)
     assert counts.height == 3 * len(TYPES)  # every type listed per model x condition
     mix = counts.filter(pl.col("condition") == "speaker_mix")

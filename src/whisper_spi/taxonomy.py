@@ -216,6 +216,7 @@ def label_transcripts(
                 "grounded_share": label.grounded_share,
                 "target_share": label.source_shares[0],
                 "partner_share": label.partner_share,
+                "source_shares": list(label.source_shares),
                 "n_hyp_words": label.n_hyp_words,
                 "n_ref_words": label.n_ref_words,
                 "hit_max_length": tr["hit_max_length"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
+
 from ._core import BOOL, F64, I32, I64, STR, Col, Contract, add
 
 _TYPE_DOC = "correct, omission, grounded_error, other_speaker, looping or fabrication"
@@ -24,6 +26,11 @@ add(
             Col("grounded_share", F64, "share of hypothesis words grounded in some source"),
             Col("target_share", F64, "share of hypothesis words grounded in the target"),
             Col("partner_share", F64, "share grounded in some mix partner and not in the target"),
+            Col(
+                "source_shares",
+                pa.list_(F64),
+                "share grounded in each source: the target, then each partner (manifest order)",
+            ),
             Col("n_hyp_words", I32, "normalised hypothesis words"),
             Col("n_ref_words", I32, "normalised reference words"),
             Col("hit_max_length", BOOL, "the decode stopped at max_new_tokens"),
