@@ -219,3 +219,40 @@ def test_rejected_audio_and_unreached_prefixes_at_the_end_of_a_run(frames, tmp_p
             f"{longest.item()} decoded tokens on its shorter side)."
         ) in lines
     assert not any("prefix_lengths 16" in line for line in lines)
+
+
+def test_taxonomy_sections_render_with_captions(frames, tmp_path):
+    from tests.test_taxonomy import _labels
+    from whisper_spi import schemas
+    from whisper_spi.detect.by_type import CONTRASTS
+    from whisper_spi.taxonomy_run import summarize
+
+    root, out = frames
+    schemas.write_parquet(_labels(), "taxonomy", tmp_path / "labels.parquet")
+    summarize([tmp_path / "labels.parquet"], ["silence"], 5, tmp_path, tmp_path / "taxonomy")
+    by_type = schemas.frame_from_rows(
+        [
+            {"model": "tiny", "setting": "all", "positive": p, "negative": n, "method": m,
+             "auroc": 0.7, "auroc_lo": 0.6, "auroc_hi": 0.8, "n_pos": 3, "n_neg": 4,
+             "n_speakers": 2}
+            for p, n in CONTRASTS for m in ("ours", "ours_no_T")
+        ],
+        "detect_by_type",
+    )  # fmt: skip
+    schemas.write_csv(by_type, "detect_by_type", tmp_path / "by_type.csv")
+    extras = [
+        ("Hallucination types", tmp_path / "taxonomy_counts.csv", tmp_path / "taxonomy.png"),
+        ("Non-speech inputs", tmp_path / "nonspeech_rate.csv", None),
+        ("Bag of hallucinations", tmp_path / "bag_of_hallucinations.csv", None),
+        ("Detection by hallucination type: tiny", tmp_path / "by_type.csv", None),
+    ]
+    charts = figures.make_figures(out["layer_summary"], out["rank_profile"])
+    page = report.write_report(
+        tmp_path / "report.html", root / "results" / "tables", charts, out["pair_counts"],
+        {"decode": {"prefix_lengths": [16]}}, {"python": "3.11"}, extras,
+    ).read_text()  # fmt: skip
+    for words in ("Decodes per model x condition x error type", "any non-empty transcript",
+                  "Bag of hallucinations: the most frequent", "0.70 [0.60, 0.80]",
+                  "fabrication vs grounded_error", "Share of decodes of each error type"):  # fmt: skip
+        assert words in page, words
+    assert "thank you" in page  # the bag's top phrase
