@@ -251,8 +251,11 @@ def test_taxonomy_sections_render_with_captions(frames, tmp_path):
         tmp_path / "report.html", root / "results" / "tables", charts, out["pair_counts"],
         {"decode": {"prefix_lengths": [16]}}, {"python": "3.11"}, extras,
     ).read_text()  # fmt: skip
-    for words in ("Decodes per model x condition x error type", "any non-empty transcript",
-                  "Bag of hallucinations: the most frequent", "0.70 [0.60, 0.80]",
-                  "fabrication vs grounded_error", "Share of decodes of each error type"):  # fmt: skip
+    expected = (
+        "Decodes per model x condition x error type", "any non-empty transcript",
+        "Bag of hallucinations: the most frequent", "0.70 [0.60, 0.80]",
+        "fabrication vs grounded_error", "Share of decodes of each error type",
+    )  # fmt: skip
+    for words in expected:
         assert words in page, words
     assert "thank you" in page  # the bag's top phrase
