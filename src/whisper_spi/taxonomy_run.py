@@ -12,7 +12,7 @@ import polars as pl
 from . import schemas
 from .figures import save_chart
 from .io import atomic_path
-from .names import CONDITIONS
+from .names import CONDITIONS, NONSPEECH
 from .taxonomy import (
     TYPES,
     TaxonomyOptions,
@@ -53,7 +53,7 @@ def label_files(
 
 def taxonomy_chart(counts: pl.DataFrame) -> alt.Chart:
     """Stacked bars: the share of each type per condition, one row of panels per model."""
-    order = list(dict.fromkeys([*CONDITIONS, *sorted(counts["condition"].unique())]))
+    order = list(dict.fromkeys([*CONDITIONS, *NONSPEECH, *sorted(counts["condition"].unique())]))
     present = [c for c in order if c in set(counts["condition"])]
     data = counts.with_columns(
         type_rank=pl.col("type").replace_strict(TYPES, range(len(TYPES)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 
 from ..analysis.markdown import with_interval
-from ..names import CONDITIONS
+from ..names import CONDITIONS, NONSPEECH
 from ..taxonomy import TYPES
 from .html import _frame_html
 
@@ -23,7 +23,8 @@ TAXONOMY_FIGURES = {
 
 
 def _counts(df: pl.DataFrame) -> str:
-    order = {c: i for i, c in enumerate([*CONDITIONS, *sorted(set(df["condition"]))])}
+    names = dict.fromkeys([*CONDITIONS, *NONSPEECH, *sorted(set(df["condition"]))])
+    order = {c: i for i, c in enumerate(names)}
     wide = (
         df.pivot(on="type", index=["model", "condition"], values="n")
         .with_columns(decodes=pl.sum_horizontal(list(TYPES)))
