@@ -50,28 +50,34 @@ def top_singular_batch(
     for i, n in enumerate(n_in):
         gen = torch.Generator().manual_seed(int(seed))
         v[i, :, :n] = _orth(torch.randn(k, n, generator=gen, dtype=torch.float64).to(dev))
-    basis_v: list = []
-    basis_w: list = []
+    # The Krylov basis is filled in place: concatenating a growing (U, m, N) basis at every
+    # round costs more than the Gram-Schmidt products on it when N is the S x d context.
+    rounds = iters + 1 if krylov else 1
+    basis_v = torch.zeros(n_items, rounds * k, big_in, dtype=torch.float64, device=dev)
+    basis_w = None
+    m = 0  # filled rows of the basis
     for it in range(iters + 1):
-        if krylov and basis_v:
-            prev = torch.cat(basis_v, dim=1)
+        if krylov and m:
+            prev = basis_v[:, :m]
             for _ in range(2):  # twice is enough (Kahan), once loses orthogonality
                 v = v - (v @ prev.mT) @ prev
             keep = (torch.linalg.norm(v, dim=2) > 1e-10).all(0)
             if not bool(keep.any()):
                 break  # the Krylov space is exhausted (tiny maps)
             v = _orth(v[:, keep])
-            v = v[:, : min(n_in) - prev.shape[1]]
+            v = v[:, : min(n_in) - m]
         w = matvec(v)  # rows: A v_j
-        if krylov:
-            basis_v.append(v)
-            basis_w.append(w)
-        else:
-            basis_v, basis_w = [v], [w]
-        if it == iters or (krylov and sum(b.shape[1] for b in basis_v) >= min(n_in)):
+        if basis_w is None:
+            basis_w = w.new_zeros(n_items, rounds * k, w.shape[2])
+        if not krylov:
+            m = 0
+        basis_v[:, m : m + v.shape[1]] = v
+        basis_w[:, m : m + v.shape[1]] = w
+        m += v.shape[1]
+        if it == iters or (krylov and m >= min(n_in)):
             break
         v = _orth(rmatvec(_orth(w)))
-    q, aq = torch.cat(basis_v, dim=1), torch.cat(basis_w, dim=1)  # A Q^T = aq^T
+    q, aq = basis_v[:, :m], basis_w[:, :m]  # A Q^T = aq^T
     p, s, qh = torch.linalg.svd(aq.mT, full_matrices=False)
     u, v = p.mT[:, :k], (qh @ q)[:, :k]
     s = s[:, :k]
