@@ -182,7 +182,7 @@ def _operator(f, x0, mask_in, mask_out, n_in, n_out, seed, k, iters):
         out = fn(t.transpose(0, 1))  # the probe axis is vmap's
         if mask_after is not None:
             out = out * mask_after
-        return out.transpose(0, 1).reshape(n_items, b, -1).double()
+        return out.transpose(0, 1).reshape(n_items, b, -1)
 
     return top_singular_batch(
         lambda v: apply(batched_jvp, v, x0.shape, mask_out),
@@ -193,6 +193,7 @@ def _operator(f, x0, mask_in, mask_out, n_in, n_out, seed, k, iters):
         iters=iters,
         seed=seed,
         device=x0.device,
+        dtype=dtype,
     )
 
 
@@ -327,9 +328,9 @@ def measure_decoder(
                     maps.context_map(index + 1), c0, None, mask, n_ctx, n_state,
                     seed_l + 900, k, iters,
                 )  # fmt: skip
-            # the per-utterance summaries are numpy on the CPU (the maps may live on a GPU)
-            a, b = (tuple(x.cpu() for x in op) for op in (a, b))
-            j = None if j is None else tuple(x.cpu() for x in j)
+            # the per-utterance summaries are float64 on the CPU (the maps may live on a GPU)
+            a, b = (tuple(x.cpu().double() for x in op) for op in (a, b))
+            j = None if j is None else tuple(x.cpu().double() for x in j)
             for i in range(n_items):
                 n = n_state[i]
                 a_i = (a[0][i], a[1][i, :, :n], a[2][i, :, :n], a[3][i])
@@ -416,9 +417,11 @@ def measure(
     (sigma_2 / sigma_1 of that J), j_resid, k, iters, n_tokens, hit_max_length.
 
     Cost: (iters + 1) blocks of k jvps and as many vjps for each of the 2 L + 1 operators; the
-    c-side ones (B_l, J_L) dominate, through the cross-attention K/V projections of the S x d
-    encoder output. Run the model in float32 or float64 (forward-mode AD in half precision is
-    not meaningful).
+    c-side ones (B_l, J_L) dominate: a probe of the S x d encoder output costs 2 S d^2 per
+    layer through the K/V projections, or 2 H T S d with the cross-attention reassociated
+    (:func:`_cross_attention`, chosen per batch when cheaper: H T < d + T). The Krylov basis
+    is kept in the model's precision. Run the model in float32 or float64 (forward-mode AD in
+    half precision is not meaningful).
     """
     import torch
 
