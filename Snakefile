@@ -32,6 +32,7 @@ include: "workflow/rules/corpus.smk"
 include: "workflow/rules/decode.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/theory.smk"
+include: "workflow/rules/intervene.smk"
 
 
 rule all:
