@@ -55,7 +55,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
         edit = Intervene(bundle.model, load_intervention(args.intervention, args.strength))
     with edit:
-        results = transcribe(bundle, waves, args.batch_size)
+        results = transcribe(bundle, waves, args.batch_size, args.max_new_tokens)
     for path, result in zip(args.files, results, strict=True):
         print(f"{path}\t{result.text}", flush=True)
     return 0
@@ -356,6 +356,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=224)
     p.add_argument(
         "--intervention", help="an intervention JSON (intervene/<model>/subspace/all.json)"
     )
