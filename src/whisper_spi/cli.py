@@ -527,8 +527,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model spec")
     p.add_argument("--cache", default=None)
     p.add_argument("--condition", required=True)
-    p.add_argument("--stress-manifest", required=True)
+    p.add_argument("--stress-manifest", nargs="+", required=True, help="the condition's shards")
     p.add_argument("--corpus-manifest", required=True)
+    p.add_argument("--n-utterances", type=int, default=None, help="of the smallest stable hash")
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--shard-size", type=int, default=16)
     p.add_argument(
         "--method", required=True, choices=["project", "cross_gain", "self_damp", "fallback"]
     )
