@@ -12,6 +12,7 @@ differences to the fallback and to the plain decode are paired.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -145,7 +146,8 @@ def _cells(group, model, condition, seed, n_boot, ci) -> list[dict]:
     W = count_blocks(rng, V.shape[0], n_boot, TABLE_BLOCK, groups=groups)
     boot = mean_replicates(V, W, n_boot)
     lo, hi = percentile_interval(boot, ci)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column with no value: NaN
         point = np.nanmean(np.where(np.isfinite(V), V, np.nan), axis=0)
     m = len(METRICS)
     rows = []
@@ -233,7 +235,9 @@ def verdicts(table: pl.DataFrame) -> pl.DataFrame:
         mine = both.filter((pl.col("model") == model) & ~pl.col("method").is_in(BASELINES))
         wins = mine.filter((pl.col("d_hi") < 0) & (pl.col("d_hi_w") >= 0) & (pl.col("d_lo_w") <= 0))
         wins = wins.vstack(mine.filter((pl.col("d_hi") < 0) & (pl.col("d_hi_w") < 0)))
-        if wins.height:
+        if not mine["d_fallback"].is_finite().any():
+            answer = "undetermined: no fallback decode to compare with"
+        elif wins.height:
             answer = "; ".join(
                 f"{r['method']} {r['strength']:g}: "
                 f"{_fmt(r['d_fallback'], r['d_lo'], r['d_hi'], '+.3f')} vs fallback, clean WER "
