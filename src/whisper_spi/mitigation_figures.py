@@ -68,7 +68,12 @@ def tradeoff_chart(table: pl.DataFrame) -> alt.TopLevelMixin:
     bars = (
         base.transform_filter(is_curve)
         .mark_rule(opacity=0.4)
-        .encode(x=x, y="hall_lo:Q", y2="hall_hi:Q", color=color)
+        .encode(
+            x=x,
+            y=alt.Y("hall_lo:Q", title="hallucination rate, stressed"),
+            y2="hall_hi:Q",
+            color=color,
+        )
     )
     marks = (
         base.transform_filter(is_point)
@@ -83,7 +88,7 @@ def tradeoff_chart(table: pl.DataFrame) -> alt.TopLevelMixin:
     pbars = (
         base.transform_filter(is_point)
         .mark_rule(color="black", opacity=0.5)
-        .encode(x=x, y="hall_lo:Q", y2="hall_hi:Q")
+        .encode(x=x, y=alt.Y("hall_lo:Q", title="hallucination rate, stressed"), y2="hall_hi:Q")
     )
     return (
         alt.layer(bars, line, pbars, marks, data=data)
@@ -116,7 +121,7 @@ def dose_response_chart(table: pl.DataFrame, model: str) -> alt.TopLevelMixin:
     band = (
         base.transform_filter(is_curve)
         .mark_errorband(opacity=0.2)
-        .encode(x=x, y="lo:Q", y2="hi:Q", color=color)
+        .encode(x=x, y=alt.Y("lo:Q", title="hallucination rate"), y2="hi:Q", color=color)
     )
     fb = (
         base.transform_filter(alt.datum.kind == "fallback")
