@@ -34,6 +34,7 @@ include: "workflow/rules/decode.smk"
 include: "workflow/rules/taxonomy.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/theory.smk"
+include: "workflow/rules/intervene.smk"
 
 
 rule all:

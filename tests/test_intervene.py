@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
@@ -154,3 +155,112 @@ def test_strength_zero_and_after_exit_decode_equals_plain(tiny_en, librivox):
     with Intervene(tiny_en.model, dataclasses.replace(specs[2], strength=1.0)):
         assert [d.token_ids for d in greedy_decode(tiny_en, enc)] != plain
     assert [d.token_ids for d in greedy_decode(tiny_en, enc)] == plain
+
+
+def _spectra_rows(utt, condition, layer, mean):
+    return {"utt_id": utt, "model": "m", "condition": condition, "layer": layer,
+            "component": "self_attn", "prefix": 0, "n_rows": 3, "centered": False,
+            "sv": [1.0], "row_mean": mean.astype(np.float32).tolist()}  # fmt: skip
+
+
+def test_project_subspace_is_fitted_on_the_other_folds_only(tmp_path):
+    """Speakers of fold 0 hallucinate along one direction, fold 1's along another: the
+    subspace applied to fold 0 is fold 1's direction (and vice versa), never its own."""
+    from whisper_spi import schemas
+    from whisper_spi.mitigate import ALL_FOLDS, fit_fold_subspaces, load_subspaces, save_subspaces
+
+    rng = np.random.default_rng(0)
+    planted = {0: _orthonormal(16, 1, 10)[0], 1: _orthonormal(16, 1, 11)[0]}
+    folds = {"s0": 0, "s1": 0, "s2": 1, "s3": 1}
+    spectra, transcripts = [], []
+    for speaker, fold in folds.items():
+        for k in range(4):
+            utt = f"{speaker}-{k}"
+            clean = rng.standard_normal(16)
+            spectra.append(_spectra_rows(utt, "clean", 0, clean))
+            shifted = clean + 4 * planted[fold] + 0.01 * rng.standard_normal(16)
+            spectra.append(_spectra_rows(utt, "speaker_mix", 0, shifted))
+            # a non-hallucinated stressed decode with a shift elsewhere: never used
+            spectra.append(
+                _spectra_rows(utt, "time_stretch", 0, clean + 9 * rng.standard_normal(16))
+            )
+            for cond, hall in (("clean", False), ("speaker_mix", True), ("time_stretch", False)):
+                transcripts.append({"utt_id": utt, "speaker": speaker, "condition": cond,
+                                    "hallucination": hall})  # fmt: skip
+    schemas.write_rows(spectra, "spectra", tmp_path / "layer-0.parquet")
+    tr = pl.DataFrame(transcripts)
+    cols = schemas.contract("transcripts").names
+    full = tr.with_columns(*[pl.lit(None).alias(c) for c in cols if c not in tr.columns]).select(
+        cols
+    )
+    schemas.write_parquet(full, "transcripts", tmp_path / "transcripts.parquet")
+    subspaces = fit_fold_subspaces(
+        [tmp_path / "layer-0.parquet"], [tmp_path / "transcripts.parquet"], folds, [0],
+        "self_attn", rank=1,
+    )  # fmt: skip
+    assert set(subspaces) == {0, 1, ALL_FOLDS}
+    assert abs(subspaces[0].basis[0][0] @ planted[1]) > 0.999
+    assert abs(subspaces[1].basis[0][0] @ planted[0]) > 0.999
+    save_subspaces(subspaces, tmp_path / "subspace", model="m")
+    back = load_subspaces(tmp_path / "subspace", strength=0.5)
+    assert set(back) == {0, 1} and back[0].strength == 0.5
+    np.testing.assert_allclose(back[1].basis[0], subspaces[1].basis[0], atol=1e-7)
+    assert (tmp_path / "subspace" / "all.json").is_file()
+    with pytest.raises(WhisperSpiError, match="fewer than intervene.rank"):
+        fit_fold_subspaces(
+            [tmp_path / "layer-0.parquet"], [tmp_path / "transcripts.parquet"], folds, [0],
+            "self_attn", rank=9,
+        )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_transcribe_cli_applies_an_intervention_file(tmp_path, tiny_en, librivox, capsys):
+    """`whisper-spi transcribe --intervention FILE` on a tiny random Whisper (d = 16, the
+    tiny.en vocabulary and processor): strength 0 prints the plain transcript, strength 1
+    what the Python API gives under the same intervention."""
+    import soundfile as sf
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    from whisper_spi.cli import main
+    from whisper_spi.decode import transcribe
+    from whisper_spi.models import load_model
+
+    ref = tiny_en.model.config
+    cfg = WhisperConfig(
+        vocab_size=ref.vocab_size, d_model=16, encoder_layers=1, decoder_layers=2,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+        decoder_ffn_dim=32, num_mel_bins=ref.num_mel_bins,
+        max_source_positions=ref.max_source_positions, max_target_positions=64,
+        pad_token_id=ref.pad_token_id, bos_token_id=ref.bos_token_id,
+        eos_token_id=ref.eos_token_id, decoder_start_token_id=ref.decoder_start_token_id,
+        init_std=0.5,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model_dir = tmp_path / "random"
+    WhisperForConditionalGeneration(cfg).save_pretrained(model_dir)
+    tiny_en.processor.save_pretrained(model_dir)
+    tiny_en.generation_config.save_pretrained(model_dir)
+    wav = tmp_path / "a.wav"
+    sf.write(wav, librivox[0][1], 16000)
+    basis = {0: _orthonormal(16, 3, 7), 1: _orthonormal(16, 3, 8)}
+    spec = Intervention("project", 1.0, (0, 1), "self_attn", basis)
+    save_intervention(spec, tmp_path / "iv.json")
+
+    def cli(*extra):
+        assert main(["transcribe", "--model", f"dir:{model_dir}", "--device", "cpu", *extra,
+                     str(wav)]) == 0  # fmt: skip
+        return capsys.readouterr().out.split("\t", 1)[1].rstrip("\n")
+
+    bundle = load_model(f"dir:{model_dir}", device="cpu")
+    plain = transcribe(bundle, [librivox[0][1]], max_new_tokens=30)[0].text
+    with Intervene(bundle.model, spec):
+        edited = transcribe(bundle, [librivox[0][1]], max_new_tokens=30)[0].text
+    assert edited != plain
+    assert cli("--intervention", str(tmp_path / "iv.json"), "--max-new-tokens", "30") == edited
+    assert cli("--intervention", str(tmp_path / "iv.json"), "--strength", "0",
+               "--max-new-tokens", "30") == plain  # fmt: skip
+    bad = Intervention("project", 1.0, (0,), "self_attn", {0: _orthonormal(24, 2, 9)})
+    save_intervention(bad, tmp_path / "bad.json")
+    assert main(["transcribe", "--model", f"dir:{model_dir}", "--device", "cpu",
+                 "--intervention", str(tmp_path / "bad.json"), str(wav)]) == 2  # fmt: skip
+    assert "d_model" in capsys.readouterr().err

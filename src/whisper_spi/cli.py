@@ -8,6 +8,7 @@ stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -48,17 +49,23 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     _threads(args.threads)
     bundle = load_model(args.model, device=args.device, dtype=args.dtype)
     waves = [load_audio(path) for path in args.files]
-    for path, result in zip(args.files, transcribe(bundle, waves, args.batch_size), strict=True):
+    edit = contextlib.nullcontext()
+    if args.intervention:
+        from .intervene import Intervene, load_intervention
+
+        edit = Intervene(bundle.model, load_intervention(args.intervention, args.strength))
+    with edit:
+        results = transcribe(bundle, waves, args.batch_size, args.max_new_tokens)
+    for path, result in zip(args.files, results, strict=True):
         print(f"{path}\t{result.text}", flush=True)
     return 0
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    import polars as pl
-    import soundfile as sf
     from tqdm import tqdm
 
     from .capture import DecodeOptions, SpectrumOptions, decode_shard
+    from .mitigate import read_shard
     from .models import load_model
     from .names import NONSPEECH
     from .schemas import write_rows
@@ -72,16 +79,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
             f"{args.model}: {bundle.n_decoder_layers} decoder layers but "
             f"{len(args.spectra)} --spectra outputs given"
         )
-    shard = pl.read_parquet(args.stress_manifest, columns=["utt_id", "path"])
-    corpus = pl.read_parquet(args.corpus_manifest, columns=["utt_id", "speaker", "text"])
-    rows = shard.join(corpus, on="utt_id", how="left").sort("utt_id")
-    nonspeech = args.condition in NONSPEECH
-    if nonspeech:  # nothing is said: the reference is empty, any transcript hallucinated
-        rows = rows.with_columns(text=pl.lit(""))
-    utterances = [
-        dict(row, wave=sf.read(row["path"], dtype="float32")[0])
-        for row in rows.iter_rows(named=True)
-    ]
+    utterances = read_shard(args.stress_manifest, args.corpus_manifest, condition=args.condition)
     opts = DecodeOptions(
         max_new_tokens=args.max_new_tokens,
         hallucination_wer=args.hallucination_wer,
@@ -99,7 +97,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         transcripts, spectra = decode_shard(
             bundle, utterances, args.model_name, args.condition, opts, args.batch_size, bar
         )
-    if nonspeech:
+    if args.condition in NONSPEECH:  # the reference is empty: any word is a hallucination
         for row in transcripts:
             row["hallucination"] = spoke(row["hypothesis"])
     write_rows(transcripts, "transcripts", args.transcripts)
@@ -334,6 +332,46 @@ def cmd_detect_audio(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_intervene_fit(args: argparse.Namespace) -> int:
+    from .mitigate import fit_fold_subspaces, save_subspaces, speaker_folds_of
+
+    folds = speaker_folds_of(args.oof)
+    subspaces = fit_fold_subspaces(
+        args.spectra, args.transcripts, folds, args.layers, args.component, args.rank
+    )
+    save_subspaces(subspaces, args.out_dir, model=args.model_name, rank=args.rank)
+    return 0
+
+
+def cmd_intervene(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .mitigate import run_shard
+    from .models import load_model
+
+    _quiet_transformers()
+    _threads(args.threads)
+    bundle = load_model(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache)
+    with tqdm(desc=f"{args.method} {args.model_name}/{args.condition}", file=sys.stderr,
+              mininterval=5) as bar:  # fmt: skip
+        run_shard(bundle, args, bar)
+    return 0
+
+
+def cmd_mitigation(args: argparse.Namespace) -> int:
+    from .mitigation import run_mitigation
+
+    run_mitigation(args)
+    return 0
+
+
+def cmd_mitigation_summary(args: argparse.Namespace) -> int:
+    from .mitigation import run_summary
+
+    run_summary(args.tables, args.out_dir)
+    return 0
+
+
 def cmd_schemas(args: argparse.Namespace) -> int:
     from .schemas import to_markdown
 
@@ -351,6 +389,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=224)
+    p.add_argument(
+        "--intervention", help="an intervention JSON (intervene/<model>/subspace/all.json)"
+    )
+    p.add_argument("--strength", type=float, help="override the intervention's strength")
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_transcribe)
 
@@ -524,6 +567,62 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_detect_audio)
+
+    p = sub.add_parser("intervene-fit", help="project's subspaces, fitted out of detector fold")
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--spectra", nargs="+", required=True)
+    p.add_argument("--transcripts", nargs="+", required=True)
+    p.add_argument("--oof", required=True, help="detect/<model>/oof_scores.csv (the folds)")
+    p.add_argument("--layers", type=int, nargs="+", required=True)
+    p.add_argument("--component", required=True)
+    p.add_argument("--rank", type=int, default=1)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_intervene_fit)
+
+    p = sub.add_parser("intervene", help="decode one shard under an intervention or fallback")
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--model", required=True, help="model spec")
+    p.add_argument("--cache", default=None)
+    p.add_argument("--condition", required=True)
+    p.add_argument("--stress-manifest", nargs="+", required=True, help="the condition's shards")
+    p.add_argument("--corpus-manifest", required=True)
+    p.add_argument("--n-utterances", type=int, default=None, help="of the smallest stable hash")
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--shard-size", type=int, default=16)
+    p.add_argument(
+        "--method", required=True, choices=["project", "cross_gain", "self_damp", "fallback"]
+    )
+    p.add_argument("--strength", type=float, default=0.0)
+    p.add_argument("--layers", type=int, nargs="*", default=[])
+    p.add_argument("--subspaces", help="project: the intervene-fit directory")
+    p.add_argument("--oof", help="project: detect/<model>/oof_scores.csv (speaker folds)")
+    p.add_argument("--plain", nargs="*", help="fallback: plain transcripts (its T = 0 pass)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--max-new-tokens", type=int, default=224)
+    p.add_argument("--hallucination-wer", type=float, default=0.5)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_intervene)
+
+    p = sub.add_parser("mitigation", help="one model's mitigation table and dose-response")
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--transcripts", nargs="+", required=True, help="plain decode transcripts")
+    p.add_argument("--mitigated", nargs="*", default=[], help="intervene outputs")
+    p.add_argument("--stress-manifests", nargs="*", default=[])
+    p.add_argument("--corpus-manifest", required=True)
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_mitigation)
+
+    p = sub.add_parser("mitigation-summary", help="all models: table, verdicts, trade-off")
+    p.add_argument("--tables", nargs="+", required=True, help="mitigation/<model>/mitigation.csv")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_mitigation_summary)
 
     p = sub.add_parser("schemas", help="print the Parquet data contracts as Markdown")
     p.set_defaults(func=cmd_schemas)

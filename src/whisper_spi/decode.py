@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .io import derive_seed
 from .models import MAX_NEW_TOKENS, WhisperBundle
 
 SAMPLE_RATE = 16000
@@ -72,8 +73,15 @@ def greedy_decode(
     encoder_out: torch.Tensor,
     max_new_tokens: int = MAX_NEW_TOKENS,
     capture=None,
+    temperature: float = 0.0,
+    generators: list[torch.Generator] | None = None,
 ) -> list[Decoded]:
     """Greedy decoding for a batch of encoder outputs; returns one :class:`Decoded` each.
+
+    With ``temperature`` > 0 each token is sampled from softmax(logits / temperature)
+    instead (OpenAI's fallback decode), row i with its own ``generators[i]`` (see
+    :func:`row_generators`), so a row's samples do not depend on the batch it is in; the
+    log-probabilities stay those of the unscaled logits, as OpenAI's.
 
     A row that emits <|endoftext|> leaves the batch: its entries of the key/value cache
     (self- and cross-attention) and of the encoder output are dropped, so a batch with one
@@ -89,6 +97,8 @@ def greedy_decode(
     suppress = _suppress_mask(bundle, bundle.suppress_ids, vocab)
     suppress_first = suppress | _suppress_mask(bundle, bundle.suppress_ids_begin, vocab)
     eot = bundle.eot_id
+    if temperature > 0 and (generators is None or len(generators) != batch):
+        raise ValueError(f"sampling at temperature {temperature} needs one generator per row")
 
     tokens = torch.tensor([bundle.prompt_ids] * batch, device=device)
     rows = list(range(batch))  # original row of each row of the current batch
@@ -113,7 +123,11 @@ def greedy_decode(
             probs = out.logits[:, 0, :].float().softmax(-1)
             no_speech = probs[:, bundle.no_speech_id].double()
         logits = logits.masked_fill(suppress_first if step == 0 else suppress, float("-inf"))
-        nxt = logits.argmax(-1)
+        nxt = (
+            logits.argmax(-1)
+            if temperature <= 0
+            else _sample(logits, temperature, generators, rows)
+        )
         chosen = logits.log_softmax(-1).gather(1, nxt[:, None]).squeeze(1).double()
         sum_logprob.index_add_(0, torch.tensor(rows, device=device), chosen)
         new = nxt.tolist()
@@ -154,6 +168,24 @@ def greedy_decode(
             )
         )
     return results
+
+
+def row_generators(seed: int, stage: str, utt_ids, temperature: float) -> list[torch.Generator]:
+    """One CPU generator per utterance, seeded from (seed, stage, utt_id, temperature)."""
+    return [
+        torch.Generator().manual_seed(derive_seed(seed, stage, f"{u}@{temperature:g}"))
+        for u in utt_ids
+    ]
+
+
+def _sample(logits: torch.Tensor, temperature: float, generators, rows) -> torch.Tensor:
+    # Gumbel-max: argmax(logits / T + Gumbel noise) is a draw from softmax(logits / T); each
+    # row's noise comes from its own generator, in the same amount at every step.
+    noise = torch.stack(
+        [torch.rand(logits.shape[1], generator=generators[r], dtype=torch.float64) for r in rows]
+    ).to(logits.device)
+    gumbel = -torch.log(-torch.log(noise.clamp_min(1e-300)))
+    return (logits.double() / temperature + gumbel).argmax(-1)
 
 
 def transcribe(

@@ -6,11 +6,19 @@ unlikely (average log-probability < -1.0), unless it looks like silence (no-spee
 > 0.6 with the low log-probability), which ends the loop. The last decode is kept; it is then
 dropped (empty output) if its no-speech probability is > 0.6 and its log-probability is not
 above the threshold. One sample per temperature (the Python API's default, ``best_of`` None).
+:func:`fallback_decode` runs the rule on our decoder; :func:`is_silence` alone on a plain
+decode is the no-speech gating baseline.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import torch
+
+from .decode import Decoded
+from .models import MAX_NEW_TOKENS
 
 
 @dataclass(frozen=True)
@@ -19,6 +27,9 @@ class FallbackOptions:
     compression_ratio_threshold: float | None = 2.4
     logprob_threshold: float | None = -1.0
     no_speech_threshold: float | None = 0.6
+
+
+OPENAI = FallbackOptions()  # transcribe()'s defaults
 
 
 def needs_fallback(
@@ -44,3 +55,64 @@ def is_silence(avg_logprob: float, no_speech_prob: float, opts: FallbackOptions)
     if opts.no_speech_threshold is None or not no_speech_prob > opts.no_speech_threshold:
         return False
     return not (opts.logprob_threshold is not None and avg_logprob > opts.logprob_threshold)
+
+
+@dataclass(frozen=True)
+class FallbackResult:
+    decoded: Decoded  # the kept decode; text and token_ids emptied when dropped
+    temperature: float  # the temperature of the kept decode
+    dropped: bool  # dropped as no speech (is_silence)
+
+
+def fallback_decode(
+    bundle,
+    encoder_out,
+    utt_ids: Sequence[str],
+    seed: int,
+    opts: FallbackOptions = OPENAI,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    first: Sequence[Decoded] | None = None,
+) -> list[FallbackResult]:
+    """OpenAI's ``decode_with_fallback`` then its no-speech skip, for a batch of utterances.
+
+    Only the rows that still need it are decoded again at the next temperature; a sample at
+    temperature t uses the generator of (seed, "fallback", utt_id, t), so a row's result
+    does not depend on the batch. ``first``: the rows' greedy decodes if already known (the
+    plain decode is exactly the temperature-0 pass), which are then not recomputed.
+    """
+    from .decode import greedy_decode, row_generators
+
+    kept: list[tuple[Decoded, float] | None] = [None] * len(utt_ids)
+    pending = list(range(len(utt_ids)))
+    for t in opts.temperatures:
+        if not pending:
+            break
+        if t == 0 and first is not None:
+            decoded = [first[i] for i in pending]
+        else:
+            index = torch.tensor(pending, device=encoder_out.device)
+            decoded = greedy_decode(
+                bundle,
+                encoder_out.index_select(0, index),
+                max_new_tokens,
+                temperature=t,
+                generators=(
+                    row_generators(seed, "fallback", [utt_ids[i] for i in pending], t)
+                    if t > 0
+                    else None
+                ),
+            )
+        for i, d in zip(pending, decoded, strict=True):
+            kept[i] = (d, t)
+        pending = [
+            i
+            for i, d in zip(pending, decoded, strict=True)
+            if needs_fallback(d.compression_ratio, d.avg_logprob, d.no_speech_prob, opts)
+        ]
+    out = []
+    for d, t in kept:
+        drop = is_silence(d.avg_logprob, d.no_speech_prob, opts)
+        if drop:
+            d = replace(d, token_ids=[], text="", compression_ratio=0.0)
+        out.append(FallbackResult(d, t, drop))
+    return out

@@ -67,6 +67,10 @@ class Intervene(DecoderHooks):
             raise WhisperSpiError(
                 f"intervention layers {unknown}: the decoder has {len(self.layers)}"
             )
+        d = model.config.d_model
+        wrong = {i: b.shape for i, b in intervention.basis.items() if b.shape[-1] != d}
+        if wrong:
+            raise WhisperSpiError(f"project subspaces of shape {wrong}: the model has d_model {d}")
 
     def targets(self):
         if self.spec.strength == 0.0:

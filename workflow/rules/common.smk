@@ -150,6 +150,78 @@ def get_pooled(results, config, n_layers, kind):
     ]
 
 
+def get_intervene_shards(config):
+    """The intervention stage's shards: intervene.n_utterances (or every utterance) in
+    blocks of intervene.shard_size."""
+    corpus, iv = config["corpus"], config["intervene"]
+    try:
+        n = len(list_utterances(corpus["root"], corpus["splits"], corpus["limit"]))
+    except WhisperSpiError as exc:
+        raise WorkflowError(str(exc)) from None
+    if iv["n_utterances"] is not None:
+        n = min(n, iv["n_utterances"])
+    return [f"{i:03d}" for i in range(max(1, math.ceil(n / iv["shard_size"])))]
+
+
+def get_intervene_selection(config):
+    """The stage's utterance selection as CLI flags."""
+    iv = config["intervene"]
+    n = "" if iv["n_utterances"] is None else f" --n-utterances {iv['n_utterances']}"
+    return f"--shard-size {iv['shard_size']}{n}"
+
+
+def get_intervene_layers(config, n_layers, model):
+    """intervene.layers resolved for ``model``'s decoder (a list of layer indices)."""
+    from whisper_spi.mitigate import layer_list
+
+    try:
+        return list(layer_list(config["intervene"]["layers"], n_layers[model]))
+    except WhisperSpiError as exc:
+        raise WorkflowError(str(exc)) from None
+
+
+def get_intervene_inputs(results, wc):
+    """project's subspaces and the detector's folds (the other interventions need neither)."""
+    if wc.method != "project":
+        return {}
+    return {
+        "subspaces": f"{results}/intervene/{wc.model}/subspace",
+        "oof": f"{results}/detect/{wc.model}/oof_scores.csv",
+    }
+
+
+def get_intervene_flags(wc, input):
+    if wc.method != "project":
+        return ""
+    return f"--subspaces {shlex.quote(input.subspaces)} --oof {shlex.quote(input.oof)}"
+
+
+def get_strengths(config):
+    """intervene.strengths as path components (0.5, 1)."""
+    return [f"{s:g}" for s in config["intervene"]["strengths"]]
+
+
+def get_mitigated(results, config, shards, model, conditions):
+    """Every intervention x strength and fallback decode of ``model``."""
+    iv = config["intervene"]
+    out = expand(
+        f"{results}/intervene/{{model}}/{{method}}/{{strength}}/{{condition}}/shard-{{shard}}.parquet",
+        model=model,
+        method=iv["methods"],
+        strength=get_strengths(config),
+        condition=conditions,
+        shard=shards,
+    )
+    if iv["fallback"]:
+        out += expand(
+            f"{results}/intervene/{{model}}/fallback/{{condition}}/shard-{{shard}}.parquet",
+            model=model,
+            condition=conditions,
+            shard=shards,
+        )
+    return out
+
+
 def get_report_sections(results, config):
     """(title, table CSV, figure PNG) of the report's sections beyond the paper."""
     sections = [
@@ -190,6 +262,22 @@ def get_report_sections(results, config):
                 "Theorem 1, measured",
                 f"{results}/theory/theory_table.csv",
                 f"{results}/figures/theory_phase.png",
+            )
+        )
+    if config["intervene"]["methods"] or config["intervene"]["fallback"]:
+        sections += [
+            (
+                f"Mitigation: {m}",
+                f"{results}/mitigation/{m}/summary.csv",
+                f"{results}/mitigation/{m}/dose_response.png",
+            )
+            for m in config["models"]
+        ]
+        sections.append(
+            (
+                "Mitigation vs Whisper's fallback",
+                f"{results}/mitigation/verdict.csv",
+                f"{results}/mitigation/tradeoff.png",
             )
         )
     return sections

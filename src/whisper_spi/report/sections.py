@@ -39,6 +39,13 @@ EXTRA_FIGURES: dict[str, str] = {
     "context Jacobian over effective gain gamma and alignment rho (log axes), with the "
     "measured decoders placed at their median gamma and rho.",
     **TAXONOMY_FIGURES,
+    "tradeoff": "Hallucination rate on the stressed audio (every stress pooled) against WER "
+    "on clean audio: one curve per intervention over its strengths, from the plain decode "
+    "(strength 0); Whisper's temperature fallback, no-speech gating and the plain decode as "
+    "black points. Bars: 95% speaker-bootstrap CIs. Down and left is better.",
+    "dose_response": "Dose-response: hallucination rate per condition against intervention "
+    "strength (0 = the plain decode), 95% speaker-bootstrap bands; dashed: Whisper's "
+    "temperature fallback. Regime I predicts that cross_gain lowers it, Regime II self_damp.",
 }
 
 

@@ -27,7 +27,7 @@ from ._core import (
 
 # Each module registers its contracts: imported in the pipeline's order.
 # isort: off
-from . import decode, taxonomy, analysis, theory, detect  # noqa: E402, F401
+from . import decode, taxonomy, analysis, theory, detect, mitigation  # noqa: E402, F401
 
 # isort: on
 from .theory import THEORY_QUANTITIES  # noqa: E402

@@ -1,0 +1,364 @@
+"""The intervention stage's decodes: a shard under one intervention, or under OpenAI's fallback,
+and the ``project`` subspaces fitted out of fold on the detector's speaker folds.
+
+Rows follow the ``mitigation_transcripts`` contract (the decode contract plus what was
+applied). ``project`` is cross-fitted: the subspace applied to a speaker's utterances was
+fitted on the detector's other folds only (the held-out fold is recorded), so no utterance
+is edited by a direction estimated from itself or its speaker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from .decode import Decoded, encode, greedy_decode, log_mel
+from .errors import WhisperSpiError
+from .fallback import OPENAI, FallbackOptions, fallback_decode, needs_fallback
+from .intervene import Intervene, Intervention, fit_subspace, load_intervention, save_intervention
+from .names import CLEAN
+from .text import wer
+
+FALLBACK = "fallback"
+ALL_FOLDS = -1  # the subspace fitted on every fold: what a user applies to new audio
+
+
+def speaker_folds_of(oof_path: str | Path) -> dict[str, int]:
+    """speaker -> the detector's test fold (setting ``all``), from its oof_scores.csv."""
+    from . import schemas
+
+    oof = schemas.read_csv(oof_path, "detect_oof").filter(pl.col("setting") == "all")
+    pairs = oof.select("speaker", "fold").unique()
+    if pairs["speaker"].n_unique() != pairs.height:
+        raise WhisperSpiError(f"{oof_path}: a speaker is in more than one detector fold")
+    return dict(pairs.iter_rows())
+
+
+def _row_means(spectra_paths: Sequence[str | Path], component: str) -> pl.DataFrame:
+    """(layer, condition, utt_id, row_mean) of the full-length rows of ``component``."""
+    from . import schemas
+
+    return (
+        schemas.scan_parquet(spectra_paths, "spectra")
+        .filter((pl.col("prefix") == 0) & (pl.col("component") == component))
+        .select("layer", "condition", "utt_id", "row_mean")
+        .collect()
+    )
+
+
+def fit_fold_subspaces(
+    spectra_paths: Sequence[str | Path],
+    transcripts_paths: Sequence[str | Path],
+    folds: Mapping[str, int],
+    layers: Sequence[int],
+    component: str,
+    rank: int,
+) -> dict[int, Intervention]:
+    """fold -> ``project`` (strength 1) whose subspace at each layer is fitted on the other
+    folds' hallucinated stressed utterances minus their clean twins (row means; see
+    :func:`whisper_spi.intervene.fit_subspace`); plus ALL_FOLDS, fitted on every fold."""
+    from . import schemas
+
+    tr = (
+        schemas.scan_parquet(transcripts_paths, "transcripts")
+        .select("utt_id", "speaker", "condition", "hallucination")
+        .collect()
+    )
+    bad = tr.filter((pl.col("condition") != CLEAN) & pl.col("hallucination"))
+    means = _row_means(spectra_paths, component)
+    clean = means.filter(pl.col("condition") == CLEAN).select(
+        "layer", "utt_id", pl.col("row_mean").alias("clean_mean")
+    )
+    pairs = (
+        means.join(bad.select("utt_id", "condition", "speaker"), on=["utt_id", "condition"])
+        .join(clean, on=["layer", "utt_id"])
+        .with_columns(pl.col("speaker").replace_strict(folds, default=None).alias("fold"))
+    )
+    out = {}
+    for fold in [*sorted(set(folds.values())), ALL_FOLDS]:
+        train = pairs.filter(pl.col("fold") != fold) if fold != ALL_FOLDS else pairs
+        basis = {}
+        for layer in layers:
+            rows = train.filter(pl.col("layer") == layer).sort("condition", "utt_id")
+            if rows.height < rank:
+                raise WhisperSpiError(
+                    f"project: {rows.height} hallucinated pairs outside fold {fold} at layer "
+                    f"{layer}, fewer than intervene.rank = {rank}"
+                )
+            stressed = np.stack(rows["row_mean"].to_numpy())
+            twin = np.stack(rows["clean_mean"].to_numpy())
+            basis[layer] = fit_subspace(stressed, twin, rank).astype(np.float32)
+        out[fold] = Intervention("project", 1.0, tuple(layers), component, basis)
+    return out
+
+
+def save_subspaces(subspaces: Mapping[int, Intervention], out_dir: str | Path, **provenance):
+    """One intervention file per fold (fold-<k>.json/.safetensors; all.json for every fold)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for fold, spec in subspaces.items():
+        name = "all" if fold == ALL_FOLDS else f"fold-{fold}"
+        save_intervention(spec, out / f"{name}.json", fold=fold, **provenance)
+
+
+def load_subspaces(out_dir: str | Path, strength: float) -> dict[int, Intervention]:
+    """The fold files of :func:`save_subspaces`, at ``strength``."""
+    files = sorted(Path(out_dir).glob("fold-*.json"))
+    if not files:
+        raise WhisperSpiError(f"{out_dir}: no fold-<k>.json subspace files")
+    return {int(f.stem.removeprefix("fold-")): load_intervention(f, strength) for f in files}
+
+
+def decoded_from_row(row: Mapping) -> Decoded:
+    """A plain decode's transcript row as the :class:`Decoded` it was made from."""
+    n = row["n_tokens"]
+    return Decoded(
+        token_ids=list(row["token_ids"]),
+        text=row["hypothesis"],
+        hit_max_length=row["hit_max_length"],
+        sum_logprob=row["avg_logprob"] * (n + 1),
+        avg_logprob=row["avg_logprob"],
+        no_speech_prob=row["no_speech_prob"],
+        compression_ratio=row["compression_ratio"],
+    )
+
+
+def _row(utt, d: Decoded, model: str, condition: str, threshold: float, **applied) -> dict:
+    err = wer(utt["text"], d.text)
+    return {
+        "utt_id": utt["utt_id"],
+        "speaker": utt["speaker"],
+        "model": model,
+        "condition": condition,
+        "reference": utt["text"],
+        "hypothesis": d.text,
+        "token_ids": d.token_ids,
+        "n_tokens": d.n_tokens,
+        "hit_max_length": d.hit_max_length,
+        "avg_logprob": d.avg_logprob,
+        "compression_ratio": d.compression_ratio,
+        "no_speech_prob": d.no_speech_prob,
+        "wer": err,
+        "hallucination": bool(err > threshold),
+        **applied,
+    }
+
+
+def intervene_shard(
+    bundle,
+    utterances: Sequence[Mapping],
+    model: str,
+    condition: str,
+    specs: Mapping[int, Intervention],
+    folds: Mapping[str, int] | None = None,
+    *,
+    batch_size: int = 8,
+    max_new_tokens: int = 224,
+    threshold: float = 0.5,
+    progress=None,
+) -> list[dict]:
+    """Decode ``utterances`` (dicts: utt_id, speaker, text, wave) under an intervention.
+
+    ``specs``: fold -> intervention; a ``project`` is applied per speaker fold (``folds``:
+    speaker -> fold), the others have one spec under key ALL_FOLDS.
+    """
+    groups: dict[int, list[Mapping]] = {}
+    for utt in utterances:
+        fold = folds[utt["speaker"]] if folds is not None else ALL_FOLDS
+        if fold not in specs:
+            raise WhisperSpiError(f"no intervention for fold {fold} (speaker {utt['speaker']})")
+        groups.setdefault(fold, []).append(utt)
+    rows = []
+    for fold, utts in sorted(groups.items()):
+        spec = specs[fold]
+        applied = {
+            "method": spec.kind,
+            "strength": spec.strength,
+            "layers": ",".join(map(str, spec.layers)),
+            "component": spec.component,
+            "fold": fold,
+            "temperature": 0.0,
+            "dropped": False,
+        }
+        with Intervene(bundle.model, spec):
+            for start in range(0, len(utts), batch_size):
+                batch = utts[start : start + batch_size]
+                enc = encode(bundle, log_mel(bundle, [u["wave"] for u in batch]))
+                for utt, d in zip(batch, greedy_decode(bundle, enc, max_new_tokens), strict=True):
+                    rows.append(_row(utt, d, model, condition, threshold, **applied))
+                if progress is not None:
+                    progress.update(len(batch))
+    return sorted(rows, key=lambda r: r["utt_id"])
+
+
+def fallback_shard(
+    bundle,
+    utterances: Sequence[Mapping],
+    model: str,
+    condition: str,
+    seed: int,
+    plain: Mapping[str, Decoded] | None = None,
+    *,
+    opts: FallbackOptions = OPENAI,
+    batch_size: int = 8,
+    max_new_tokens: int = 224,
+    threshold: float = 0.5,
+    progress=None,
+) -> list[dict]:
+    """Decode ``utterances`` with OpenAI's temperature fallback; ``plain``: utt_id -> its plain
+    greedy decode (the temperature-0 pass, then reused; only failing rows are re-encoded)."""
+    rows = []
+    for start in range(0, len(utterances), batch_size):
+        batch = list(utterances[start : start + batch_size])
+        ids = [u["utt_id"] for u in batch]
+        first = [plain[i] for i in ids] if plain is not None else None
+        if first is not None:  # only the rows that fall back need the encoder
+            redo = [
+                i
+                for i, d in enumerate(first)
+                if needs_fallback(d.compression_ratio, d.avg_logprob, d.no_speech_prob, opts)
+            ]
+        else:
+            redo = list(range(len(batch)))
+        keep = [i for i in range(len(batch)) if i not in redo]
+        results: list = [None] * len(batch)
+        if keep:  # their greedy decode stands: no encoder pass (enc is never read)
+            got = fallback_decode(bundle, None, [ids[i] for i in keep], seed, opts,
+                                  first=[first[i] for i in keep])  # fmt: skip
+            for i, r in zip(keep, got, strict=True):
+                results[i] = r
+        if redo:
+            enc = encode(bundle, log_mel(bundle, [batch[i]["wave"] for i in redo]))
+            got = fallback_decode(
+                bundle,
+                enc,
+                [ids[i] for i in redo],
+                seed,
+                opts,
+                max_new_tokens,
+                first=[first[i] for i in redo] if first is not None else None,
+            )
+            for i, r in zip(redo, got, strict=True):
+                results[i] = r
+        for utt, r in zip(batch, results, strict=True):
+            applied = {
+                "method": FALLBACK,
+                "strength": float("nan"),
+                "layers": "",
+                "component": "",
+                "fold": ALL_FOLDS,
+                "temperature": r.temperature,
+                "dropped": r.dropped,
+            }
+            rows.append(_row(utt, r.decoded, model, condition, threshold, **applied))
+        if progress is not None:
+            progress.update(len(batch))
+    return rows
+
+
+def read_shard(
+    stress_manifests: str | Path | Sequence[str | Path],
+    corpus_manifest: str | Path,
+    ids: Sequence[str] | None = None,
+    condition: str | None = None,
+) -> list[dict]:
+    """Stressed utterances (utt_id, path, speaker, text, wave) of the manifests, sorted by
+    utt_id; only ``ids`` if given. A non-speech ``condition`` has an empty reference: nothing
+    is said, so any transcript is a hallucination."""
+    import soundfile as sf
+
+    from .names import NONSPEECH
+
+    paths = [stress_manifests] if isinstance(stress_manifests, str | Path) else stress_manifests
+    shard = pl.read_parquet([str(p) for p in paths], columns=["utt_id", "path"])
+    if ids is not None:
+        shard = shard.filter(pl.col("utt_id").is_in(list(ids)))
+    corpus = pl.read_parquet(corpus_manifest, columns=["utt_id", "speaker", "text"])
+    rows = shard.join(corpus, on="utt_id", how="left").sort("utt_id")
+    if condition in NONSPEECH:
+        rows = rows.with_columns(text=pl.lit(""))
+    return [
+        dict(row, wave=sf.read(row["path"], dtype="float32")[0])
+        for row in rows.iter_rows(named=True)
+    ]
+
+
+def select_utterances(ids: Sequence[str], n: int | None, shard: int, shard_size: int) -> list[str]:
+    """The intervention stage's shard ``shard``: of the ``n`` utterances with the smallest
+    stable hash (every one if n is None; spread over speakers, unlike the sorted decode
+    shards), the ``shard``-th block of ``shard_size``, sorted."""
+    from .io import stable_hash
+
+    chosen = sorted(sorted(set(ids), key=lambda u: (stable_hash(u), u))[:n])
+    return chosen[shard * shard_size : (shard + 1) * shard_size]
+
+
+def run_shard(bundle, args, progress=None) -> None:
+    """The ``intervene`` subcommand: one shard under ``args.method``, written to ``args.out``."""
+    from . import schemas
+
+    ids = pl.read_parquet(args.stress_manifest, columns=["utt_id"])["utt_id"].to_list()
+    chosen = select_utterances(ids, args.n_utterances, args.shard, args.shard_size)
+    utts = read_shard(args.stress_manifest, args.corpus_manifest, chosen, args.condition)
+    if progress is not None:
+        progress.reset(total=len(utts))
+    common = dict(
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        threshold=args.hallucination_wer,
+        progress=progress,
+    )
+    if args.method == FALLBACK:
+        plain = None
+        if args.plain:
+            frame = schemas.scan_parquet(args.plain, "transcripts").collect()
+            plain = {r["utt_id"]: decoded_from_row(r) for r in frame.iter_rows(named=True)}
+        rows = fallback_shard(
+            bundle, utts, args.model_name, args.condition, args.seed, plain, **common
+        )
+    else:
+        layers = layer_list(args.layers or None, bundle.n_decoder_layers)
+        if args.method == "project":
+            if not (args.subspaces and args.oof):
+                raise WhisperSpiError("intervene --method project needs --subspaces and --oof")
+            specs = load_subspaces(args.subspaces, args.strength)
+            folds = speaker_folds_of(args.oof)
+        else:
+            specs = {ALL_FOLDS: Intervention(args.method, args.strength, layers)}
+            folds = None
+        rows = intervene_shard(
+            bundle, utts, args.model_name, args.condition, specs, folds, **common
+        )
+    schemas.write_rows(rows, "mitigation_transcripts", args.out)
+
+
+def layer_list(spec: Sequence[int] | None, n_layers: int) -> tuple[int, ...]:
+    """intervene.layers resolved for a decoder of ``n_layers``: null = every layer;
+    negative values count from the last (-1 = the final layer)."""
+    if spec is None:
+        return tuple(range(n_layers))
+    out = sorted({i % n_layers if -n_layers <= i < n_layers else i for i in spec})
+    bad = [i for i in out if not 0 <= i < n_layers]
+    if bad:
+        raise WhisperSpiError(f"intervene.layers {list(spec)}: the decoder has {n_layers} layers")
+    return tuple(out)
+
+
+__all__ = [
+    "ALL_FOLDS",
+    "FALLBACK",
+    "decoded_from_row",
+    "fallback_shard",
+    "fit_fold_subspaces",
+    "intervene_shard",
+    "layer_list",
+    "load_subspaces",
+    "read_shard",
+    "run_shard",
+    "select_utterances",
+    "save_subspaces",
+    "speaker_folds_of",
+]

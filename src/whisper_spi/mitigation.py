@@ -1,0 +1,347 @@
+"""The mitigation table: every intervention x strength and every baseline, per model.
+
+Arms: ``plain`` (the decode stage's transcripts, strength 0), ``gating`` (the plain decode
+with OpenAI's no-speech skip: emptied where :func:`whisper_spi.fallback.is_silence`),
+``fallback`` (OpenAI's temperature fallback) and each intervention at each strength. Per
+utterance: hallucination (WER > the threshold; for an empty reference, any word), WER,
+the taxonomy type (:func:`whisper_spi.taxonomy.label_transcripts`) and the decoded length.
+Intervals resample speakers with all their utterances (a cluster bootstrap), with the same
+replicates for every arm of a model x condition (seeded by model/condition only), so the
+differences to the fallback and to the plain decode are paired.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from . import schemas
+from .analysis.bootstrap import (
+    TABLE_BLOCK,
+    count_blocks,
+    mean_replicates,
+    percentile_interval,
+    seeded_rng,
+)
+from .analysis.markdown import number, with_interval
+from .errors import WhisperSpiError
+from .fallback import OPENAI, FallbackOptions, is_silence
+from .names import CLEAN, STRESSES
+from .taxonomy import TYPES, label_transcripts
+from .text import normalize, wer
+
+__all__ = ["BASELINES", "STRESSED", "arms_frame", "mitigation_table", "summary", "verdicts"]
+
+PLAIN, GATING, FALLBACK = "plain", "gating", "fallback"
+BASELINES = (PLAIN, FALLBACK, GATING)
+STRESSED = "stressed"  # every stress pooled
+ERROR_TYPES = tuple(t for t in TYPES if t != "correct")
+METRICS = ("hallucination_rate", "wer", *(f"rate:{t}" for t in ERROR_TYPES), "mean_tokens")
+_COLS = ["model", "method", "strength", "condition", "utt_id", "speaker", "reference",
+         "hypothesis", "hit_max_length", "n_tokens"]  # fmt: skip
+
+
+def _gated(plain: pl.DataFrame, opts: FallbackOptions) -> pl.DataFrame:
+    drop = [
+        is_silence(lp, ns, opts)
+        for lp, ns in plain.select("avg_logprob", "no_speech_prob").iter_rows()
+    ]
+    return plain.with_columns(
+        pl.Series("_drop", drop),
+    ).with_columns(
+        pl.when("_drop").then(pl.lit("")).otherwise("hypothesis").alias("hypothesis"),
+        pl.when("_drop").then(pl.lit(0)).otherwise("n_tokens").alias("n_tokens"),
+        pl.lit(GATING).alias("method"),
+    ).drop("_drop")  # fmt: skip
+
+
+def arms_frame(
+    plain: pl.DataFrame,
+    mitigated: pl.DataFrame,
+    partners: Mapping[str, Sequence[str]],
+    references: Mapping[str, str],
+    threshold: float,
+    opts: FallbackOptions = OPENAI,
+) -> pl.DataFrame:
+    """One row per arm x utterance: the per-utterance values the table averages.
+
+    ``plain``: decode-contract transcripts; ``mitigated``: mitigation_transcripts rows
+    (interventions and fallback).
+    """
+    base = plain.with_columns(pl.lit(PLAIN).alias("method"), pl.lit(0.0).alias("strength"))
+    gated = _gated(base, opts).with_columns(pl.lit(float("nan")).alias("strength"))
+    keep = [*_COLS, "avg_logprob", "no_speech_prob"]
+    arms = pl.concat(
+        [f.select(keep) for f in (base, gated, mitigated.select(keep))], how="vertical_relaxed"
+    ).with_columns(pl.col("n_tokens").cast(pl.Int32))
+    labels = label_transcripts(arms, partners, references)
+    rows_wer, rows_hall = [], []
+    for ref, hyp in arms.select("reference", "hypothesis").iter_rows():
+        if normalize(ref).strip():
+            w = wer(ref, hyp)
+            rows_wer.append(w)
+            rows_hall.append(float(w > threshold))
+        else:  # no speech: any word is a hallucination; WER is undefined
+            rows_wer.append(float("nan"))
+            rows_hall.append(float(bool(normalize(hyp).strip())))
+    out = arms.select(_COLS).with_columns(
+        pl.Series("hallucination_rate", rows_hall),
+        pl.Series("wer", rows_wer),
+        pl.col("n_tokens").cast(pl.Float64).alias("mean_tokens"),
+        *[pl.Series(f"rate:{t}", (labels["type"] == t).cast(pl.Float64)) for t in ERROR_TYPES],
+    )
+    return out
+
+
+def mitigation_table(
+    arms: pl.DataFrame, seed: int, n_boot: int = 1000, ci: float = 0.95
+) -> pl.DataFrame:
+    """The ``mitigation`` contract's rows of one or more models (see the module doc)."""
+    arms = arms.with_columns(pl.col("condition").alias("source"))
+    stressed = arms.filter(pl.col("condition").is_in(STRESSES)).with_columns(
+        pl.lit(STRESSED).alias("condition")
+    )
+    out = []
+    for (model, condition), group in pl.concat([arms, stressed]).group_by(
+        "model", "condition", maintain_order=True
+    ):
+        out += _cells(group, model, condition, seed, n_boot, ci)
+    if not out:
+        raise WhisperSpiError("mitigation: no decoded utterance to summarise")
+    return schemas.frame_from_rows(out, "mitigation").sort(
+        "model", "condition", "method", "strength", "metric", nulls_last=True
+    )
+
+
+def _cells(group, model, condition, seed, n_boot, ci) -> list[dict]:
+    """Every arm x metric of one model x condition, on one set of speaker replicates."""
+    key = ["source", "utt_id"]  # "stressed" holds an utterance once per stress
+    units = group.filter(pl.col("method") == PLAIN).select(*key, "speaker").sort(key)
+    arms = group.select("method", "strength").unique().sort("method", "strength", nulls_last=True)
+    values = {}
+    for method, strength in arms.iter_rows():
+        same = pl.col("strength").is_nan() if np.isnan(strength) else pl.col("strength") == strength
+        sel = group.filter((pl.col("method") == method) & same).select(*key, *METRICS)
+        aligned = units.join(sel, on=key, how="left")
+        if sel.height != units.height or aligned[METRICS[0]].null_count():
+            raise WhisperSpiError(
+                f"mitigation: {model}/{condition}: arm {method} at strength {strength} has "
+                f"{sel.height} utterances, the plain decode {units.height}"
+            )
+        values[method, strength] = aligned.select(METRICS).to_numpy().astype(np.float64)
+    fallback = next((v for (m, _), v in values.items() if m == FALLBACK), None)
+    plain = values[PLAIN, 0.0]
+    # columns: each arm's metrics, then its differences to the fallback and to plain
+    blocks, names = [], []
+    for arm, v in values.items():
+        d_fb = v - fallback if fallback is not None else np.full_like(v, np.nan)
+        blocks += [v, d_fb, v - plain]
+        names.append(arm)
+    V = np.concatenate(blocks, axis=1)
+    groups = units["speaker"].to_numpy()
+    rng = seeded_rng(seed, f"mitigation/{model}/{condition}")
+    W = count_blocks(rng, V.shape[0], n_boot, TABLE_BLOCK, groups=groups)
+    boot = mean_replicates(V, W, n_boot)
+    lo, hi = percentile_interval(boot, ci)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column with no value: NaN
+        point = np.nanmean(np.where(np.isfinite(V), V, np.nan), axis=0)
+    m = len(METRICS)
+    rows = []
+    for a, (method, strength) in enumerate(names):
+        for j, metric in enumerate(METRICS):
+            c, d, p = (3 * a) * m + j, (3 * a + 1) * m + j, (3 * a + 2) * m + j
+            rows.append(
+                {
+                    "model": model,
+                    "method": method,
+                    "strength": strength,
+                    "condition": condition,
+                    "metric": metric,
+                    "value": point[c],
+                    "lo": lo[c],
+                    "hi": hi[c],
+                    "d_fallback": point[d],
+                    "d_lo": lo[d],
+                    "d_hi": hi[d],
+                    "d_plain": point[p],
+                    "dp_lo": lo[p],
+                    "dp_hi": hi[p],
+                    "n": V.shape[0],
+                    "n_speakers": len(np.unique(groups)),
+                    "n_boot": n_boot,
+                }
+            )
+    return rows
+
+
+def _cell(table: pl.DataFrame, condition: str, metric: str) -> pl.DataFrame:
+    return table.filter((pl.col("condition") == condition) & (pl.col("metric") == metric))
+
+
+def _fmt(v, lo, hi, spec=".3f") -> str:
+    return with_interval(v, lo, hi, spec)
+
+
+def summary(table: pl.DataFrame) -> pl.DataFrame:
+    """One row per model x arm (contract ``mitigation_summary``): hallucination rate on the
+    pooled stresses and clean WER, each with its CI and its paired difference to the
+    fallback, and the decoded length."""
+    hall = _cell(table, STRESSED, "hallucination_rate")
+    clean = _cell(table, CLEAN, "wer")
+    tokens = _cell(table, STRESSED, "mean_tokens")
+    key = ["model", "method", "strength"]
+    rows = []
+    joined = hall.join(clean, on=key, suffix="_w", how="left").join(
+        tokens.select(*key, pl.col("value").alias("tok")), on=key, how="left"
+    )
+    for r in joined.sort("model", "method", "strength", nulls_last=True).iter_rows(named=True):
+        rows.append(
+            {
+                "model": r["model"],
+                "method": r["method"],
+                "strength": number(r["strength"], "g"),
+                "hall_stressed": _fmt(r["value"], r["lo"], r["hi"]),
+                "d_hall_vs_fallback": _fmt(r["d_fallback"], r["d_lo"], r["d_hi"], "+.3f"),
+                "wer_clean": _fmt(r["value_w"], r["lo_w"], r["hi_w"]),
+                "d_wer_clean_vs_fallback": _fmt(
+                    r["d_fallback_w"], r["d_lo_w"], r["d_hi_w"], "+.3f"
+                ),
+                "tokens_stressed": number(r["tok"], ".1f"),
+            }
+        )
+    return schemas.frame_from_rows(rows, "mitigation_summary")
+
+
+def _effect(lo: float, hi: float) -> str:
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "undetermined"
+    return "lower" if hi < 0 else "higher" if lo > 0 else "no detectable change"
+
+
+def verdicts(table: pl.DataFrame) -> pl.DataFrame:
+    """Per model, the causal questions answered from the table (contract
+    ``mitigation_verdict``): does an intervention beat the fallback at equal clean WER, and
+    which way does each regime's intervention move the stressed hallucination rate."""
+    rows = []
+    hall = _cell(table, STRESSED, "hallucination_rate")
+    clean = _cell(table, CLEAN, "wer")
+    key = ["model", "method", "strength"]
+    both = hall.join(clean, on=key, suffix="_w")
+    for model in sorted(table["model"].unique().to_list()):
+        mine = both.filter((pl.col("model") == model) & ~pl.col("method").is_in(BASELINES))
+        wins = mine.filter((pl.col("d_hi") < 0) & (pl.col("d_hi_w") >= 0) & (pl.col("d_lo_w") <= 0))
+        wins = wins.vstack(mine.filter((pl.col("d_hi") < 0) & (pl.col("d_hi_w") < 0)))
+        if not mine["d_fallback"].is_finite().any():
+            answer = "undetermined: no fallback decode to compare with"
+        elif wins.height:
+            answer = "; ".join(
+                f"{r['method']} {r['strength']:g}: "
+                f"{_fmt(r['d_fallback'], r['d_lo'], r['d_hi'], '+.3f')} vs fallback, clean WER "
+                f"{_fmt(r['d_fallback_w'], r['d_lo_w'], r['d_hi_w'], '+.3f')}"
+                for r in wins.iter_rows(named=True)
+            )
+        else:
+            answer = (
+                "no: no intervention x strength has a stressed hallucination rate below the "
+                "fallback's (95% CI of the difference below 0) without a higher clean WER"
+            )
+        rows.append(
+            {"model": model, "question": "beats the fallback at equal clean WER", "answer": answer}
+        )
+        for method, regime in (("cross_gain", "Regime I (cross_gain up)"),
+                               ("self_damp", "Regime II (self_damp)")):  # fmt: skip
+            dose = mine.filter(pl.col("method") == method).sort("strength")
+            if not dose.height:
+                continue
+            parts = [
+                f"{r['strength']:g}: {_fmt(r['d_plain'], r['dp_lo'], r['dp_hi'], '+.3f')} "
+                f"({_effect(r['dp_lo'], r['dp_hi'])})"
+                for r in dose.iter_rows(named=True)
+            ]
+            rows.append(
+                {
+                    "model": model,
+                    "question": f"{regime}: stressed hallucination rate vs plain, by strength",
+                    "answer": "; ".join(parts),
+                }
+            )
+    return schemas.frame_from_rows(rows, "mitigation_verdict")
+
+
+def markdown(summary_df: pl.DataFrame, verdict_df: pl.DataFrame, ci: float = 0.95) -> str:
+    """The summary and the verdicts as Markdown."""
+    cols = summary_df.columns
+    lines = [
+        "# Mitigation: interventions vs Whisper's fallback",
+        "",
+        f"Hallucination rate on the pooled stresses and WER on clean audio, {ci:.0%} "
+        "speaker-grouped bootstrap CIs; differences paired on the same utterances.",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+        *["| " + " | ".join(str(v) for v in row) + " |" for row in summary_df.iter_rows()],
+        "",
+        "## Verdicts",
+        "",
+        *[f"- **{m}**, {q}: {a}" for m, q, a in verdict_df.iter_rows()],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_mitigation(args) -> None:
+    """The ``mitigation`` subcommand: one model's table (CSV), summary (CSV) and
+    dose-response figure, into ``args.out_dir``."""
+    from pathlib import Path
+
+    from .figures import save_chart
+    from .mitigation_figures import dose_response_chart
+    from .taxonomy import mix_partners
+
+    plain = schemas.scan_parquet(args.transcripts, "transcripts").collect()
+    mitigated = (
+        schemas.scan_parquet(args.mitigated, "mitigation_transcripts").collect()
+        if args.mitigated
+        else None
+    )
+    partners: dict[str, list[str]] = {}
+    for path in args.stress_manifests:
+        manifest = schemas.scan_parquet([path], "stress_manifest").collect()
+        partners |= mix_partners(manifest.filter(pl.col("stress") == "speaker_mix"))
+    corpus = schemas.scan_parquet([args.corpus_manifest], "manifest").collect()
+    references = dict(corpus.select("utt_id", "text").iter_rows())
+    if mitigated is None:
+        mitigated = plain.clear().with_columns(method=pl.lit(""), strength=pl.lit(0.0))
+    else:  # every arm on the utterances the intervention stage decoded
+        plain = plain.join(
+            mitigated.select("condition", "utt_id").unique(), on=["condition", "utt_id"]
+        )
+    arms = arms_frame(plain, mitigated, partners, references, args.threshold)
+    table = mitigation_table(arms, args.seed, args.n_boot)
+    out = Path(args.out_dir)
+    schemas.write_csv(table, "mitigation", out / "mitigation.csv")
+    schemas.write_csv(summary(table), "mitigation_summary", out / "summary.csv")
+    save_chart(dose_response_chart(table, args.model_name), out / "dose_response")
+
+
+def run_summary(tables: Sequence[str], out_dir) -> None:
+    """The ``mitigation-summary`` subcommand: every model's table joined (CSV + Markdown),
+    the verdicts (CSV) and the trade-off figure."""
+    from pathlib import Path
+
+    from .figures import save_chart
+    from .io import atomic_path
+    from .mitigation_figures import tradeoff_chart
+
+    table = pl.concat([schemas.read_csv(t, "mitigation") for t in tables])
+    out = Path(out_dir)
+    verdict = verdicts(table)
+    schemas.write_csv(table, "mitigation", out / "mitigation.csv")
+    schemas.write_csv(verdict, "mitigation_verdict", out / "verdict.csv")
+    with atomic_path(out / "mitigation.md", suffix=".md.tmp") as tmp:
+        tmp.write_text(markdown(summary(table), verdict))
+    save_chart(tradeoff_chart(table), out / "tradeoff")

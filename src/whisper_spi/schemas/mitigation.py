@@ -1,0 +1,97 @@
+"""Contracts of the intervention stage: its transcripts and the mitigation table."""
+
+from __future__ import annotations
+
+from . import decode  # noqa: F401  (registers the transcripts contract extended here)
+from ._core import BOOL, F64, I32, I64, STR, Col, Contract, add, contract
+
+METHOD_DOC = (
+    "plain (no intervention), fallback (OpenAI's temperature fallback), gating (plain + "
+    "OpenAI's no-speech skip), or an intervention: project, cross_gain, self_damp"
+)
+
+add(
+    Contract(
+        "mitigation_transcripts",
+        "intervene/{model}/{method}/{strength}/{condition}/shard-{shard}.parquet",
+        "One row per utterance decoded under an intervention or OpenAI's fallback: the decode "
+        "contract's transcript columns plus what was applied.",
+        (
+            *contract("transcripts").cols,
+            Col("method", STR, "project, cross_gain, self_damp or fallback"),
+            Col("strength", F64, "intervention strength in [0, 1]; NaN for fallback"),
+            Col("layers", STR, "decoder layers edited, comma-separated; empty for fallback"),
+            Col("component", STR, "the edited component; empty for fallback"),
+            Col("fold", I32, "project: detector fold held out of the subspace's fit; else -1"),
+            Col("temperature", F64, "temperature of the kept decode (0 = greedy)"),
+            Col("dropped", BOOL, "fallback: emptied by the no-speech skip; else false"),
+        ),
+    )
+)
+
+add(
+    Contract(
+        "mitigation",
+        "mitigation/mitigation.csv",
+        "Hallucination rate and WER of every method x strength per model and condition, with "
+        "speaker-grouped bootstrap CIs (resampling speakers with all their utterances; the "
+        "same replicates for every method of a model x condition, so differences are paired).",
+        (
+            Col("model", STR, "model name"),
+            Col("method", STR, METHOD_DOC),
+            Col("strength", F64, "intervention strength; 0 for plain, NaN for the baselines"),
+            Col("condition", STR, "a decode condition, or stressed (every stress pooled)"),
+            Col(
+                "metric",
+                STR,
+                "hallucination_rate (decode.hallucination_wer; any words for an empty "
+                "reference), wer (mean utterance WER), rate:<type> (taxonomy type share), "
+                "mean_tokens (decoded length, the confounder)",
+            ),
+            Col("value", F64, "the metric over the utterances"),
+            Col("lo", F64, "speaker-bootstrap percentile CI, lower"),
+            Col("hi", F64, "speaker-bootstrap percentile CI, upper"),
+            Col("d_fallback", F64, "value minus the fallback's on the same utterances"),
+            Col("d_lo", F64, "its paired speaker-bootstrap CI, lower"),
+            Col("d_hi", F64, "its paired speaker-bootstrap CI, upper"),
+            Col("d_plain", F64, "value minus the plain decode's on the same utterances"),
+            Col("dp_lo", F64, "its paired speaker-bootstrap CI, lower"),
+            Col("dp_hi", F64, "its paired speaker-bootstrap CI, upper"),
+            Col("n", I64, "utterances"),
+            Col("n_speakers", I64, "speakers resampled"),
+            Col("n_boot", I64, "bootstrap replicates"),
+        ),
+    )
+)
+
+add(
+    Contract(
+        "mitigation_summary",
+        "mitigation/{model}/summary.csv",
+        "One row per arm: stressed hallucination rate and clean WER as 'value [lo, hi]' "
+        "(95% speaker-bootstrap CI) with the paired difference to the fallback.",
+        (
+            Col("model", STR, "model name"),
+            Col("method", STR, METHOD_DOC),
+            Col("strength", STR, "intervention strength ('–' for the baselines)"),
+            Col("hall_stressed", STR, "hallucination rate, every stress pooled"),
+            Col("d_hall_vs_fallback", STR, "its difference to the fallback's"),
+            Col("wer_clean", STR, "mean utterance WER on clean audio"),
+            Col("d_wer_clean_vs_fallback", STR, "its difference to the fallback's"),
+            Col("tokens_stressed", STR, "mean decoded tokens on the stresses (confounder)"),
+        ),
+    )
+)
+
+add(
+    Contract(
+        "mitigation_verdict",
+        "mitigation/verdict.csv",
+        "Per model, the causal questions answered from the mitigation table, with CIs.",
+        (
+            Col("model", STR, "model name"),
+            Col("question", STR, "what is asked"),
+            Col("answer", STR, "the answer, with the differences and their 95% CIs"),
+        ),
+    )
+)

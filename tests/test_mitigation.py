@@ -1,0 +1,173 @@
+"""The mitigation table: per-utterance values, paired speaker-bootstrap CIs (coverage on
+synthetic data with a known rate), verdicts, figures, and the contracts of its files."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from whisper_spi import schemas
+from whisper_spi.mitigation import (
+    METRICS,
+    arms_frame,
+    markdown,
+    mitigation_table,
+    summary,
+    verdicts,
+)
+from whisper_spi.mitigation_figures import dose_response_chart, tradeoff_chart
+
+
+def _transcript(utt, speaker, condition, ref, hyp, lp=-0.3, ns=0.01, model="m"):
+    n = len(hyp.split())
+    return {
+        "utt_id": utt,
+        "speaker": speaker,
+        "model": model,
+        "condition": condition,
+        "reference": ref,
+        "hypothesis": hyp,
+        "token_ids": list(range(n)),
+        "n_tokens": n,
+        "hit_max_length": False,
+        "avg_logprob": lp,
+        "compression_ratio": 1.2,
+        "no_speech_prob": ns,
+        "wer": 0.0,
+        "hallucination": False,
+    }
+
+
+def _mitigated(row, method, strength, hyp):
+    n = len(hyp.split())
+    return row | {
+        "hypothesis": hyp,
+        "token_ids": list(range(n)),
+        "n_tokens": n,
+        "method": method,
+        "strength": strength,
+        "layers": "" if method == "fallback" else "0,1",
+        "component": "",
+        "fold": -1,
+        "temperature": 0.0,
+        "dropped": False,
+    }
+
+
+REF = "the cat sat on the mat today"
+
+
+def test_arms_frame_values_against_their_definitions():
+    plain = [
+        _transcript("a", "s1", "clean", REF, REF),
+        # a fabrication under noise; plain and fallback keep it, the intervention fixes it
+        _transcript("a", "s1", "gaussian_noise", REF, "purple elephants dance wildly at night"),
+        # looks like silence to OpenAI's rule: gating empties it (WER 1: a hallucination by
+        # the WER definition, an omission by type)
+        _transcript("b", "s2", "gaussian_noise", REF, REF, lp=-1.5, ns=0.9),
+        # no speech at all: any word is a hallucination
+        _transcript("c", "s2", "silence", "", "thank you"),
+    ]
+    mit = [
+        _mitigated(plain[1], "cross_gain", 0.5, REF),
+        _mitigated(plain[1], "fallback", float("nan"), plain[1]["hypothesis"]),
+    ]
+    frame = schemas.frame_from_rows(plain, "transcripts")
+    arms = arms_frame(frame, schemas.frame_from_rows(mit, "mitigation_transcripts"), {}, {}, 0.5)
+    got = {
+        (m, c, u): (h, w, f)
+        for m, c, u, h, w, f in arms.select(
+            "method", "condition", "utt_id", "hallucination_rate", "wer", "rate:fabrication"
+        ).iter_rows()
+    }
+    assert got["plain", "gaussian_noise", "a"] == (1.0, 1.0, 1.0)
+    assert got["cross_gain", "gaussian_noise", "a"] == (0.0, 0.0, 0.0)
+    assert got["fallback", "gaussian_noise", "a"][0] == 1.0
+    assert got["plain", "gaussian_noise", "b"][:2] == (0.0, 0.0)
+    assert got["gating", "gaussian_noise", "b"][:2] == (1.0, 1.0)
+    gated = arms.filter((pl.col("method") == "gating") & (pl.col("utt_id") == "b"))
+    assert gated["rate:omission"].item() == 1.0 and gated["hypothesis"].item() == ""
+    h, w, _ = got["plain", "silence", "c"]
+    assert h == 1.0 and np.isnan(w)
+
+
+def _synthetic_arms(rng, n_speakers=12, per=5, p=0.3, effect=0.0, model="m"):
+    """Utterances nested in speakers (speaker random effect); plain and fallback share the
+    rate p, cross_gain at 1.0 shifts it by ``effect``."""
+    rows = []
+    for s in range(n_speakers):
+        ps = np.clip(p + rng.normal(0, 0.1), 0, 1)
+        for u in range(per):
+            base = float(rng.random() < ps)
+            for cond in ("clean", "gaussian_noise"):
+                for method, strength, hall in (
+                    ("plain", 0.0, base),
+                    ("fallback", float("nan"), base),
+                    ("gating", float("nan"), base),
+                    ("cross_gain", 1.0, float(rng.random() < np.clip(ps + effect, 0, 1))),
+                ):
+                    v = {k: 0.0 for k in METRICS} | {"hallucination_rate": hall, "wer": hall}
+                    rows.append(
+                        {"model": model, "method": method, "strength": strength,
+                         "condition": cond, "utt_id": f"{s}-{u}", "speaker": f"s{s}"} | v
+                    )  # fmt: skip
+    return pl.DataFrame(rows)
+
+
+def test_table_is_paired_and_points_lie_inside_their_intervals():
+    arms = _synthetic_arms(np.random.default_rng(0), effect=-0.25)
+    table = mitigation_table(arms, seed=1, n_boot=300)
+    schemas.conform(table, "mitigation")  # the writer's frame matches the contract
+    rows = table.filter(pl.col("metric") == "hallucination_rate")
+    assert ((rows["lo"] <= rows["value"]) & (rows["value"] <= rows["hi"])).all()
+    same = rows.filter(pl.col("method") == "gating")  # identical to the fallback per utterance
+    assert (same.select("d_fallback", "d_lo", "d_hi").to_numpy() == 0).all()
+    iv = rows.filter((pl.col("method") == "cross_gain") & (pl.col("condition") == "stressed"))
+    fb = rows.filter((pl.col("method") == "fallback") & (pl.col("condition") == "stressed"))
+    assert iv["d_fallback"].item() == pytest.approx(iv["value"].item() - fb["value"].item())
+    assert iv["n_speakers"].item() == 12 and iv["n"].item() == 60
+    # the same seed gives the same table; job order never enters
+    again = mitigation_table(arms.sample(fraction=1.0, shuffle=True, seed=3), seed=1, n_boot=300)
+    assert again.equals(table)
+
+
+def test_speaker_bootstrap_interval_covers_the_known_rate():
+    """Coverage of the 95% interval for a known rate, speakers drawn afresh each time."""
+    rng = np.random.default_rng(5)
+    p, hits, sims = 0.3, 0, 120
+    for i in range(sims):
+        arms = _synthetic_arms(rng, n_speakers=15, per=4, p=p).filter(
+            pl.col("condition") == "clean"
+        )
+        t = mitigation_table(arms, seed=i, n_boot=200).filter(
+            (pl.col("metric") == "hallucination_rate") & (pl.col("method") == "plain")
+        )
+        hits += int(t["lo"].item() <= p <= t["hi"].item())
+    assert 0.85 <= hits / sims <= 1.0, hits / sims
+
+
+def test_verdicts_name_a_real_win_and_say_no_otherwise():
+    rng = np.random.default_rng(1)
+    win = mitigation_table(_synthetic_arms(rng, n_speakers=20, effect=-0.3), seed=0, n_boot=300)
+    # the synthetic cross_gain lowers hallucinations and, as WER = hallucination here, WER
+    v = verdicts(win)
+    beats = v.filter(pl.col("question").str.starts_with("beats"))["answer"].item()
+    assert beats.startswith("cross_gain 1:")
+    regime = v.filter(pl.col("question").str.starts_with("Regime I"))["answer"].item()
+    assert "(lower)" in regime
+    none = verdicts(mitigation_table(_synthetic_arms(rng, effect=0.0), seed=0, n_boot=300))
+    assert (
+        none.filter(pl.col("question").str.starts_with("beats"))["answer"].item().startswith("no")
+    )
+    schemas.conform(v, "mitigation_verdict")
+    s = summary(win)
+    schemas.conform(s, "mitigation_summary")
+    assert set(s["method"]) == {"plain", "fallback", "gating", "cross_gain"}
+    assert "| cross_gain | 1 |" in markdown(s, v)
+
+
+def test_figures_build():
+    table = mitigation_table(_synthetic_arms(np.random.default_rng(2)), seed=0, n_boot=50)
+    assert tradeoff_chart(table).to_dict()["facet"]
+    assert dose_response_chart(table, "m").to_dict()["facet"]
