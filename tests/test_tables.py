@@ -436,19 +436,19 @@ def test_pooled_bootstrap_spectra_match_direct_svd():
 def test_pooled_bootstrap_projection_is_close_to_exact():
     """The rank-r Rayleigh-Ritz replicates agree with the exact ones on a decaying spectrum."""
     rng = np.random.default_rng(1)
-    N, d, r = 400, 160, 64
+    N, d, r = 400, 160, 80
     X = rng.normal(size=(N, d)) * np.arange(1, d + 1) ** -0.8 + rng.normal(size=d)
     opts = MetricOptions(k=(10, 20), figure_k=20, pooled_n_boot=4, pooled_boot_rank=r)
     for center in (False, True):
-        blocks = list(bootstrap.count_blocks(np.random.default_rng(5), N, 4, 4))
+        blocks = list(bootstrap.subsample_blocks(np.random.default_rng(5), N, 4, 4, 0.5))
         exact, none = gram.replicate_spectra(X, iter(blocks), center, 0)
         approx, total = gram.replicate_spectra(X, iter(blocks), center, r)
         assert none is None and approx.shape == (4, r)
         assert np.allclose(approx[:, :20], exact[:, :20], rtol=2e-2)
         assert np.all(approx[:, :20] <= exact[:, :20] * (1 + 1e-12))  # Ritz values: lower bounds
         assert np.allclose(total, (exact**2).sum(axis=1), rtol=1e-10)
-        a = pooled.observable_array(approx, N, opts, total)
-        e = pooled.observable_array(exact, N, opts)
+        a = pooled.observable_array(approx, N // 2, opts, total)
+        e = pooled.observable_array(exact, N // 2, opts)
         assert np.allclose(a, e, rtol=5e-2, atol=1e-2)
 
 
@@ -537,3 +537,49 @@ def test_bootstrap_deterministic(tmp_path, dataset, built):
     col = "d_alpha_ci_low"
     key = (pl.col("condition") == "gaussian_noise") & (pl.col("scope") == "utterance")
     assert not other.filter(key)[col].equals(out["tables"].filter(key)[col])
+
+
+def test_pooled_hell_lies_within_its_stresses(tmp_path):
+    """Planted: three stresses reshape the clean row means differently (steeper, flatter,
+    noisier). hell's pooled delta lies within the range of its stresses' deltas in every
+    cell; the old definition (one matrix stacking each clean twin once per stress) does not."""
+    rng = np.random.default_rng(4)
+    scale = np.arange(1, D + 1, dtype=np.float64)
+    clean = rng.normal(size=(N_UTT, D)) * scale**-0.5
+    stressed = {
+        "time_stretch": clean * scale**-0.4,
+        "speaker_mix": clean * scale**0.3,
+        "gaussian_noise": clean + 0.3 * rng.normal(size=(N_UTT, D)),
+    }
+    rows, pairs = [], []
+    for cond, X in [("clean", clean), *stressed.items()]:
+        for i in range(N_UTT):
+            rows.append({"utt_id": utt(i), "model": "m", "condition": cond, "layer": 0,
+                         "component": "cross_attn", "prefix": 0, "n_rows": T_LONG,
+                         "centered": True, "sv": [1.0, 0.5],
+                         "row_mean": X[i].tolist()})  # fmt: skip
+    for cond in stressed:
+        for c in (cond, "hell"):
+            pairs += [{"model": "m", "condition": c, "stress": cond, "utt_id": utt(i),
+                       "speaker": utt(i).split("-")[0]} for i in kept(cond)]  # fmt: skip
+    path = tmp_path / "layer-0.parquet"
+    schemas.write_parquet(pl.DataFrame(rows), "spectra", path)
+    opts = MetricOptions(pooled_n_boot=20, resample_unit="utterance")
+    cells, _ = pooled.pooled_layer([str(path)], pl.DataFrame(pairs), "m", 0, opts, 3)
+    point = cells.filter(pl.col("replicate") == -1)
+    parts = (
+        point.filter(pl.col("condition") != "hell")
+        .group_by("k", "observable")
+        .agg(pl.col("delta").min().alias("lo"), pl.col("delta").max().alias("hi"))
+    )
+    hell = point.filter(pl.col("condition") == "hell").join(parts, on=["k", "observable"])
+    assert hell.height == len(opts.k) * len(OBSERVABLES)
+    assert ((hell["lo"] - 1e-9 <= hell["delta"]) & (hell["delta"] <= hell["hi"] + 1e-9)).all()
+    # the stacked matrix puts the 24 distinct clean rows against 56 stressed ones
+    order = list(stressed)
+    Xc = np.concatenate([clean[kept(c)] for c in order])
+    Xs = np.concatenate([stressed[c][kept(c)] for c in order])
+    stacked, _ = pooled._cell(Xc, Xs, None, True, opts)
+    neff = list(OBSERVABLES).index("neff")
+    p = hell.filter((pl.col("observable") == "neff") & (pl.col("k") == 50)).row(0, named=True)
+    assert not p["lo"] <= stacked[list(opts.k).index(50), neff, 2] <= p["hi"]

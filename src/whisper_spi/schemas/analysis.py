@@ -162,9 +162,11 @@ add(
         "pooled_cells",
         "pooled/{model}/layer-{layer}.parquet",
         "Scope pooled of one model x decoder layer, before the tables: per condition x "
-        "component x K x observable, the point estimate (replicate -1) and every bootstrap "
-        "replicate of the clean and stressed pooled observables and their delta; the "
-        "tables average the replicates over layers for layer = -1. The same job writes the "
+        "component x K x observable, the point estimate (replicate -1) and every subsample "
+        "replicate (m of the n_units speakers or utterances, without replacement) of the clean "
+        "and stressed pooled observables and their delta; hell is the pair-weighted mean of "
+        "the three stresses, replicate by replicate; the tables average the replicates over "
+        "layers for layer = -1. The same job writes the "
         "layer's rank profiles to pooled/{model}/layer-{layer}-profile.parquet (contract "
         "rank_profile). delta: 100*(s-c)/c for neff, s-c for the others.",
         (
@@ -172,8 +174,10 @@ add(
             Col("condition", STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
             Col("layer", I32, "decoder layer, 0-based"),
             Col("component", STR, "cross_attn, self_attn, ffn or residual"),
-            Col("n", I64, "pairs pooled (rows of the N x d matrix)"),
-            Col("replicate", I32, "-1 = point estimate; 0..B-1 = bootstrap replicate"),
+            Col("n", I64, "pairs pooled (rows of the N x d matrix; hell: the stresses' sum)"),
+            Col("n_units", I64, "units the subsamples draw from (speakers or utterances)"),
+            Col("n_drawn", I64, "units a subsample keeps, no replacement (replicate -1: n_units)"),
+            Col("replicate", I32, "-1 = point estimate; 0..B-1 = subsample replicate"),
             Col("k", I32, "top-K"),
             Col("observable", STR, "neff, log10_kf, alpha or tail_energy"),
             Col("clean", F64, "pooled clean value"),
