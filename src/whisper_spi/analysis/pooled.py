@@ -28,7 +28,16 @@ from .bootstrap import (
     subsample_interval,
     subsample_size,
 )
-from .frames import MEAN_LAYER, PAIRED, conformed, empty, ordered, stack_delta, summary_frame
+from .frames import (
+    MEAN_LAYER,
+    PAIRED,
+    conformed,
+    empty,
+    ordered,
+    pair_sets,
+    stack_delta,
+    summary_frame,
+)
 from .gram import pooled_spectrum, replicate_spectra
 from .options import MetricOptions
 
@@ -142,7 +151,7 @@ def pooled_layer(
         .collect()
         .with_row_index("_pos")
     )
-    cells: dict[tuple[str, str], _Cell] = {}
+    cells: dict[tuple[str, str, str], _Cell] = {}
     profiles = []
     if F.height:
         centered = bool(F["centered"].any()) if opts.pooled_center is None else opts.pooled_center
@@ -156,36 +165,40 @@ def pooled_layer(
         stress_pos = Fc.filter(pl.col("condition") != CLEAN).select(
             pl.col("condition").alias("stress"), "utt_id", pl.col("_pos").alias("_ps")
         )
-        stress_rows = {}
-        for condition in conditions:
-            sel = (
-                P.filter(pl.col("condition") == condition)
-                .select(*dict.fromkeys(("stress", "utt_id", unit_col)))
-                .sort("stress", "utt_id")
-                .join(stress_pos, on=["stress", "utt_id"], maintain_order="left")
-                .join(clean_pos, on="utt_id", maintain_order="left")
-            )
-            if sel.height == 0:
-                continue
-            pc_, ps_ = sel["_pc"].to_numpy(), sel["_ps"].to_numpy()
-            stress_rows[condition] = (pc_, ps_)
-            profiles.append(_rank_profile(SV[pc_], SV[ps_], model, condition, layer, comp))
-            lengths = rm_len[np.concatenate([pc_, ps_])]
-            d = int(lengths.min())
-            if d != int(lengths.max()) or d == 0:
-                raise ValueError(
-                    f"pooled scope: row_mean lengths differ or are empty for "
-                    f"{model}/{condition}/layer {layer}/{comp}"
+        for pair_set, Pset in pair_sets(P).items():
+            stress_rows = {}
+            for condition in conditions:
+                sel = (
+                    Pset.filter(pl.col("condition") == condition)
+                    .select(*dict.fromkeys(("stress", "utt_id", unit_col)))
+                    .sort("stress", "utt_id")
+                    .join(stress_pos, on=["stress", "utt_id"], maintain_order="left")
+                    .join(clean_pos, on="utt_id", maintain_order="left")
                 )
-            W = None
-            if W_units is not None:
-                W = W_units[:, [unit_index[u] for u in sel[unit_col].to_list()]]
-            point, boot = _cell(RM[pc_, :d], RM[ps_, :d], W, centered, opts)
-            cells[(condition, comp)] = (point, boot, sel.height)
-        parts = [cells[(c, comp)] for c in conditions if (c, comp) in cells]
-        if parts and HELL in P["condition"].unique().to_list():
-            cells[(HELL, comp)] = hell_cell(parts)
-            # the rank profile of hell: each stressed spectrum once, each clean twin once
+                if sel.height == 0:
+                    continue
+                pc_, ps_ = sel["_pc"].to_numpy(), sel["_ps"].to_numpy()
+                stress_rows[condition] = (pc_, ps_)
+                lengths = rm_len[np.concatenate([pc_, ps_])]
+                d = int(lengths.min())
+                if d != int(lengths.max()) or d == 0:
+                    raise ValueError(
+                        f"pooled scope: row_mean lengths differ or are empty for "
+                        f"{model}/{condition}/layer {layer}/{comp}"
+                    )
+                W = None
+                if W_units is not None:
+                    W = W_units[:, [unit_index[u] for u in sel[unit_col].to_list()]]
+                point, boot = _cell(RM[pc_, :d], RM[ps_, :d], W, centered, opts)
+                cells[(pair_set, condition, comp)] = (point, boot, sel.height)
+            parts = [cells[(pair_set, c, comp)] for c in stress_rows]
+            if parts and HELL in Pset["condition"].unique().to_list():
+                cells[(pair_set, HELL, comp)] = hell_cell(parts)
+            if pair_set != "all" or not stress_rows:
+                continue  # rank profiles: of every kept pair only
+            for condition, (pc_, ps_) in stress_rows.items():
+                profiles.append(_rank_profile(SV[pc_], SV[ps_], model, condition, layer, comp))
+            # hell's profile: each stressed spectrum once, each clean twin once
             pc_ = np.unique(np.concatenate([r[0] for r in stress_rows.values()]))
             ps_ = np.concatenate([r[1] for r in stress_rows.values()])
             profiles.append(_rank_profile(SV[pc_], SV[ps_], model, HELL, layer, comp))
@@ -197,7 +210,7 @@ def pooled_layer(
 def _cells_frame(
     model: str,
     layer: int,
-    cells: dict[tuple[str, str], _Cell],
+    cells: dict[tuple[str, str, str], _Cell],
     opts: MetricOptions,
     n_units: int,
     n_drawn: int,
@@ -205,7 +218,7 @@ def _cells_frame(
     """Long form of the cells: replicate -1 = point estimate, then 0..B-1."""
     K, NO = len(opts.k), len(OBSERVABLES)
     frames = []
-    for (condition, comp), (point, boot, n) in cells.items():
+    for (pair_set, condition, comp), (point, boot, n) in cells.items():
         V = point[None] if boot is None else np.concatenate([point[None], boot])
         R = V.shape[0]
         rows = R * K * NO
@@ -214,6 +227,7 @@ def _cells_frame(
             pl.DataFrame(
                 {
                     "model": [model] * rows,
+                    "pair_set": [pair_set] * rows,
                     "condition": [condition] * rows,
                     "layer": np.full(rows, layer, dtype=np.int32),
                     "component": [comp] * rows,
@@ -295,7 +309,8 @@ def pooled_summary(cells: pl.DataFrame, options: MetricOptions | None = None) ->
             f"k={list(opts.k)} x {list(OBSERVABLES)} (cells computed with other options?)"
         )
     frames = []
-    for (model,), M in cells.sort("model").partition_by("model", as_dict=True).items():
+    parts = cells.sort("model", "pair_set").partition_by("model", "pair_set", as_dict=True)
+    for (model, pair_set), M in parts.items():
         reps = M.filter(pl.col("replicate") >= 0)
         f = None
         if reps.height:
@@ -314,12 +329,16 @@ def pooled_summary(cells: pl.DataFrame, options: MetricOptions | None = None) ->
                 )
             V = C.select("clean", "stressed", "delta").to_numpy().reshape(n_rep, K, NO, 3)
             parsed[key] = (V[0], V[1:] if n_rep > 1 else None, int(C["n"][0]))
-        frames += _summary_frames(model, parsed, opts, f)
+        frames += _summary_frames(model, pair_set, parsed, opts, f)
     return pl.concat(frames) if frames else empty("layer_summary")
 
 
 def _summary_frames(
-    model: str, cells: dict[tuple[str, int, str], _Cell], opts: MetricOptions, f: float | None
+    model: str,
+    pair_set: str,
+    cells: dict[tuple[str, int, str], _Cell],
+    opts: MetricOptions,
+    f: float | None,
 ) -> list[pl.DataFrame]:
     frames = []
     for condition in ordered({c for c, _, _ in cells}, PAIRED):
@@ -336,7 +355,7 @@ def _summary_frames(
             point[li, ci] = p
             if b is not None:
                 boot[:, li, ci] = b
-            n[li, ci] = cnt
+            n[li, ci] = np.where(np.isfinite(p[..., 2]), cnt, 0)  # n per observable
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             point[-1] = np.nanmean(point[:-1], axis=0)
@@ -350,6 +369,7 @@ def _summary_frames(
             summary_frame(
                 scope="pooled",
                 model=model,
+                pair_set=pair_set,
                 condition=condition,
                 prefix=0,
                 layers=[*layers, MEAN_LAYER],

@@ -10,7 +10,15 @@ import polars as pl
 from .. import schemas
 from ..io import atomic_path
 from ..names import HELL, OBSERVABLES
-from .frames import MEAN_LAYER, SCOPES, component_rank, condition_rank, empty, rank
+from .frames import (
+    MEAN_LAYER,
+    PAIR_SETS,
+    SCOPES,
+    component_rank,
+    condition_rank,
+    empty,
+    rank,
+)
 from .markdown import counts_markdown, table_markdown
 from .options import MetricOptions
 from .pooled import pooled_summary
@@ -39,19 +47,22 @@ PAPER_CONDITION = HELL
 
 
 def _wide(summary: pl.DataFrame) -> pl.DataFrame:
-    keys = ["scope", "prefix", "model", "layer", "component", "condition", "k"]
+    keys = ["scope", "pair_set", "prefix", "model", "layer", "component", "condition", "k"]
     out = None
     for obs, name in TABLE_OBS.items():
         part = summary.filter(pl.col("observable") == obs).select(
             *keys,
-            *([pl.col("n")] if obs == "neff" else []),
+            pl.col("n").alias(f"n_{obs}"),
             pl.col("delta").alias(name),
             pl.col("delta_ci_low").alias(f"{name}_ci_low"),
             pl.col("delta_ci_high").alias(f"{name}_ci_high"),
             pl.col("delta_median").alias(f"{name}_median"),
+            pl.col("delta_adj").alias(f"{name}_adj"),
+            pl.col("delta_adj_ci_low").alias(f"{name}_adj_ci_low"),
+            pl.col("delta_adj_ci_high").alias(f"{name}_adj_ci_high"),
         )
         out = part if out is None else out.join(part, on=keys, how="full", coalesce=True)
-    return out
+    return out.with_columns(n=pl.max_horizontal(*[f"n_{o}" for o in TABLE_OBS]))
 
 
 def _paper_columns(df: pl.DataFrame, opts: MetricOptions) -> pl.DataFrame:
@@ -83,7 +94,8 @@ def _paper_columns(df: pl.DataFrame, opts: MetricOptions) -> pl.DataFrame:
     )
     out = df.join(paper, on=["model", "component"], how="left")
     applies = (
-        (pl.col("condition") == PAPER_CONDITION)
+        (pl.col("pair_set") == "all")
+        & (pl.col("condition") == PAPER_CONDITION)
         & (pl.col("k") == PAPER_K)
         & (pl.col("prefix") == 0)
     )
@@ -110,7 +122,15 @@ def _finish_table(df: pl.DataFrame, table: str, opts: MetricOptions) -> pl.DataF
     return (
         _paper_columns(df, opts)
         .with_columns(table=pl.lit(table))
-        .sort(rank("scope", SCOPES), "prefix", "model", component_rank(), condition_rank(), "k")
+        .sort(
+            rank("scope", SCOPES),
+            rank("pair_set", PAIR_SETS),
+            "prefix",
+            "model",
+            component_rank(),
+            condition_rank(),
+            "k",
+        )
         .select(schemas.contract("tables").names)
     )
 

@@ -9,6 +9,16 @@ _DELTA_DOC = (
     "difference s-c for log10_kf, alpha and tail_energy"
 )
 
+_PAIR_SET_DOC = (
+    "all (every kept pair) or fabrication (kept pairs whose stressed transcript the taxonomy "
+    "types fabrication; only when pairs.parquet has hallucination_type)"
+)
+_ADJ_DOC = (
+    "length-adjusted delta (utterance scope, null for pooled): per pair the delta minus the "
+    "effect of log(T_s / T_c) fitted on the clean twins, (s-c) - b log(T_s/T_c), for neff "
+    "100((s/c)(T_c/T_s)^b - 1); mean over pairs"
+)
+
 add(
     Contract(
         "layer_metrics",
@@ -93,6 +103,7 @@ add(
         (
             Col("scope", STR, "utterance or pooled"),
             Col("model", STR, "model name"),
+            Col("pair_set", STR, _PAIR_SET_DOC),
             Col("condition", STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
             Col("layer", I32, "decoder layer, 0-based; -1 = mean over the model's layers"),
             Col("component", STR, "cross_attn, self_attn, ffn or residual"),
@@ -111,7 +122,11 @@ add(
             Col("delta_median", F64, "median of per-pair deltas (null for pooled)"),
             Col("delta_ci_low", F64, "bootstrap CI of delta, lower"),
             Col("delta_ci_high", F64, "bootstrap CI of delta, upper"),
-            Col("n_boot", I32, "bootstrap replicates (0: no CI)"),
+            Col("delta_adj", F64, _ADJ_DOC),
+            Col("delta_adj_ci_low", F64, "its interval (the fit redone per replicate), lower"),
+            Col("delta_adj_ci_high", F64, "its interval, upper"),
+            Col("length_slope", F64, "slope b of the observable (log N_eff) on log T, clean twins"),
+            Col("n_boot", I32, "replicates (0: no CI)"),
         ),
     )
 )
@@ -122,29 +137,50 @@ add(
         "tables/tables.parquet",
         "The paper's Tables 1 (final decoder layer) and 2 (mean over layers): Delta N_eff %, "
         "Delta log10 Kf and Delta alpha per model x component x condition x K, each scope and "
-        "prefix, with the paper's value beside ours where it reports one (hell, K=50, prefix 0).",
+        "prefix and pair set, raw and length-adjusted, with the paper's value beside the rows "
+        "closest to its definition (pair set all, hell, K=50, full length).",
         (
             Col("table", STR, "table1_final_layer or table2_layer_mean"),
             Col("scope", STR, "utterance or pooled"),
+            Col("pair_set", STR, _PAIR_SET_DOC),
             Col("prefix", I32, "0 = full length; L = length-matched"),
             Col("model", STR, "model name"),
             Col("layer", I32, "final decoder layer (table 1); -1 = mean over layers (table 2)"),
             Col("component", STR, "cross_attn, self_attn, ffn or residual"),
             Col("condition", STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
             Col("k", I32, "top-K"),
-            Col("n", I64, "pairs (finite Delta N_eff)"),
+            Col("n", I64, "pairs in the cell (the largest of the per-observable n)"),
+            Col("n_neff", I64, "pairs with a finite Delta N_eff"),
             Col("d_neff_pct", F64, "Delta N_eff", "%"),
-            Col("d_neff_pct_ci_low", F64, "its bootstrap CI, lower", "%"),
-            Col("d_neff_pct_ci_high", F64, "its bootstrap CI, upper", "%"),
+            Col("d_neff_pct_ci_low", F64, "its interval, lower", "%"),
+            Col("d_neff_pct_ci_high", F64, "its interval, upper", "%"),
             Col("d_neff_pct_median", F64, "median over pairs (null for pooled)", "%"),
+            Col(
+                "d_neff_pct_adj",
+                F64,
+                "length-adjusted (layer_summary.delta_adj; null for pooled)",
+                "%",
+            ),
+            Col("d_neff_pct_adj_ci_low", F64, "its interval, lower", "%"),
+            Col("d_neff_pct_adj_ci_high", F64, "its interval, upper", "%"),
+            Col("n_log10_kf", I64, "pairs with a finite Delta log10 Kf"),
             Col("d_log10_kf", F64, "Delta log10 Kf (difference of logs)"),
-            Col("d_log10_kf_ci_low", F64, "its bootstrap CI, lower"),
-            Col("d_log10_kf_ci_high", F64, "its bootstrap CI, upper"),
+            Col("d_log10_kf_ci_low", F64, "its interval, lower"),
+            Col("d_log10_kf_ci_high", F64, "its interval, upper"),
             Col("d_log10_kf_median", F64, "median over pairs (null for pooled)"),
+            Col(
+                "d_log10_kf_adj", F64, "length-adjusted (layer_summary.delta_adj; null for pooled)"
+            ),
+            Col("d_log10_kf_adj_ci_low", F64, "its interval, lower"),
+            Col("d_log10_kf_adj_ci_high", F64, "its interval, upper"),
+            Col("n_alpha", I64, "pairs with a finite Delta alpha"),
             Col("d_alpha", F64, "Delta alpha (difference)"),
-            Col("d_alpha_ci_low", F64, "its bootstrap CI, lower"),
-            Col("d_alpha_ci_high", F64, "its bootstrap CI, upper"),
+            Col("d_alpha_ci_low", F64, "its interval, lower"),
+            Col("d_alpha_ci_high", F64, "its interval, upper"),
             Col("d_alpha_median", F64, "median over pairs (null for pooled)"),
+            Col("d_alpha_adj", F64, "length-adjusted (layer_summary.delta_adj; null for pooled)"),
+            Col("d_alpha_adj_ci_low", F64, "its interval, lower"),
+            Col("d_alpha_adj_ci_high", F64, "its interval, upper"),
             Col("paper_model", STR, "the paper's model this row is compared with (or null)"),
             Col("paper_match", STR, "exact, approx (a stand-in model), or null"),
             Col("paper_d_neff_pct", F64, "the paper's Delta N_eff", "%"),
@@ -171,6 +207,7 @@ add(
         "rank_profile). delta: 100*(s-c)/c for neff, s-c for the others.",
         (
             Col("model", STR, "model name"),
+            Col("pair_set", STR, _PAIR_SET_DOC),
             Col("condition", STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
             Col("layer", I32, "decoder layer, 0-based"),
             Col("component", STR, "cross_attn, self_attn, ffn or residual"),
