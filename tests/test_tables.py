@@ -482,7 +482,9 @@ def test_outputs_written(built):
         assert csv.columns == table_cols
         assert csv.height == out["tables"].filter(pl.col("table") == name).height
         md = (d / f"{name}.md").read_text()
-        assert "scope utterance, full length" in md and "scope pooled" in md
+        assert "scope utterance, pairs all, full length" in md and "scope pooled" in md
+        assert "Scope utterance: a row is" in md and "Scope pooled: a row is" in md
+        assert "Δα (lsq fit, ranks 2..K)" in md and "uncentred second moments" in md
         assert "length-matched, first 16 rows" in md
         for model in MODELS:
             assert f"| {model} |" in md
@@ -493,6 +495,12 @@ def test_outputs_written(built):
     counts = pl.read_csv(d / "pair_counts.csv")
     assert counts.height == len(MODELS) * 4
     assert "| tiny-en | hell |" in (d / "pair_counts.md").read_text()
+    prefixes = schemas.read_csv(d / "prefix_counts.csv", "prefix_counts")
+    r = prefixes.filter(
+        (pl.col("model") == "tiny-en") & (pl.col("condition") == "gaussian_noise")
+    ).row(0, named=True)
+    assert (r["prefix"], r["n_pairs"], r["n_full"]) == (PREFIX, 18, 20)  # two short twins
+    assert r["median_stressed_rows"] == T_LONG and r["shown"]
     summary = out["layer_summary"]
     assert set(summary["scope"]) == {"utterance", "pooled"}
     assert set(summary["prefix"]) == {0, PREFIX}

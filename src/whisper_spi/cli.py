@@ -160,7 +160,12 @@ def cmd_layer_metrics(args: argparse.Namespace) -> int:
 def cmd_pairs(args: argparse.Namespace) -> int:
     from .analysis.pairs import pairs_and_counts, write_pairs
 
-    pairs, counts = pairs_and_counts(args.transcripts, threshold=args.threshold)
+    pairs, counts = pairs_and_counts(
+        args.transcripts,
+        threshold=args.threshold,
+        clean_max_wer=args.clean_max_wer,
+        min_tokens=args.min_tokens,
+    )
     write_pairs(pairs, counts, args.pairs, args.counts)
     return 0
 
@@ -369,6 +374,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pairs", help="clean/stressed pairs of one model and their counts")
     p.add_argument("--transcripts", nargs="+", required=True)
     p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--clean-max-wer", type=float, default=None, help="config pairs.clean_max_wer")
+    p.add_argument("--min-tokens", type=int, default=0, help="config pairs.min_tokens")
     p.add_argument("--pairs", required=True)
     p.add_argument("--counts", required=True)
     p.set_defaults(func=cmd_pairs)

@@ -29,10 +29,12 @@ rule pairs:
         "../../envs/cpu.yaml"
     params:
         threshold=config["decode"]["hallucination_wer"],
+        filters=get_pair_filters(config),
     shell:
         "whisper-spi pairs"
         " --transcripts {input:q}"
         " --threshold {params.threshold}"
+        " {params.filters}"
         " --pairs {output.pairs:q}"
         " --counts {output.counts:q}"
         " > {log:q} 2>&1"
@@ -93,9 +95,10 @@ rule tables:
             caption="../report/pair_counts.rst",
             category="Tables",
         ),
+        prefix_counts=f"{RESULTS}/tables/prefix_counts.csv",
         markdown=expand(
             f"{RESULTS}/tables/{{name}}.md",
-            name=["table1_final_layer", "table2_layer_mean", "pair_counts"],
+            name=["table1_final_layer", "table2_layer_mean", "pair_counts", "prefix_counts"],
         ),
     log:
         get_log(RESULTS, "tables", "tables"),

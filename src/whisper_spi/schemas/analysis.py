@@ -37,12 +37,18 @@ add(
             Col("n_sv", I32, "singular values stored for the spectrum (min(T, d))"),
             Col("centered", BOOL, "column mean removed before the SVD"),
             Col("neff", F64, "effective rank exp(H(p)) of the top K (metrics.neff_power)"),
-            Col("alpha", F64, "spectral alpha: minus the LSQ slope of log s_i vs log i, top K"),
+            Col(
+                "alpha",
+                F64,
+                "spectral alpha: minus the LSQ slope of log s_i vs log i over ranks "
+                "alpha_start+1..K (default 2..K, the tail)",
+            ),
             Col(
                 "log10_kf",
                 F64,
-                "log10 Kirchhoff index K*sum 1/lambda_i of the top-K covariance eigenvalues "
-                "s^2/(n_rows-1) above the relative floor",
+                "log10 Kirchhoff index K*sum 1/lambda_i of the top-K second-moment eigenvalues "
+                "s^2/(n_rows-1) above the relative floor (covariance eigenvalues only when the "
+                "spectra are centred)",
                 "log10(1/activation units^2)",
             ),
             Col("tail_energy", F64, "sum_{i>K} s_i^2 / sum_i s_i^2 over the full spectrum"),
@@ -86,6 +92,11 @@ add(
             Col("n_total", I64, "pairs with both a clean and a stressed transcript"),
             Col("n_pairs", I64, "pairs kept (stressed WER > threshold)"),
             Col("frac_kept", F64, "n_pairs / n_total"),
+            Col(
+                "n_excluded",
+                I64,
+                "pairs above the threshold dropped by pairs.clean_max_wer or pairs.min_tokens",
+            ),
             Col("n_hit_max_length", I64, "kept pairs whose stressed decode hit max_new_tokens"),
             Col("threshold", F64, "the stressed-WER threshold used"),
         ),
@@ -242,6 +253,25 @@ add(
             Col("clean_energy", F64, "mean of s_i^2 / sum_j s_j^2 (0 beyond a spectrum's end)"),
             Col("stressed_energy", F64, "same, stressed"),
             Col("energy_ratio", F64, "stressed_energy / clean_energy"),
+        ),
+    )
+)
+
+add(
+    Contract(
+        "prefix_counts",
+        "tables/prefix_counts.csv",
+        "How many pairs each stored length-matched prefix L keeps (a pair needs L decoded rows "
+        "on both sides), per model and condition, and whether Tables 1 and 2 show it: only "
+        "prefixes no longer than the median stressed decode of the model's kept pairs.",
+        (
+            Col("model", STR, "model name"),
+            Col("condition", STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
+            Col("prefix", I32, "L, the first L decoded rows"),
+            Col("n_pairs", I64, "pairs with both spectra at prefix L (final layer)"),
+            Col("n_full", I64, "pairs at full length"),
+            Col("median_stressed_rows", F64, "median decoded rows T of the stressed side (hell)"),
+            Col("shown", BOOL, "L <= median_stressed_rows: the tables show this prefix"),
         ),
     )
 )
