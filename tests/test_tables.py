@@ -591,3 +591,20 @@ def test_pooled_hell_lies_within_its_stresses(tmp_path):
     neff = list(OBSERVABLES).index("neff")
     p = hell.filter((pl.col("observable") == "neff") & (pl.col("k") == 50)).row(0, named=True)
     assert not p["lo"] <= stacked[list(opts.k).index(50), neff, 2] <= p["hi"]
+
+
+def test_pair_filters_clean_wer_and_min_tokens(dataset):
+    """Every decode of the fixture has 3 tokens and a clean WER of 0.05."""
+    files = [p for p in dataset["transcripts"] if "/small/" in p]
+    n_kept = {c: len(kept(c)) for c in ("time_stretch", "speaker_mix", "gaussian_noise")}
+    for kwargs, survives in (
+        ({"min_tokens": 3}, True),
+        ({"min_tokens": 4}, False),
+        ({"clean_max_wer": 0.05}, True),
+        ({"clean_max_wer": 0.01}, False),
+    ):
+        pr, counts = pairs_and_counts(files, THRESHOLD, **kwargs)
+        for cond, n in n_kept.items():
+            c = cell(counts, condition=cond)
+            assert (c["n_pairs"], c["n_excluded"]) == ((n, 0) if survives else (0, n)), kwargs
+        assert pr.height == (2 * sum(n_kept.values()) if survives else 0)
