@@ -98,7 +98,12 @@ rule tables:
         prefix_counts=f"{RESULTS}/tables/prefix_counts.csv",
         markdown=expand(
             f"{RESULTS}/tables/{{name}}.md",
-            name=["table1_final_layer", "table2_layer_mean", "pair_counts", "prefix_counts"],
+            name=[
+                "table1_final_layer",
+                "table2_layer_mean",
+                "pair_counts",
+                "prefix_counts",
+            ],
         ),
     log:
         get_log(RESULTS, "tables", "tables"),
