@@ -129,3 +129,26 @@ def test_pair_sets_when_pairs_carry_the_type(tmp_path):
     with pytest.raises(ValueError, match="hallucination_type"):
         utterance_summary(paths, pairs.with_columns(pl.col("hallucination_type").cast(
             pl.Categorical)), OPTS)  # fmt: skip
+
+
+def test_adjusted_replicates_match_the_direct_means():
+    """The linearised replicate means equal a direct pass (exactly for the differences and
+    at db = 0; to second order in db for N_eff), layer means and missing values included."""
+    from whisper_spi.analysis import utterance as u
+
+    rng = np.random.default_rng(2)
+    n, L, C, K, NO = 30, 3, 2, 2, 4
+    Vc = rng.uniform(1, 2, (n, L, C, K, NO))
+    Vs = rng.uniform(1, 2, (n, L, C, K, NO))
+    Vs[4, 1, 0, 0, 2] = np.nan
+    Vs[7, :, 1, 1, 0] = np.nan
+    dx = rng.normal(0, 0.5, n)
+    b0 = rng.normal(size=(L, C, K, NO))
+    W = rng.integers(0, 3, size=(5, n))
+    for scale, tol in ((0.0, 1e-9), (1e-3, 1e-4)):  # deltas of tens of %: 1e-4 is 1e-6 of them
+        db = scale * rng.normal(size=(5, L, C, K, NO))
+        got = u._adjusted_replicates(u._adjusted(Vc, Vs, dx, b0), dx, W, db)
+        for r in range(5):
+            A = u._with_layer_mean(u._adjusted(Vc, Vs, dx, b0 + db[r])).reshape(n, -1)
+            want = u.mean_replicates(A, iter([W[r : r + 1]]), 1)[0]
+            np.testing.assert_allclose(got[r], want, rtol=tol, atol=tol)
