@@ -484,7 +484,7 @@ def test_outputs_written(built):
         md = (d / f"{name}.md").read_text()
         assert "scope utterance, pairs all, full length" in md and "scope pooled" in md
         assert "Scope utterance: a row is" in md and "Scope pooled: a row is" in md
-        assert "Δα (lsq fit, ranks 2..K)" in md and "uncentred second moments" in md
+        assert "Δα (lsq fit, ranks 2..K)" in md and "Δlog10 Kf (uncentred second moments)" in md
         assert "length-matched, first 16 rows" in md
         for model in MODELS:
             assert f"| {model} |" in md

@@ -101,7 +101,7 @@ def table_markdown(table: pl.DataFrame, title: str, opts: Any, centered: bool | 
     ]
     header = (
         "| model | component | condition | K | n (N, Kf, α) | ΔN_eff % | ΔN_eff % adj. "
-        f"| Δlog10 Kf | Δlog10 Kf adj. | Δα ({alpha}) | Δα adj. "
+        f"| Δlog10 Kf ({centering_label(centered)}) | Δlog10 Kf adj. | Δα ({alpha}) | Δα adj. "
         "| paper model | paper ΔN_eff % | paper Δlog10 Kf | paper Δα | signs agree (N, Kf, α) |"
     )
     for (scope, pair_set, prefix), g in table.group_by(

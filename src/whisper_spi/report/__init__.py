@@ -26,7 +26,13 @@ from ..figures import FIGURES
 from ..io import atomic_path
 from ..skipped import read_rejected
 from .html import _CSS, _esc, _figure_html, _figures, _frame_html, _read
-from .sections import _extra_html, _summary_html, _tables_section, report_options
+from .sections import (
+    _extra_html,
+    _summary_html,
+    _tables_section,
+    report_centered,
+    report_options,
+)
 
 __all__ = ["collect_versions", "write_report"]
 
@@ -116,7 +122,11 @@ def write_report(
         "aggregation unstated) sit beside the rows closest to its definition (every kept "
         "pair, full length); 'approx' marks a stand-in model.</p>",
         _tables_section(
-            tables, TABLE_NAMES["final"], "Table 1: stressed vs clean, final decoder layer", opts
+            tables,
+            TABLE_NAMES["final"],
+            "Table 1: stressed vs clean, final decoder layer",
+            opts,
+            report_centered(config),
         ),
         _tables_section(
             tables,

@@ -9,7 +9,13 @@ from typing import Any
 
 import polars as pl
 
-from ..analysis.markdown import alpha_label, number, scope_sentence, with_interval
+from ..analysis.markdown import (
+    alpha_label,
+    centering_label,
+    number,
+    scope_sentence,
+    with_interval,
+)
 from ..analysis.markdown import signed as _num
 from ..analysis.options import MetricOptions
 from ..analysis.tables import PAPER_K, TABLE_NAMES
@@ -117,14 +123,19 @@ _HEADLINE_LEAD = (
 
 
 def _delta_table_html(
-    t: pl.DataFrame, caption: str, lead=_TABLE_LEAD, opts: MetricOptions | None = None
+    t: pl.DataFrame,
+    caption: str,
+    lead=_TABLE_LEAD,
+    opts: MetricOptions | None = None,
+    centered: bool | None = None,
 ) -> str:
     """One row per cell of ``t`` (contract ``tables``): the ``lead`` columns, each delta with
     its CI (and the length-adjusted one below), the paper's values and whether the signs
     agree."""
     opts = opts or MetricOptions()
     titles = {
-        "d_alpha": f"Δα ({alpha_label(opts.alpha_start, opts.alpha_stop, opts.alpha_method)})"
+        "d_alpha": f"Δα ({alpha_label(opts.alpha_start, opts.alpha_stop, opts.alpha_method)})",
+        "d_log10_kf": f"Δlog10 Kf ({centering_label(centered)})",
     }
     pct = round(opts.ci * 100)
     head = (
@@ -155,7 +166,11 @@ def _scope_words(scope: str, prefix: int, pair_set: str, opts: MetricOptions) ->
 
 
 def _tables_section(
-    tables: pl.DataFrame, table: str, title: str, opts: MetricOptions | None = None
+    tables: pl.DataFrame,
+    table: str,
+    title: str,
+    opts: MetricOptions | None = None,
+    centered: bool | None = None,
 ) -> str:
     opts = opts or MetricOptions()
     t = tables.filter(pl.col("table") == table)
@@ -166,7 +181,7 @@ def _tables_section(
     for (scope, pair_set, prefix), g in groups:
         words = _scope_words(scope, prefix, pair_set, opts)
         caption = f"{title}, scope {scope}: {words} Every model × component × condition."
-        body = _delta_table_html(g, caption, opts=opts)
+        body = _delta_table_html(g, caption, opts=opts, centered=centered)
         if scope == "utterance" and prefix == 0 and pair_set == "all":
             parts.append(body)
         else:
@@ -176,7 +191,9 @@ def _tables_section(
     return "".join(parts)
 
 
-def _headline_html(tables: pl.DataFrame, k: int, opts: MetricOptions | None = None) -> str:
+def _headline_html(
+    tables: pl.DataFrame, k: int, opts: MetricOptions | None = None, centered: bool | None = None
+) -> str:
     """Hell vs clean at the final layer, scope utterance, at K: full length and the shortest
     length-matched prefix, per model x component x pair set."""
     opts = opts or MetricOptions()
@@ -200,7 +217,7 @@ def _headline_html(tables: pl.DataFrame, k: int, opts: MetricOptions | None = No
         "(hell vs clean, K = 50) sit beside the rows closest to its definition (every kept "
         "pair, full length, raw)."
     )
-    return _delta_table_html(t, caption, _HEADLINE_LEAD, opts)
+    return _delta_table_html(t, caption, _HEADLINE_LEAD, opts, centered)
 
 
 def _prefix_html(
@@ -228,6 +245,11 @@ def _prefix_html(
 def report_options(config: Mapping[str, Any]) -> MetricOptions:
     """The metric options of the run the report describes (its config's ``metrics``)."""
     return MetricOptions.from_dict(config.get("metrics") or {})
+
+
+def report_centered(config: Mapping[str, Any]) -> bool:
+    """Whether the run's spectra are centred (decode.center; default off)."""
+    return bool((config.get("decode") or {}).get("center", False))
 
 
 def _rejected_html(rejected: pl.DataFrame | None) -> str:
@@ -274,7 +296,7 @@ def _summary_html(
     )
     return (
         "<section class='summary' id='summary'><h2>Summary</h2>"
-        + _headline_html(tables, k, opts)
+        + _headline_html(tables, k, opts, report_centered(config))
         + _figure_html("phase_diagram", figs["phase_diagram"], FIGURES["phase_diagram"])
         + counts
         + _prefix_html(tables, prefix_lengths, pairs)
