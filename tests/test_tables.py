@@ -608,3 +608,17 @@ def test_pair_filters_clean_wer_and_min_tokens(dataset):
             c = cell(counts, condition=cond)
             assert (c["n_pairs"], c["n_excluded"]) == ((n, 0) if survives else (0, n)), kwargs
         assert pr.height == (2 * sum(n_kept.values()) if survives else 0)
+
+
+def test_prefixes_longer_than_the_median_stressed_decode_are_not_shown(built):
+    _, out = built
+    summary = out["layer_summary"]
+    short = pl.DataFrame({"model": ["tiny-en"] * 3, "stress": ["time_stretch"] * 3,
+                          "utt_id": ["a", "b", "c"], "n_rows": [10, 12, 40]})  # fmt: skip
+    counts = tables.prefix_counts(summary, short)
+    mine = counts.filter(pl.col("model") == "tiny-en")
+    assert (mine["median_stressed_rows"] == 12).all() and not mine["shown"].any()
+    assert counts.filter(pl.col("model") == "small")["shown"].not_().all()  # no lengths: none
+    shown = tables._shown(summary, counts)
+    assert set(shown["prefix"]) == {0}
+    assert tables.final_layer_table(shown, OPTS)["prefix"].unique().to_list() == [0]
