@@ -168,7 +168,8 @@ def test_readers_name_the_file_and_the_column(tmp_path):
         detect.features([bad], transcripts)
     csv = tmp_path / "counts.csv"
     counts = {"model": ["m"], "condition": ["hell"], "n_total": ["x"], "n_pairs": [1],
-              "frac_kept": [0.5], "n_hit_max_length": [0], "threshold": [0.5]}  # fmt: skip
+              "frac_kept": [0.5], "n_excluded": [0], "n_hit_max_length": [0],
+              "threshold": [0.5]}  # fmt: skip
     pl.DataFrame(counts).write_csv(csv)
     with pytest.raises(DataError, match=r"counts\.csv: column 'n_total' is not int64"):
         schemas.read_csv(csv, "pair_counts")

@@ -282,7 +282,7 @@ def test_features_against_direct_calls(decoded):
                 eig = np.pad(eig, (0, K - len(eig)))
                 want = {
                     "neff": effective_rank(sv, k=K),
-                    "alpha": spectral_alpha(sv, k=K),
+                    "alpha": spectral_alpha(sv, k=K, start=ObservableOptions().alpha_start),
                     "log10_kf": np.log10(kirchhoff_index(eig)) if T >= 2 else np.nan,
                     "tail_energy": tail_energy(sv, K),
                 }

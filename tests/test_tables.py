@@ -436,19 +436,19 @@ def test_pooled_bootstrap_spectra_match_direct_svd():
 def test_pooled_bootstrap_projection_is_close_to_exact():
     """The rank-r Rayleigh-Ritz replicates agree with the exact ones on a decaying spectrum."""
     rng = np.random.default_rng(1)
-    N, d, r = 400, 160, 64
+    N, d, r = 400, 160, 80
     X = rng.normal(size=(N, d)) * np.arange(1, d + 1) ** -0.8 + rng.normal(size=d)
     opts = MetricOptions(k=(10, 20), figure_k=20, pooled_n_boot=4, pooled_boot_rank=r)
     for center in (False, True):
-        blocks = list(bootstrap.count_blocks(np.random.default_rng(5), N, 4, 4))
+        blocks = list(bootstrap.subsample_blocks(np.random.default_rng(5), N, 4, 4, 0.5))
         exact, none = gram.replicate_spectra(X, iter(blocks), center, 0)
         approx, total = gram.replicate_spectra(X, iter(blocks), center, r)
         assert none is None and approx.shape == (4, r)
         assert np.allclose(approx[:, :20], exact[:, :20], rtol=2e-2)
         assert np.all(approx[:, :20] <= exact[:, :20] * (1 + 1e-12))  # Ritz values: lower bounds
         assert np.allclose(total, (exact**2).sum(axis=1), rtol=1e-10)
-        a = pooled.observable_array(approx, N, opts, total)
-        e = pooled.observable_array(exact, N, opts)
+        a = pooled.observable_array(approx, N // 2, opts, total)
+        e = pooled.observable_array(exact, N // 2, opts)
         assert np.allclose(a, e, rtol=5e-2, atol=1e-2)
 
 
@@ -482,7 +482,9 @@ def test_outputs_written(built):
         assert csv.columns == table_cols
         assert csv.height == out["tables"].filter(pl.col("table") == name).height
         md = (d / f"{name}.md").read_text()
-        assert "scope utterance, full length" in md and "scope pooled" in md
+        assert "scope utterance, pairs all, full length" in md and "scope pooled" in md
+        assert "Scope utterance: a row is" in md and "Scope pooled: a row is" in md
+        assert "Δα (lsq fit, ranks 2..K)" in md and "Δlog10 Kf (uncentred second moments)" in md
         assert "length-matched, first 16 rows" in md
         for model in MODELS:
             assert f"| {model} |" in md
@@ -493,6 +495,12 @@ def test_outputs_written(built):
     counts = pl.read_csv(d / "pair_counts.csv")
     assert counts.height == len(MODELS) * 4
     assert "| tiny-en | hell |" in (d / "pair_counts.md").read_text()
+    prefixes = schemas.read_csv(d / "prefix_counts.csv", "prefix_counts")
+    r = prefixes.filter(
+        (pl.col("model") == "tiny-en") & (pl.col("condition") == "gaussian_noise")
+    ).row(0, named=True)
+    assert (r["prefix"], r["n_pairs"], r["n_full"]) == (PREFIX, 18, 20)  # two short twins
+    assert r["median_stressed_rows"] == T_LONG and r["shown"]
     summary = out["layer_summary"]
     assert set(summary["scope"]) == {"utterance", "pooled"}
     assert set(summary["prefix"]) == {0, PREFIX}
@@ -537,3 +545,80 @@ def test_bootstrap_deterministic(tmp_path, dataset, built):
     col = "d_alpha_ci_low"
     key = (pl.col("condition") == "gaussian_noise") & (pl.col("scope") == "utterance")
     assert not other.filter(key)[col].equals(out["tables"].filter(key)[col])
+
+
+def test_pooled_hell_lies_within_its_stresses(tmp_path):
+    """Planted: three stresses reshape the clean row means differently (steeper, flatter,
+    noisier). hell's pooled delta lies within the range of its stresses' deltas in every
+    cell; the old definition (one matrix stacking each clean twin once per stress) does not."""
+    rng = np.random.default_rng(4)
+    scale = np.arange(1, D + 1, dtype=np.float64)
+    clean = rng.normal(size=(N_UTT, D)) * scale**-0.5
+    stressed = {
+        "time_stretch": clean * scale**-0.4,
+        "speaker_mix": clean * scale**0.3,
+        "gaussian_noise": clean + 0.3 * rng.normal(size=(N_UTT, D)),
+    }
+    rows, pairs = [], []
+    for cond, X in [("clean", clean), *stressed.items()]:
+        for i in range(N_UTT):
+            rows.append({"utt_id": utt(i), "model": "m", "condition": cond, "layer": 0,
+                         "component": "cross_attn", "prefix": 0, "n_rows": T_LONG,
+                         "centered": True, "sv": [1.0, 0.5],
+                         "row_mean": X[i].tolist()})  # fmt: skip
+    for cond in stressed:
+        for c in (cond, "hell"):
+            pairs += [{"model": "m", "condition": c, "stress": cond, "utt_id": utt(i),
+                       "speaker": utt(i).split("-")[0]} for i in kept(cond)]  # fmt: skip
+    path = tmp_path / "layer-0.parquet"
+    schemas.write_parquet(pl.DataFrame(rows), "spectra", path)
+    opts = MetricOptions(pooled_n_boot=20, resample_unit="utterance")
+    cells, _ = pooled.pooled_layer([str(path)], pl.DataFrame(pairs), "m", 0, opts, 3)
+    point = cells.filter(pl.col("replicate") == -1)
+    parts = (
+        point.filter(pl.col("condition") != "hell")
+        .group_by("k", "observable")
+        .agg(pl.col("delta").min().alias("lo"), pl.col("delta").max().alias("hi"))
+    )
+    hell = point.filter(pl.col("condition") == "hell").join(parts, on=["k", "observable"])
+    assert hell.height == len(opts.k) * len(OBSERVABLES)
+    assert ((hell["lo"] - 1e-9 <= hell["delta"]) & (hell["delta"] <= hell["hi"] + 1e-9)).all()
+    # the stacked matrix puts the 24 distinct clean rows against 56 stressed ones
+    order = list(stressed)
+    Xc = np.concatenate([clean[kept(c)] for c in order])
+    Xs = np.concatenate([stressed[c][kept(c)] for c in order])
+    stacked, _ = pooled._cell(Xc, Xs, None, True, opts)
+    neff = list(OBSERVABLES).index("neff")
+    p = hell.filter((pl.col("observable") == "neff") & (pl.col("k") == 50)).row(0, named=True)
+    assert not p["lo"] <= stacked[list(opts.k).index(50), neff, 2] <= p["hi"]
+
+
+def test_pair_filters_clean_wer_and_min_tokens(dataset):
+    """Every decode of the fixture has 3 tokens and a clean WER of 0.05."""
+    files = [p for p in dataset["transcripts"] if "/small/" in p]
+    n_kept = {c: len(kept(c)) for c in ("time_stretch", "speaker_mix", "gaussian_noise")}
+    for kwargs, survives in (
+        ({"min_tokens": 3}, True),
+        ({"min_tokens": 4}, False),
+        ({"clean_max_wer": 0.05}, True),
+        ({"clean_max_wer": 0.01}, False),
+    ):
+        pr, counts = pairs_and_counts(files, THRESHOLD, **kwargs)
+        for cond, n in n_kept.items():
+            c = cell(counts, condition=cond)
+            assert (c["n_pairs"], c["n_excluded"]) == ((n, 0) if survives else (0, n)), kwargs
+        assert pr.height == (2 * sum(n_kept.values()) if survives else 0)
+
+
+def test_prefixes_longer_than_the_median_stressed_decode_are_not_shown(built):
+    _, out = built
+    summary = out["layer_summary"]
+    short = pl.DataFrame({"model": ["tiny-en"] * 3, "stress": ["time_stretch"] * 3,
+                          "utt_id": ["a", "b", "c"], "n_rows": [10, 12, 40]})  # fmt: skip
+    counts = tables.prefix_counts(summary, short)
+    mine = counts.filter(pl.col("model") == "tiny-en")
+    assert (mine["median_stressed_rows"] == 12).all() and not mine["shown"].any()
+    assert counts.filter(pl.col("model") == "small")["shown"].not_().all()  # no lengths: none
+    shown = tables._shown(summary, counts)
+    assert set(shown["prefix"]) == {0}
+    assert tables.final_layer_table(shown, OPTS)["prefix"].unique().to_list() == [0]

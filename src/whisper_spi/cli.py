@@ -170,6 +170,8 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     pairs, counts = pairs_and_counts(
         args.transcripts,
         threshold=args.threshold,
+        clean_max_wer=args.clean_max_wer,
+        min_tokens=args.min_tokens,
         labels=args.labels,
         definition=args.definition,
         her_threshold=args.her_threshold,
@@ -449,6 +451,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pairs", help="clean/stressed pairs of one model and their counts")
     p.add_argument("--transcripts", nargs="+", required=True)
     p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--clean-max-wer", type=float, default=None, help="config pairs.clean_max_wer")
+    p.add_argument("--min-tokens", type=int, default=0, help="config pairs.min_tokens")
     p.add_argument("--labels", nargs="*", default=[], help="taxonomy/<model>/labels.parquet")
     p.add_argument("--definition", choices=["wer", "fabrication", "ungrounded"], default="wer")
     p.add_argument("--her-threshold", type=float, default=0.5)

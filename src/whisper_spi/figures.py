@@ -64,7 +64,10 @@ def _summary_view(
     summary: pl.DataFrame, k: int, scope: str = "utterance", prefix: int = 0
 ) -> pl.DataFrame:
     return summary.filter(
-        (pl.col("scope") == scope) & (pl.col("k") == k) & (pl.col("prefix") == prefix)
+        (pl.col("scope") == scope)
+        & (pl.col("k") == k)
+        & (pl.col("prefix") == prefix)
+        & (pl.col("pair_set") == "all")  # every kept pair; typed subsets are in the tables
     )
 
 

@@ -75,6 +75,11 @@ def unreached_line(entry: Mapping[str, Any]) -> str:
     head = f"decode.prefix_lengths {entry['prefix']}: no length-matched rows for {entry['model']}, "
     if not entry["n_pairs"]:
         return head + "which has no kept pair."
+    if entry["longest"] is not None and entry["longest"] >= entry["prefix"]:
+        return head + (
+            f"since it is longer than the median stressed decode of its {entry['n_pairs']} "
+            "kept pairs, which the tables require (pairs per prefix: tables/prefix_counts.csv)."
+        )
     return head + (
         f"since none of its {entry['n_pairs']} kept pairs has {entry['prefix']} rows on both "
         f"sides (the longest has {entry['longest']} decoded tokens on its shorter side)."

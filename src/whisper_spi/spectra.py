@@ -346,9 +346,10 @@ def kirchhoff_index(
 
 
 def covariance_eigenvalues(s: Any, T: Any) -> Any:
-    """Sample-covariance eigenvalues ``s**2 / (T - 1)`` of a ``T x d`` matrix's singular
-    values; ``T < 2`` gives NaN. Elementwise, keeping the input's structure (``T`` a scalar or
-    one value per spectrum).
+    """Eigenvalues ``s**2 / (T - 1)`` of the second-moment matrix ``X^T X / (T - 1)`` of a
+    ``T x d`` matrix X with singular values s (the sample covariance only when X is centred,
+    decode.center; uncentred by default); ``T < 2`` gives NaN. Elementwise, keeping the
+    input's structure (``T`` a scalar or one value per spectrum).
     """
 
     def scale(t: Any) -> np.ndarray:
@@ -401,7 +402,9 @@ class ObservableOptions:
 
     k: each observable is computed on the top-K singular values, for each K.
     neff_power: N_eff on s**power (1 = singular values, the paper's definition).
-    alpha_start, alpha_stop: the 0-based rank window of the alpha fit inside the top K.
+    alpha_start, alpha_stop: the 0-based rank window of the alpha fit inside the top K;
+        the default 1 fits the tail (ranks 2..K, sigma_1 left out, as the paper's "tail"
+        fit); 0 = every rank (the earlier default).
     alpha_method: lsq (the paper) or mle.
     rank_tol: singular values <= rank_tol * s_1 are numerical zeros (round-off of float32
         activations, of centering) and count as 0 for every observable.
@@ -412,7 +415,7 @@ class ObservableOptions:
 
     k: tuple[int, ...] = (10, 50)
     neff_power: float = 1.0
-    alpha_start: int = 0
+    alpha_start: int = 1
     alpha_stop: int | None = None
     alpha_method: str = "lsq"
     rank_tol: float = 1e-6

@@ -38,6 +38,7 @@ rule pairs:
         threshold=config["decode"]["hallucination_wer"],
         definition=config["hallucination"]["definition"],
         her_threshold=config["hallucination"]["her_threshold"],
+        filters=get_pair_filters(config),
     shell:
         "whisper-spi pairs"
         " --transcripts {input.transcripts:q}"
@@ -45,6 +46,7 @@ rule pairs:
         " --definition {params.definition}"
         " --her-threshold {params.her_threshold}"
         " --threshold {params.threshold}"
+        " {params.filters}"
         " --pairs {output.pairs:q}"
         " --counts {output.counts:q}"
         " > {log:q} 2>&1"
@@ -105,9 +107,15 @@ rule tables:
             caption="../report/pair_counts.rst",
             category="Tables",
         ),
+        prefix_counts=f"{RESULTS}/tables/prefix_counts.csv",
         markdown=expand(
             f"{RESULTS}/tables/{{name}}.md",
-            name=["table1_final_layer", "table2_layer_mean", "pair_counts"],
+            name=[
+                "table1_final_layer",
+                "table2_layer_mean",
+                "pair_counts",
+                "prefix_counts",
+            ],
         ),
     log:
         get_log(RESULTS, "tables", "tables"),

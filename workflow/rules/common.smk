@@ -85,6 +85,15 @@ def get_metric_options(config, stage):
     return stage_options(config["metrics"], stage)
 
 
+def get_pair_filters(config):
+    """The pair filters of config ``pairs`` as CLI flags (whisper-spi pairs)."""
+    p = config["pairs"]
+    flags = f"--min-tokens {p['min_tokens']}"
+    if p["clean_max_wer"] is not None:
+        flags += f" --clean-max-wer {p['clean_max_wer']}"
+    return flags
+
+
 def get_spectra(results, shards, model, conditions, layers):
     """Decode spectra of one model for the given conditions and layers."""
     return expand(

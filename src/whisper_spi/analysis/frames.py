@@ -16,6 +16,21 @@ QUANTITIES = ("clean", "stressed", "delta")  # per observable, in this order
 MEAN_LAYER = -1  # the ``layer`` value of rows averaged over layers
 PAIRED = (*STRESSES, HELL)  # the conditions of pairs, in table order
 SCOPES = ("utterance", "pooled")
+PAIR_SETS = ("all", "fabrication")  # every kept pair (the paper); those typed fabrication
+TYPE_COLUMN = "hallucination_type"  # written into pairs.parquet by the taxonomy (issue 16)
+
+
+def pair_sets(pairs: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """The pair sets the tables report: ``all``, and ``fabrication`` when the pairs carry
+    the taxonomy's type column (Utf8)."""
+    out = {"all": pairs}
+    if TYPE_COLUMN in pairs.columns:
+        if pairs.schema[TYPE_COLUMN] != pl.String:
+            raise ValueError(
+                f"pairs: column {TYPE_COLUMN!r} must be Utf8, got {pairs.schema[TYPE_COLUMN]}"
+            )
+        out["fabrication"] = pairs.filter(pl.col(TYPE_COLUMN) == "fabrication")
+    return out
 
 
 def ordered(values: Sequence[str], order: Sequence[str]) -> list[str]:
@@ -68,6 +83,7 @@ def summary_frame(
     *,
     scope: str,
     model: str,
+    pair_set: str,
     condition: str,
     prefix: int,
     layers: Sequence[int],
@@ -79,14 +95,18 @@ def summary_frame(
     median: np.ndarray | None,
     n: np.ndarray,
     n_boot: int,
+    adjusted: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    length_slope: np.ndarray | None = None,
 ) -> pl.DataFrame:
-    """Long layer_summary rows from arrays shaped (len(layers), len(comps), len(ks), O, 3)."""
+    """Long layer_summary rows from arrays shaped (len(layers), len(comps), len(ks), O, 3);
+    ``adjusted`` (point, lo, hi) and ``length_slope`` without the last axis (None: null)."""
     shape = point.shape[:4]
     li, ci, ki, oi = (a.ravel() for a in np.indices(shape))
     flat = {name: arr.reshape(*shape, 3) for name, arr in (("p", point), ("lo", lo), ("hi", hi))}
     out = {
         "scope": scope,
         "model": model,
+        "pair_set": pair_set,
         "condition": condition,
         "layer": np.asarray(layers, dtype=np.int32)[li],
         "component": np.asarray(comps, dtype=object)[ci],
@@ -105,6 +125,11 @@ def summary_frame(
         if median is not None
         else np.full(li.size, np.nan)
     )
+    nan = np.full(li.size, np.nan)
+    adj = adjusted if adjusted is not None else (nan, nan, nan)
+    for name, arr in zip(("delta_adj", "delta_adj_ci_low", "delta_adj_ci_high"), adj, strict=True):
+        out[name] = np.asarray(arr).ravel()
+    out["length_slope"] = nan if length_slope is None else length_slope.ravel()
     out["n_boot"] = n_boot
     df = pl.DataFrame(
         {k: (v if isinstance(v, np.ndarray) else [v] * li.size) for k, v in out.items()},

@@ -25,20 +25,23 @@ def gram_eigenvalues(X: np.ndarray, W: np.ndarray, centered: bool, cache: dict) 
 
     With Z = sqrt(w) X[w > 0] the Gram is Z^T Z (d x d), whose non-zero eigenvalues are those
     of Z Z^T (n' x n', taken from X X^T, cached in ``cache``); the smaller one is decomposed.
-    Centering subtracts N mu mu^T (mu = X^T w / N), i.e. projects Z Z^T off
-    u = sqrt(w / N), a unit vector since sum w = N.
+    Centering subtracts m mu mu^T (m = sum w, mu = X^T w / m), i.e. projects Z Z^T off
+    u = sqrt(w / m), a unit vector (m = N for a bootstrap, m < N for a subsample).
     """
     N, d = X.shape
     out = np.zeros((len(W), min(N, d)))
     for i, w in enumerate(W):
         s = np.flatnonzero(w)
         sw = np.sqrt(w[s].astype(np.float64))
+        m = float(w.sum())
+        if m == 0:
+            continue
         if len(s) < d:
             if "G" not in cache:
                 cache["G"] = X @ X.T
             M = cache["G"][np.ix_(s, s)] * sw[:, None] * sw[None, :]
             if centered:
-                u = sw / math.sqrt(N)
+                u = sw / math.sqrt(m)
                 Mu = M @ u
                 M += (u @ Mu) * np.outer(u, u) - np.outer(Mu, u) - np.outer(u, Mu)
         else:
@@ -46,7 +49,7 @@ def gram_eigenvalues(X: np.ndarray, W: np.ndarray, centered: bool, cache: dict) 
             M = Z.T @ Z  # numpy calls BLAS syrk for this product
             if centered:
                 mu = Z.T @ sw
-                M -= np.outer(mu, mu) / N
+                M -= np.outer(mu, mu) / m
         ev = np.linalg.eigvalsh(M)[::-1]
         out[i, : len(ev)] = ev
     return np.clip(out, 0.0, None)
@@ -84,7 +87,8 @@ def replicate_spectra(
             tot = Wf @ rowsq
             if centered:
                 mu = Wf @ X
-                tot = tot - np.einsum("ij,ij->i", mu, mu) / N
+                with np.errstate(all="ignore"):
+                    tot = tot - np.einsum("ij,ij->i", mu, mu) / Wf.sum(axis=1)
             totals.append(tot)
     else:
         for W in blocks:

@@ -33,10 +33,14 @@ class MetricOptions(ObservableOptions):
         row means per model x condition x layer x component).
     pooled_center: center that matrix before its SVD; None = as the spectra were (decode.center).
     n_boot: bootstrap replicates over pairs, utterance scope (0 = no CI).
-    pooled_n_boot: replicates of the pooled scope, each a re-decomposition.
-    pooled_boot_rank: 0 = exact pooled replicates; r > 0 = Rayleigh-Ritz in the top-r
-        principal subspace (faster; point estimates stay exact).
-    ci: coverage of the percentile bootstrap intervals.
+    pooled_n_boot: subsamples of the pooled scope, each a re-decomposition.
+    pooled_fraction: each pooled subsample keeps this fraction of the units, drawn without
+        replacement (m-of-n subsampling: no duplicate rows to shrink the spectrum).
+    pooled_boot_rank: 0 = exact pooled replicates; r >= 4 max(k) = Rayleigh-Ritz in the
+        top-r principal subspace (faster; point estimates stay exact).
+    resample_unit: what every interval resamples: speaker (all utterances of a drawn speaker
+        together) or utterance.
+    ci: coverage of the intervals.
     paper_models: our model name -> the paper's, for the paper-value columns.
     figure_k: the K of the figures; None = the largest K.
     """
@@ -45,7 +49,9 @@ class MetricOptions(ObservableOptions):
     pooled_center: bool | None = None
     n_boot: int = 1000
     pooled_n_boot: int = 200
+    pooled_fraction: float = 0.5
     pooled_boot_rank: int = 0
+    resample_unit: str = "speaker"
     ci: float = 0.95
     paper_models: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_PAPER_MODELS))
     figure_k: int | None = None
@@ -55,8 +61,17 @@ class MetricOptions(ObservableOptions):
         object.__setattr__(self, "paper_models", dict(self.paper_models))
         if self.figure_k is None:
             object.__setattr__(self, "figure_k", max(self.k))
-        if self.pooled_boot_rank != 0 and self.pooled_boot_rank < 2 * max(self.k):
-            raise ValueError("metrics.pooled_boot_rank must be 0 (exact) or >= 2 * max(k)")
+        if self.pooled_boot_rank != 0 and self.pooled_boot_rank < 4 * max(self.k):
+            # top-r Ritz values of a replicate are biased low when r is near K
+            raise ValueError("metrics.pooled_boot_rank must be 0 (exact) or >= 4 * max(k)")
+        if not 0 < self.pooled_fraction < 1:
+            raise ValueError(
+                f"metrics.pooled_fraction must be in (0, 1), got {self.pooled_fraction!r}"
+            )
+        if self.resample_unit not in ("speaker", "utterance"):
+            raise ValueError(
+                f"metrics.resample_unit must be speaker or utterance, got {self.resample_unit!r}"
+            )
         if self.n_boot < 0 or self.pooled_n_boot < 0:
             raise ValueError("metrics.n_boot and metrics.pooled_n_boot must be >= 0")
         if not 0 < self.ci < 1:
@@ -82,7 +97,9 @@ STAGES: dict[str, tuple[str, ...]] = {
     "pooled_center": ("pooled",),
     "n_boot": ("tables",),
     "pooled_n_boot": ("pooled", "tables"),
+    "pooled_fraction": ("pooled", "tables"),
     "pooled_boot_rank": ("pooled",),
+    "resample_unit": ("pooled", "tables"),
     "ci": ("tables",),
     "paper_models": ("tables",),
     "figure_k": ("figures",),

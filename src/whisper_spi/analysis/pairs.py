@@ -22,6 +22,7 @@ def pairs_and_counts(
     transcript_paths: Sequence[str | Path],
     threshold: float = 0.5,
     clean_max_wer: float | None = None,
+    min_tokens: int = 0,
     *,
     labels: Sequence[str | Path] = (),
     definition: str = "wer",
@@ -76,13 +77,19 @@ def pairs_and_counts(
     stressed = stressed.with_columns(
         hallucinated=hallucination_expr(definition, threshold, her_threshold)
     ).drop("wer", "type", "her")
-    kept = pl.col("hallucinated")
+    above = pl.col("hallucinated")
+    usable = pl.lit(True)
     if clean_max_wer is not None:
-        kept = kept & pl.col("wer_clean").is_not_nan() & (pl.col("wer_clean") <= clean_max_wer)
+        usable = pl.col("wer_clean").is_not_nan() & (pl.col("wer_clean") <= clean_max_wer)
+    if min_tokens > 0:
+        usable = usable & (pl.col("n_tokens_clean") >= min_tokens)
+        usable = usable & (pl.col("n_tokens_stressed") >= min_tokens)
     joined = stressed.join(clean, on=["model", "utt_id"], how="inner", validate="m:1").with_columns(
-        kept=kept.fill_null(False), threshold=pl.lit(float(threshold))
+        kept=(above & usable).fill_null(False),
+        excluded=(above & ~usable).fill_null(False),
+        threshold=pl.lit(float(threshold)),
     )
-    kept_pairs = joined.filter(pl.col("kept")).drop("kept")
+    kept_pairs = joined.filter(pl.col("kept")).drop("kept", "excluded")
     pair_lf = pl.concat(
         [
             kept_pairs.with_columns(condition=pl.col("stress")),
@@ -92,6 +99,7 @@ def pairs_and_counts(
     per_stress = joined.group_by("model", pl.col("stress").alias("condition")).agg(
         pl.len().cast(pl.Int64).alias("n_total"),
         pl.col("kept").sum().cast(pl.Int64).alias("n_pairs"),
+        pl.col("excluded").sum().cast(pl.Int64).alias("n_excluded"),
         (pl.col("kept") & pl.col("hit_max_length_stressed").fill_null(False))
         .sum()
         .cast(pl.Int64)
@@ -101,6 +109,7 @@ def pairs_and_counts(
         pl.lit(HELL).alias("condition"),
         pl.col("n_total").sum(),
         pl.col("n_pairs").sum(),
+        pl.col("n_excluded").sum(),
         pl.col("n_hit_max_length").sum(),
     )
     counts_lf = (

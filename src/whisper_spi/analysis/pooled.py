@@ -1,8 +1,12 @@
 """Rule pooled: scope ``pooled`` of one model x decoder layer, and its summary for the tables.
 
-Per condition x component, the N x d matrix of the kept pairs' per-utterance row means gives
-one clean and one stressed spectrum, their observables and deltas; the bootstrap resamples
-the N pairs (the same rows clean and stressed) and re-decomposes.
+Per stress x component, the N x d matrix of the kept pairs' per-utterance row means gives
+one clean and one stressed spectrum (each utterance once on each side), their observables
+and deltas. hell is the pair-weighted mean of the three stresses' cells, not one matrix
+that would stack each clean twin once per stress. The interval resamples the model's
+speakers (or utterances, ``resample_unit``): m-of-n subsamples without replacement, the same
+draw for every condition, layer and side, re-decomposed; see
+:func:`~whisper_spi.analysis.bootstrap.subsample_interval`.
 """
 
 from __future__ import annotations
@@ -15,10 +19,25 @@ import numpy as np
 import polars as pl
 
 from .. import schemas
-from ..names import CLEAN, COMPONENTS, OBSERVABLES
+from ..names import CLEAN, COMPONENTS, HELL, OBSERVABLES
 from ..spectra import observables, pack_spectra, sort_descending, spectra_lengths
-from .bootstrap import TABLE_BLOCK, count_blocks, percentile_interval, seeded_rng
-from .frames import MEAN_LAYER, PAIRED, conformed, empty, ordered, stack_delta, summary_frame
+from .bootstrap import (
+    TABLE_BLOCK,
+    seeded_rng,
+    subsample_blocks,
+    subsample_interval,
+    subsample_size,
+)
+from .frames import (
+    MEAN_LAYER,
+    PAIRED,
+    conformed,
+    empty,
+    ordered,
+    pair_sets,
+    stack_delta,
+    summary_frame,
+)
 from .gram import pooled_spectrum, replicate_spectra
 from .options import MetricOptions
 
@@ -28,39 +47,58 @@ _Cell = tuple[np.ndarray, np.ndarray | None, int]  # point, replicates, n
 
 
 def observable_array(
-    S: np.ndarray, n_rows: float, opts: MetricOptions, total: np.ndarray | None = None
+    S: np.ndarray, n_rows: float | np.ndarray, opts: MetricOptions, total: np.ndarray | None = None
 ) -> np.ndarray:
-    """Observables of spectra S (m x w) as an (m, K, O) array (``total``: see the kernel)."""
-    obs = observables(S, np.full(S.shape[0], float(n_rows)), opts, total)
+    """Observables of spectra S (m x w) as an (m, K, O) array (``n_rows``: one per spectrum
+    or one for all; ``total``: see the kernel)."""
+    n = np.broadcast_to(np.asarray(n_rows, dtype=np.float64), (S.shape[0],))
+    obs = observables(S, n, opts, total)
     return np.stack([np.stack([obs[K][o] for o in OBSERVABLES], axis=-1) for K in opts.k], 1)
 
 
 def _cell(
-    Xc: np.ndarray, Xs: np.ndarray, centered: bool, opts: MetricOptions, key: str, seed: int
+    Xc: np.ndarray, Xs: np.ndarray, W: np.ndarray | None, centered: bool, opts: MetricOptions
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(clean, stressed, delta) observables: point (K, O, 3), replicates (B, K, O, 3)."""
+    """(clean, stressed, delta) observables: point (K, O, 3), replicates (B, K, O, 3).
+
+    ``W``: (B, N) 0/1 subsample counts of the rows, the same for clean and stressed; a
+    replicate keeping fewer than 2 rows is NaN.
+    """
     N = Xc.shape[0]
-    boot = opts.pooled_n_boot > 0 and N >= 2
-    rank = opts.pooled_boot_rank if boot else 0
-    obs, bases, caches = [], [], []
+    rank = opts.pooled_boot_rank if W is not None else 0
+    obs, reps = [], []
     for X in (Xc, Xs):
         cache: dict = {}
         S, Vt, total = pooled_spectrum(X, centered, rank, cache)
         obs.append(observable_array(S, N, opts, total)[0])
-        bases.append(Vt)
-        caches.append(cache)
-    oc, os_ = obs
-    point = np.stack([oc, os_, stack_delta(oc, os_)], axis=-1)
-    if not boot:
+        if W is not None:
+            Sr, tot = replicate_spectra(X, [W], centered, rank, Vt, cache)
+            r = observable_array(Sr, W.sum(axis=1), opts, tot)
+            r[W.sum(axis=1) < 2] = np.nan
+            reps.append(r)
+    point = np.stack([obs[0], obs[1], stack_delta(obs[0], obs[1])], axis=-1)
+    if W is None:
         return point, None
-    # the same resampled utterances for clean and stressed: drawn once, used for both
-    blocks = list(count_blocks(seeded_rng(seed, key), N, opts.pooled_n_boot, TABLE_BLOCK))
-    reps = []
-    for X, Vt, cache in zip((Xc, Xs), bases, caches, strict=True):
-        S, total = replicate_spectra(X, blocks, centered, opts.pooled_boot_rank, Vt, cache)
-        reps.append(observable_array(S, N, opts, total))
-    rc, rs = reps
-    return point, np.stack([rc, rs, stack_delta(rc, rs)], axis=-1)
+    return point, np.stack([reps[0], reps[1], stack_delta(reps[0], reps[1])], axis=-1)
+
+
+def _weighted(parts: list[np.ndarray], weights: list[int]) -> np.ndarray:
+    """NaN-aware weighted mean of equally shaped arrays."""
+    A = np.stack(parts)
+    w = np.asarray(weights, dtype=np.float64).reshape(-1, *([1] * (A.ndim - 1)))
+    ok = np.isfinite(A)
+    with np.errstate(all="ignore"):
+        return np.where(ok, A, 0.0).__mul__(w).sum(0) / (ok * w).sum(0)
+
+
+def hell_cell(cells: Sequence[_Cell]) -> _Cell:
+    """hell from its stresses' cells: every level and delta (point and each replicate) is
+    their mean weighted by pairs, so it lies within the range of its parts."""
+    n = [c[2] for c in cells]
+    point = _weighted([c[0] for c in cells], n)
+    reps = [c[1] for c in cells]
+    boot = None if any(r is None for r in reps) else _weighted(reps, n)
+    return point, boot, int(sum(n))
 
 
 def pooled_layer(
@@ -74,16 +112,32 @@ def pooled_layer(
     """(cells, rank profiles) of one model x layer (contracts ``pooled_cells``,
     ``rank_profile``).
 
-    Full-length spectra only; hell stacks the three stresses' pairs; centered per
-    ``options.pooled_center``. The resampling is keyed ``pooled/<model>/<condition>``, the
-    same in every layer's job, so that :func:`pooled_summary` can average replicates over
-    layers.
+    Full-length spectra only; centered per ``options.pooled_center``. The subsamples are
+    keyed ``pooled/<model>`` and drawn over the model's units (speakers or utterances of its
+    kept pairs), the same in every condition and every layer's job, so that
+    :func:`pooled_summary` can average replicates over layers and hell over stresses.
     """
     opts = options or MetricOptions()
     if not spectra_paths:
         raise ValueError(f"pooled scope of {model}, layer {layer}: no spectra files given")
     P = pair_df.filter(pl.col("model") == model)
-    conditions = ordered(P["condition"].unique().to_list(), PAIRED)
+    conditions = [c for c in ordered(P["condition"].unique().to_list(), PAIRED) if c != HELL]
+    unit_col = "speaker" if opts.resample_unit == "speaker" else "utt_id"
+    units = sorted(P[unit_col].unique().to_list())
+    W_units = None
+    if opts.pooled_n_boot > 0 and len(units) >= 2:
+        W_units = np.concatenate(
+            list(
+                subsample_blocks(
+                    seeded_rng(seed, f"pooled/{model}"),
+                    len(units),
+                    opts.pooled_n_boot,
+                    TABLE_BLOCK,
+                    opts.pooled_fraction,
+                )
+            )
+        )
+    unit_index = {u: i for i, u in enumerate(units)}
     cols = ["condition", "utt_id", "component", "centered", "sv", "row_mean"]
     F = (
         schemas.scan_parquet(spectra_paths, "spectra", [*cols, "model", "layer", "prefix"])
@@ -97,7 +151,7 @@ def pooled_layer(
         .collect()
         .with_row_index("_pos")
     )
-    cells: dict[tuple[str, str], _Cell] = {}
+    cells: dict[tuple[str, str, str], _Cell] = {}
     profiles = []
     if F.height:
         centered = bool(F["centered"].any()) if opts.pooled_center is None else opts.pooled_center
@@ -111,49 +165,75 @@ def pooled_layer(
         stress_pos = Fc.filter(pl.col("condition") != CLEAN).select(
             pl.col("condition").alias("stress"), "utt_id", pl.col("_pos").alias("_ps")
         )
-        for condition in conditions:
-            sel = (
-                P.filter(pl.col("condition") == condition)
-                .select("stress", "utt_id")
-                .sort("stress", "utt_id")
-                .join(stress_pos, on=["stress", "utt_id"], maintain_order="left")
-                .join(clean_pos, on="utt_id", maintain_order="left")
-            )
-            if sel.height == 0:
-                continue
-            pc_, ps_ = sel["_pc"].to_numpy(), sel["_ps"].to_numpy()
-            profiles.append(_rank_profile(SV[pc_], SV[ps_], model, condition, layer, comp))
-            lengths = rm_len[np.concatenate([pc_, ps_])]
-            d = int(lengths.min())
-            if d != int(lengths.max()) or d == 0:
-                raise ValueError(
-                    f"pooled scope: row_mean lengths differ or are empty for "
-                    f"{model}/{condition}/layer {layer}/{comp}"
+        for pair_set, Pset in pair_sets(P).items():
+            stress_rows = {}
+            for condition in conditions:
+                sel = (
+                    Pset.filter(pl.col("condition") == condition)
+                    .select(*dict.fromkeys(("stress", "utt_id", unit_col)))
+                    .sort("stress", "utt_id")
+                    .join(stress_pos, on=["stress", "utt_id"], maintain_order="left")
+                    .join(clean_pos, on="utt_id", maintain_order="left")
                 )
-            key = f"pooled/{model}/{condition}"
-            point, boot = _cell(RM[pc_, :d], RM[ps_, :d], centered, opts, key, seed)
-            cells[(condition, comp)] = (point, boot, sel.height)
+                if sel.height == 0:
+                    continue
+                pc_, ps_ = sel["_pc"].to_numpy(), sel["_ps"].to_numpy()
+                stress_rows[condition] = (pc_, ps_)
+                lengths = rm_len[np.concatenate([pc_, ps_])]
+                d = int(lengths.min())
+                if d != int(lengths.max()) or d == 0:
+                    raise ValueError(
+                        f"pooled scope: row_mean lengths differ or are empty for "
+                        f"{model}/{condition}/layer {layer}/{comp}"
+                    )
+                W = None
+                if W_units is not None:
+                    W = W_units[:, [unit_index[u] for u in sel[unit_col].to_list()]]
+                point, boot = _cell(RM[pc_, :d], RM[ps_, :d], W, centered, opts)
+                cells[(pair_set, condition, comp)] = (point, boot, sel.height)
+            parts = [cells[(pair_set, c, comp)] for c in stress_rows]
+            if parts and HELL in Pset["condition"].unique().to_list():
+                cells[(pair_set, HELL, comp)] = hell_cell(parts)
+            if pair_set != "all" or not stress_rows:
+                continue  # rank profiles: of every kept pair only
+            for condition, (pc_, ps_) in stress_rows.items():
+                profiles.append(_rank_profile(SV[pc_], SV[ps_], model, condition, layer, comp))
+            # hell's profile: each stressed spectrum once, each clean twin once
+            pc_ = np.unique(np.concatenate([r[0] for r in stress_rows.values()]))
+            ps_ = np.concatenate([r[1] for r in stress_rows.values()])
+            profiles.append(_rank_profile(SV[pc_], SV[ps_], model, HELL, layer, comp))
     profile = pl.concat(profiles) if profiles else empty("rank_profile")
-    return _cells_frame(model, layer, cells, opts), profile
+    n_drawn = subsample_size(len(units), opts.pooled_fraction) if W_units is not None else 0
+    return _cells_frame(model, layer, cells, opts, len(units), n_drawn), profile
 
 
 def _cells_frame(
-    model: str, layer: int, cells: dict[tuple[str, str], _Cell], opts: MetricOptions
+    model: str,
+    layer: int,
+    cells: dict[tuple[str, str, str], _Cell],
+    opts: MetricOptions,
+    n_units: int,
+    n_drawn: int,
 ) -> pl.DataFrame:
     """Long form of the cells: replicate -1 = point estimate, then 0..B-1."""
     K, NO = len(opts.k), len(OBSERVABLES)
     frames = []
-    for (condition, comp), (point, boot, n) in cells.items():
+    for (pair_set, condition, comp), (point, boot, n) in cells.items():
         V = point[None] if boot is None else np.concatenate([point[None], boot])
         R = V.shape[0]
+        rows = R * K * NO
+        drawn = np.repeat(np.r_[n_units, np.full(R - 1, n_drawn)], K * NO).astype(np.int64)
         frames.append(
             pl.DataFrame(
                 {
-                    "model": [model] * (R * K * NO),
-                    "condition": [condition] * (R * K * NO),
-                    "layer": np.full(R * K * NO, layer, dtype=np.int32),
-                    "component": [comp] * (R * K * NO),
-                    "n": np.full(R * K * NO, n, dtype=np.int64),
+                    "model": [model] * rows,
+                    "pair_set": [pair_set] * rows,
+                    "condition": [condition] * rows,
+                    "layer": np.full(rows, layer, dtype=np.int32),
+                    "component": [comp] * rows,
+                    "n": np.full(rows, n, dtype=np.int64),
+                    "n_units": np.full(rows, n_units, dtype=np.int64),
+                    "n_drawn": drawn,
                     "replicate": np.repeat(np.arange(-1, R - 1, dtype=np.int32), K * NO),
                     "k": np.tile(np.repeat(np.asarray(opts.k, dtype=np.int32), NO), R),
                     "observable": np.tile(np.asarray(OBSERVABLES), R * K).tolist(),
@@ -212,7 +292,7 @@ def write_pooled_layer(
 
 def pooled_summary(cells: pl.DataFrame, options: MetricOptions | None = None) -> pl.DataFrame:
     """layer_summary rows of scope ``pooled`` from every layer's cells: point estimates,
-    percentile CIs and, as ``layer = -1``, the mean over layers, replicate by replicate."""
+    subsample intervals and, as ``layer = -1``, the mean over layers, replicate by replicate."""
     opts = options or MetricOptions()
     K, NO, B = len(opts.k), len(OBSERVABLES), opts.pooled_n_boot
     cells = cells.with_columns(
@@ -229,7 +309,15 @@ def pooled_summary(cells: pl.DataFrame, options: MetricOptions | None = None) ->
             f"k={list(opts.k)} x {list(OBSERVABLES)} (cells computed with other options?)"
         )
     frames = []
-    for (model,), M in cells.sort("model").partition_by("model", as_dict=True).items():
+    parts = cells.sort("model", "pair_set").partition_by("model", "pair_set", as_dict=True)
+    for (model, pair_set), M in parts.items():
+        reps = M.filter(pl.col("replicate") >= 0)
+        f = None
+        if reps.height:
+            fracs = (reps["n_drawn"] / reps["n_units"]).unique()
+            if fracs.len() != 1:
+                raise ValueError(f"pooled cells of {model}: subsample fractions differ {fracs}")
+            f = float(fracs[0])
         parsed = {}
         for key, C in M.partition_by("condition", "layer", "component", as_dict=True).items():
             C = C.sort("replicate", "_k", "_o")
@@ -241,12 +329,16 @@ def pooled_summary(cells: pl.DataFrame, options: MetricOptions | None = None) ->
                 )
             V = C.select("clean", "stressed", "delta").to_numpy().reshape(n_rep, K, NO, 3)
             parsed[key] = (V[0], V[1:] if n_rep > 1 else None, int(C["n"][0]))
-        frames += _summary_frames(model, parsed, opts)
+        frames += _summary_frames(model, pair_set, parsed, opts, f)
     return pl.concat(frames) if frames else empty("layer_summary")
 
 
 def _summary_frames(
-    model: str, cells: dict[tuple[str, int, str], _Cell], opts: MetricOptions
+    model: str,
+    pair_set: str,
+    cells: dict[tuple[str, int, str], _Cell],
+    opts: MetricOptions,
+    f: float | None,
 ) -> list[pl.DataFrame]:
     frames = []
     for condition in ordered({c for c, _, _ in cells}, PAIRED):
@@ -263,20 +355,21 @@ def _summary_frames(
             point[li, ci] = p
             if b is not None:
                 boot[:, li, ci] = b
-            n[li, ci] = cnt
+            n[li, ci] = np.where(np.isfinite(p[..., 2]), cnt, 0)  # n per observable
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             point[-1] = np.nanmean(point[:-1], axis=0)
             boot[:, -1] = np.nanmean(boot[:, :-1], axis=1)
         n[-1] = n[:-1].max(axis=0) if layers else 0
-        if B > 0:
-            lo, hi = percentile_interval(boot, opts.ci)
+        if B > 0 and f is not None:
+            lo, hi = subsample_interval(point, boot, f, opts.ci)
         else:
             lo = hi = np.full_like(point, np.nan)
         frames.append(
             summary_frame(
                 scope="pooled",
                 model=model,
+                pair_set=pair_set,
                 condition=condition,
                 prefix=0,
                 layers=[*layers, MEAN_LAYER],

@@ -9,9 +9,18 @@ import polars as pl
 
 from .. import schemas
 from ..io import atomic_path
-from ..names import HELL, OBSERVABLES
-from .frames import MEAN_LAYER, SCOPES, component_rank, condition_rank, empty, rank
-from .markdown import counts_markdown, table_markdown
+from ..names import CLEAN, HELL, OBSERVABLES
+from .frames import (
+    MEAN_LAYER,
+    PAIR_SETS,
+    SCOPES,
+    component_rank,
+    condition_rank,
+    conformed,
+    empty,
+    rank,
+)
+from .markdown import counts_markdown, prefix_markdown, table_markdown
 from .options import MetricOptions
 from .pooled import pooled_summary
 from .utterance import utterance_summary
@@ -39,19 +48,22 @@ PAPER_CONDITION = HELL
 
 
 def _wide(summary: pl.DataFrame) -> pl.DataFrame:
-    keys = ["scope", "prefix", "model", "layer", "component", "condition", "k"]
+    keys = ["scope", "pair_set", "prefix", "model", "layer", "component", "condition", "k"]
     out = None
     for obs, name in TABLE_OBS.items():
         part = summary.filter(pl.col("observable") == obs).select(
             *keys,
-            *([pl.col("n")] if obs == "neff" else []),
+            pl.col("n").alias(f"n_{obs}"),
             pl.col("delta").alias(name),
             pl.col("delta_ci_low").alias(f"{name}_ci_low"),
             pl.col("delta_ci_high").alias(f"{name}_ci_high"),
             pl.col("delta_median").alias(f"{name}_median"),
+            pl.col("delta_adj").alias(f"{name}_adj"),
+            pl.col("delta_adj_ci_low").alias(f"{name}_adj_ci_low"),
+            pl.col("delta_adj_ci_high").alias(f"{name}_adj_ci_high"),
         )
         out = part if out is None else out.join(part, on=keys, how="full", coalesce=True)
-    return out
+    return out.with_columns(n=pl.max_horizontal(*[f"n_{o}" for o in TABLE_OBS]))
 
 
 def _paper_columns(df: pl.DataFrame, opts: MetricOptions) -> pl.DataFrame:
@@ -83,7 +95,8 @@ def _paper_columns(df: pl.DataFrame, opts: MetricOptions) -> pl.DataFrame:
     )
     out = df.join(paper, on=["model", "component"], how="left")
     applies = (
-        (pl.col("condition") == PAPER_CONDITION)
+        (pl.col("pair_set") == "all")
+        & (pl.col("condition") == PAPER_CONDITION)
         & (pl.col("k") == PAPER_K)
         & (pl.col("prefix") == 0)
     )
@@ -110,7 +123,15 @@ def _finish_table(df: pl.DataFrame, table: str, opts: MetricOptions) -> pl.DataF
     return (
         _paper_columns(df, opts)
         .with_columns(table=pl.lit(table))
-        .sort(rank("scope", SCOPES), "prefix", "model", component_rank(), condition_rank(), "k")
+        .sort(
+            rank("scope", SCOPES),
+            rank("pair_set", PAIR_SETS),
+            "prefix",
+            "model",
+            component_rank(),
+            condition_rank(),
+            "k",
+        )
         .select(schemas.contract("tables").names)
     )
 
@@ -134,6 +155,65 @@ def layer_mean_table(summary: pl.DataFrame, options: MetricOptions | None = None
     return _finish_table(_wide(rows), TABLE_NAMES["mean"], opts)
 
 
+def stressed_lengths(metrics_paths: Sequence[str | Path], pair_df: pl.DataFrame) -> pl.DataFrame:
+    """Decoded rows T of every kept pair's stressed side (model, stress, utt_id, n_rows)."""
+    rows = (
+        schemas.scan_parquet(metrics_paths, "layer_metrics")
+        .filter((pl.col("condition") != CLEAN) & (pl.col("prefix") == 0))
+        .select("model", pl.col("condition").alias("stress"), "utt_id", "n_rows")
+        .unique()
+        .collect()
+    )
+    kept = pair_df.filter(pl.col("condition") == HELL).select("model", "stress", "utt_id")
+    return rows.join(kept, on=["model", "stress", "utt_id"], how="semi")
+
+
+def prefix_counts(summary: pl.DataFrame, lengths: pl.DataFrame) -> pl.DataFrame:
+    """How many pairs each stored prefix keeps (contract ``prefix_counts``), per model and
+    condition, and which prefixes the tables show: those no longer than the median stressed
+    decode (rows T, ``lengths`` from :func:`stressed_lengths`) of the model's kept pairs, so
+    that most stressed decodes reach them."""
+    u = summary.filter(
+        (pl.col("scope") == "utterance")
+        & (pl.col("pair_set") == "all")
+        & (pl.col("observable") == "neff")
+        & (pl.col("layer") >= 0)
+    )
+    final = u.group_by("model").agg(pl.col("layer").max().alias("_final"))
+    n = (
+        u.join(final, on="model")
+        .filter(pl.col("layer") == pl.col("_final"))
+        .group_by("model", "condition", "prefix")
+        .agg(pl.col("n").max().alias("n_pairs"))
+    )
+    full = n.filter(pl.col("prefix") == 0).select(
+        "model", "condition", pl.col("n_pairs").alias("n_full")
+    )
+    median = lengths.group_by("model").agg(pl.col("n_rows").median().alias("median_stressed_rows"))
+    out = (
+        n.filter(pl.col("prefix") > 0)
+        .join(full, on=["model", "condition"], how="left")
+        .join(median, on="model", how="left")
+        .with_columns(
+            n_full=pl.col("n_full").fill_null(0),
+            shown=pl.col("prefix") <= pl.col("median_stressed_rows").fill_null(0),
+        )
+        .sort("model", condition_rank(), "prefix")
+    )
+    return conformed(out, "prefix_counts")
+
+
+def _shown(summary: pl.DataFrame, counts: pl.DataFrame) -> pl.DataFrame:
+    """The summary rows the tables show: full length, and the prefixes chosen from the data."""
+    keep = counts.filter(pl.col("shown")).select("model", "prefix").unique()
+    return pl.concat(
+        [
+            summary.filter(pl.col("prefix") == 0),
+            summary.filter(pl.col("prefix") > 0).join(keep, on=["model", "prefix"], how="semi"),
+        ]
+    )
+
+
 def _write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -154,8 +234,8 @@ def build_tables(
 
     ``layer_summary.parquet``, ``rank_profile.parquet``, ``tables.parquet`` (contracts of the
     same names), ``table1_final_layer.{csv,md}``, ``table2_layer_mean.{csv,md}``,
-    ``pair_counts.{csv,md}``. The pooled scope comes from the pooled rule's outputs (may be
-    empty with ``options.pooled = False``).
+    ``pair_counts.{csv,md}``, ``prefix_counts.{csv,md}``. The pooled scope comes from the
+    pooled rule's outputs (may be empty with ``options.pooled = False``).
     """
     opts = options or MetricOptions()
     out = Path(out_dir)
@@ -184,8 +264,13 @@ def build_tables(
         rank("observable", OBSERVABLES),
     )
     profile = profile.sort("model", condition_rank(), "layer", component_rank(), "rank")
-    t1 = final_layer_table(summary, opts)
-    t2 = layer_mean_table(summary, opts)
+    prefixes = prefix_counts(summary, stressed_lengths(metrics_paths, pair_df))
+    shown = _shown(summary, prefixes)
+    t1 = final_layer_table(shown, opts)
+    t2 = layer_mean_table(shown, opts)
+    centered = schemas.scan_parquet(metrics_paths, "layer_metrics", ["centered"])
+    centered = centered.select(pl.col("centered").unique()).collect()["centered"].to_list()
+    labels = {"centered": centered[0] if len(centered) == 1 else None}
     tables = pl.concat([t1, t2])
 
     schemas.write_parquet(summary, "layer_summary", out / "layer_summary.parquet")
@@ -194,8 +279,10 @@ def build_tables(
     for name, t in ((TABLE_NAMES["final"], t1), (TABLE_NAMES["mean"], t2)):
         with atomic_path(out / f"{name}.csv", suffix=".csv.tmp") as tmp:
             t.drop("table").write_csv(tmp)
-        _write_text(out / f"{name}.md", table_markdown(t, TITLES[name], opts.ci))
+        _write_text(out / f"{name}.md", table_markdown(t, TITLES[name], opts, **labels))
     schemas.write_csv(counts, "pair_counts", out / "pair_counts.csv")
     _write_text(out / "pair_counts.md", counts_markdown(counts))
+    schemas.write_csv(prefixes, "prefix_counts", out / "prefix_counts.csv")
+    _write_text(out / "prefix_counts.md", prefix_markdown(prefixes))
     return {"layer_summary": summary, "tables": tables, "pair_counts": counts,
-            "rank_profile": profile}  # fmt: skip
+            "rank_profile": profile, "prefix_counts": prefixes}  # fmt: skip

@@ -20,12 +20,19 @@ import polars as pl
 import yaml
 
 from .. import schemas
+from ..analysis.markdown import scope_sentence
 from ..analysis.tables import TABLE_NAMES
 from ..figures import FIGURES
 from ..io import atomic_path
 from ..skipped import read_rejected
 from .html import _CSS, _esc, _figure_html, _figures, _frame_html, _read
-from .sections import _extra_html, _summary_html, _tables_section
+from .sections import (
+    _extra_html,
+    _summary_html,
+    _tables_section,
+    report_centered,
+    report_options,
+)
 
 __all__ = ["collect_versions", "write_report"]
 
@@ -92,6 +99,7 @@ def write_report(
     if "phase_diagram" not in figs:
         raise ValueError("write_report: the phase diagram (figure 'phase_diagram') is required")
 
+    opts = report_options(config)
     models = sorted(set(pair_counts["model"]) | set(tables["model"]))
     conditions = list(dict.fromkeys([*pair_counts["condition"], *tables["condition"]]))
     config_yaml = yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True)
@@ -105,16 +113,26 @@ def write_report(
         _summary_html(tables, figs, pair_counts, config, rejected, pairs),
         "<p class='note'>A pair is a stressed utterance and its clean twin, kept when the "
         "stressed WER exceeds the threshold; hell is the union of the three stresses' kept "
-        "pairs. Deltas: ΔN_eff % = 100 (s − c) / c; Δlog10 Kf and Δα are differences. Scope "
-        "utterance: mean over pairs of per-pair deltas (95% percentile bootstrap CI over pairs); "
-        "scope pooled: one spectrum of the N × d matrix of per-utterance row means (bootstrap "
-        "over utterances). Paper values (hell vs clean, K = 50, from a digest of the paper, "
-        "layer aggregation unstated) sit beside ours; 'approx' marks a stand-in model.</p>",
+        "pairs. Deltas: ΔN_eff % = 100 (s − c) / c; Δlog10 Kf and Δα are differences; "
+        "'adj.' = length-adjusted. "
+        + _esc(scope_sentence("utterance", opts.resample_unit, opts.ci))
+        + " "
+        + _esc(scope_sentence("pooled", opts.resample_unit, opts.ci, opts.pooled_fraction))
+        + " Paper values (hell vs clean, K = 50, from a digest of the paper, layer "
+        "aggregation unstated) sit beside the rows closest to its definition (every kept "
+        "pair, full length); 'approx' marks a stand-in model.</p>",
         _tables_section(
-            tables, TABLE_NAMES["final"], "Table 1: stressed vs clean, final decoder layer"
+            tables,
+            TABLE_NAMES["final"],
+            "Table 1: stressed vs clean, final decoder layer",
+            opts,
+            report_centered(config),
         ),
         _tables_section(
-            tables, TABLE_NAMES["mean"], "Table 2: stressed vs clean, mean over decoder layers"
+            tables,
+            TABLE_NAMES["mean"],
+            "Table 2: stressed vs clean, mean over decoder layers",
+            opts,
         ),
         "<h2>Figures</h2>",
         *[

@@ -9,8 +9,15 @@ from typing import Any
 
 import polars as pl
 
-from ..analysis.markdown import number, with_interval
+from ..analysis.markdown import (
+    alpha_label,
+    centering_label,
+    number,
+    scope_sentence,
+    with_interval,
+)
 from ..analysis.markdown import signed as _num
+from ..analysis.options import MetricOptions
 from ..analysis.tables import PAPER_K, TABLE_NAMES
 from ..figures import FIGURES
 from ..names import HELL
@@ -55,11 +62,27 @@ _OBS = (("d_neff_pct", "ΔN_eff %", 2), ("d_log10_kf", "Δlog10 Kf", 2), ("d_alp
 _SIGNS = ("sign_agrees_neff", "sign_agrees_log10_kf", "sign_agrees_alpha")
 
 
-def _with_ci(r: Mapping[str, Any], name: str, digits: int) -> str:
+def _value_ci(r: Mapping[str, Any], name: str, digits: int) -> str:
     ci = ""
-    if r[f"{name}_ci_low"] is not None:
+    if r.get(f"{name}_ci_low") is not None:
         ci = f" [{_num(r[f'{name}_ci_low'], digits)}, {_num(r[f'{name}_ci_high'], digits)}]"
-    return f"<td>{_num(r[name], digits)}{ci}</td>"
+    return f"{_num(r.get(name), digits)}{ci}"
+
+
+def _with_ci(r: Mapping[str, Any], name: str, digits: int) -> str:
+    """The raw delta with its interval and, below it, the length-adjusted one (if any)."""
+    adj = ""
+    if r.get(f"{name}_adj") is not None:
+        adj = f"<br>adj. {_value_ci(r, f'{name}_adj', digits)}"
+    return f"<td>{_value_ci(r, name, digits)}{adj}</td>"
+
+
+def _pairs(r: Mapping[str, Any]) -> str:
+    """n, or n per observable (N_eff / Kf / alpha) where they differ."""
+    ns = [r.get(f"n_{o}") for o in ("neff", "log10_kf", "alpha")]
+    if None in ns or len(set(ns)) == 1:
+        return str(r["n"])
+    return "/".join(map(str, ns))
 
 
 def _paper_cells(r: Mapping[str, Any]) -> str:
@@ -93,23 +116,43 @@ _TABLE_LEAD = (
     ("component", lambda r: r["component"], True),
     ("condition", lambda r: r["condition"], True),
     ("K", lambda r: r["k"], False),
-    ("pairs", lambda r: r["n"], False),
+    ("pairs (N/Kf/α)", _pairs, False),
 )
 
 
 _LEFT = {True: " class='l'", False: ""}
 
 
-_HEADLINE_LEAD = (*_TABLE_LEAD[:2], ("length", _length, True), _TABLE_LEAD[4])
+_HEADLINE_LEAD = (
+    *_TABLE_LEAD[:2],
+    ("pairs set", lambda r: r["pair_set"], True),
+    ("length", _length, True),
+    _TABLE_LEAD[4],
+)
 
 
-def _delta_table_html(t: pl.DataFrame, caption: str, lead=_TABLE_LEAD) -> str:
+def _delta_table_html(
+    t: pl.DataFrame,
+    caption: str,
+    lead=_TABLE_LEAD,
+    opts: MetricOptions | None = None,
+    centered: bool | None = None,
+) -> str:
     """One row per cell of ``t`` (contract ``tables``): the ``lead`` columns, each delta with
-    its CI, the paper's values and whether the signs agree."""
+    its CI (and the length-adjusted one below), the paper's values and whether the signs
+    agree."""
+    opts = opts or MetricOptions()
+    titles = {
+        "d_alpha": f"Δα ({alpha_label(opts.alpha_start, opts.alpha_stop, opts.alpha_method)})",
+        "d_log10_kf": f"Δlog10 Kf ({centering_label(centered)})",
+    }
+    pct = round(opts.ci * 100)
     head = (
         "<tr>"
         + "".join(f"<th{_LEFT[left]}>{_esc(h)}</th>" for h, _, left in lead)
-        + "".join(f"<th>{_esc(title)} [95% CI]</th>" for _, title, _ in _OBS)
+        + "".join(
+            f"<th>{_esc(titles.get(name, title))} [{pct}% CI]</th>" for name, title, _ in _OBS
+        )
         + _PAPER_HEAD
         + "</tr>"
     )
@@ -124,38 +167,45 @@ def _delta_table_html(t: pl.DataFrame, caption: str, lead=_TABLE_LEAD) -> str:
     return f"<table>{_caption(caption)}<thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _scope_words(scope: str, prefix: int) -> str:
+def _scope_words(scope: str, prefix: int, pair_set: str, opts: MetricOptions) -> str:
     length = "full length" if prefix == 0 else f"length-matched on the first {prefix} rows"
-    how = (
-        "mean over pairs of per-pair deltas, 95% percentile bootstrap CI over pairs"
-        if scope == "utterance"
-        else "one spectrum of the N × d matrix of per-utterance row means, bootstrap CI over "
-        "utterances"
-    )
-    return f"scope {scope} ({how}), {length}"
+    pairs = "every kept pair" if pair_set == "all" else f"pairs typed {pair_set}"
+    sentence = scope_sentence(scope, opts.resample_unit, opts.ci, opts.pooled_fraction)
+    return f"{pairs}, {length}. {sentence}"
 
 
-def _tables_section(tables: pl.DataFrame, table: str, title: str) -> str:
+def _tables_section(
+    tables: pl.DataFrame,
+    table: str,
+    title: str,
+    opts: MetricOptions | None = None,
+    centered: bool | None = None,
+) -> str:
+    opts = opts or MetricOptions()
     t = tables.filter(pl.col("table") == table)
     parts = [f"<h2>{_esc(title)}</h2>"]
     if t.height == 0:
         return parts[0] + "<p>No pairs survived the threshold: nothing to tabulate.</p>"
-    for (scope, prefix), g in t.group_by("scope", "prefix", maintain_order=True):
-        caption = f"{title}, {_scope_words(scope, prefix)}; every model × component × condition."
-        body = _delta_table_html(g, caption)
-        if scope == "utterance" and prefix == 0:
+    groups = t.group_by("scope", "pair_set", "prefix", maintain_order=True)
+    for (scope, pair_set, prefix), g in groups:
+        words = _scope_words(scope, prefix, pair_set, opts)
+        caption = f"{title}, scope {scope}: {words} Every model × component × condition."
+        body = _delta_table_html(g, caption, opts=opts, centered=centered)
+        if scope == "utterance" and prefix == 0 and pair_set == "all":
             parts.append(body)
         else:
             label = "full length" if prefix == 0 else f"length-matched, first {prefix} rows"
-            parts.append(
-                f"<details><summary>{_esc(f'scope {scope}, {label}')}</summary>{body}</details>"
-            )
+            summary = f"scope {scope}, pairs {pair_set}, {label}"
+            parts.append(f"<details><summary>{_esc(summary)}</summary>{body}</details>")
     return "".join(parts)
 
 
-def _headline_html(tables: pl.DataFrame, k: int) -> str:
+def _headline_html(
+    tables: pl.DataFrame, k: int, opts: MetricOptions | None = None, centered: bool | None = None
+) -> str:
     """Hell vs clean at the final layer, scope utterance, at K: full length and the shortest
-    length-matched prefix, per model x component."""
+    length-matched prefix, per model x component x pair set."""
+    opts = opts or MetricOptions()
     t = tables.filter(
         (pl.col("table") == TABLE_NAMES["final"])
         & (pl.col("scope") == "utterance")
@@ -165,15 +215,18 @@ def _headline_html(tables: pl.DataFrame, k: int) -> str:
     if t.height == 0:
         return "<p>No pair survived the threshold: there is no headline cell.</p>"
     matched = sorted(p for p in set(t["prefix"]) if p > 0)
-    t = t.filter(pl.col("prefix").is_in([0, *matched[:1]])).sort("model", "prefix")
+    t = t.filter(pl.col("prefix").is_in([0, *matched[:1]])).sort("model", "pair_set", "prefix")
     caption = (
-        f"Headline: hell (every kept stressed pair) vs its clean twins at the final decoder "
-        f"layer, K = {k}, per-utterance scope: mean over pairs of the per-pair delta with its "
-        "95% percentile bootstrap CI over pairs. Length-matched rows compare only the first L "
-        "decoded positions, since hallucinations run long and length alone moves Kf. The "
-        "paper's values (hell vs clean, K = 50) sit beside ours where it reports one."
+        f"Headline: hell (every kept stressed pair; 'fabrication' rows: only those the "
+        f"taxonomy types so) vs its clean twins at the final decoder layer, K = {k}. "
+        f"{scope_sentence('utterance', opts.resample_unit, opts.ci)} Each cell: the raw delta, "
+        "and below it the length-adjusted one (the effect of log(T_s / T_c) fitted on the "
+        "clean twins removed), since decoded length alone moves N_eff and Kf. "
+        "Length-matched rows compare only the first L decoded positions. The paper's values "
+        "(hell vs clean, K = 50) sit beside the rows closest to its definition (every kept "
+        "pair, full length, raw)."
     )
-    return _delta_table_html(t, caption, _HEADLINE_LEAD)
+    return _delta_table_html(t, caption, _HEADLINE_LEAD, opts, centered)
 
 
 def _prefix_html(
@@ -196,6 +249,16 @@ def _prefix_html(
     return f"<p class='note'>{_esc(text)}</p>" + (
         f"<ul class='note'>{listed}</ul>" if listed else ""
     )
+
+
+def report_options(config: Mapping[str, Any]) -> MetricOptions:
+    """The metric options of the run the report describes (its config's ``metrics``)."""
+    return MetricOptions.from_dict(config.get("metrics") or {})
+
+
+def report_centered(config: Mapping[str, Any]) -> bool:
+    """Whether the run's spectra are centred (decode.center; default off)."""
+    return bool((config.get("decode") or {}).get("center", False))
 
 
 def _rejected_html(rejected: pl.DataFrame | None) -> str:
@@ -230,7 +293,8 @@ def _summary_html(
     rejected: pl.DataFrame | None,
     pairs: pl.DataFrame | None,
 ) -> str:
-    ks = list(config.get("metrics", {}).get("k", [PAPER_K]))
+    opts = report_options(config)
+    ks = list(opts.k)
     k = PAPER_K if PAPER_K in ks else max(ks)
     prefix_lengths = config.get("decode", {}).get("prefix_lengths", [])
     counts = _frame_html(
@@ -241,7 +305,7 @@ def _summary_html(
     )
     return (
         "<section class='summary' id='summary'><h2>Summary</h2>"
-        + _headline_html(tables, k)
+        + _headline_html(tables, k, opts, report_centered(config))
         + _figure_html("phase_diagram", figs["phase_diagram"], FIGURES["phase_diagram"])
         + counts
         + _prefix_html(tables, prefix_lengths, pairs)

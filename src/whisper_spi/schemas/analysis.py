@@ -9,6 +9,16 @@ _DELTA_DOC = (
     "difference s-c for log10_kf, alpha and tail_energy"
 )
 
+_PAIR_SET_DOC = (
+    "all (every kept pair) or fabrication (kept pairs whose stressed transcript the taxonomy "
+    "types fabrication; only when pairs.parquet has hallucination_type)"
+)
+_ADJ_DOC = (
+    "length-adjusted delta (utterance scope, null for pooled): per pair the delta minus the "
+    "effect of log(T_s / T_c) fitted on the clean twins, (s-c) - b log(T_s/T_c), for neff "
+    "100((s/c)(T_c/T_s)^b - 1); mean over pairs"
+)
+
 add(
     Contract(
         "layer_metrics",
@@ -27,12 +37,18 @@ add(
             Col("n_sv", I32, "singular values stored for the spectrum (min(T, d))"),
             Col("centered", BOOL, "column mean removed before the SVD"),
             Col("neff", F64, "effective rank exp(H(p)) of the top K (metrics.neff_power)"),
-            Col("alpha", F64, "spectral alpha: minus the LSQ slope of log s_i vs log i, top K"),
+            Col(
+                "alpha",
+                F64,
+                "spectral alpha: minus the LSQ slope of log s_i vs log i over ranks "
+                "alpha_start+1..K (default 2..K, the tail)",
+            ),
             Col(
                 "log10_kf",
                 F64,
-                "log10 Kirchhoff index K*sum 1/lambda_i of the top-K covariance eigenvalues "
-                "s^2/(n_rows-1) above the relative floor",
+                "log10 Kirchhoff index K*sum 1/lambda_i of the top-K second-moment eigenvalues "
+                "s^2/(n_rows-1) above the relative floor (covariance eigenvalues only when the "
+                "spectra are centred)",
                 "log10(1/activation units^2)",
             ),
             Col("tail_energy", F64, "sum_{i>K} s_i^2 / sum_i s_i^2 over the full spectrum"),
@@ -82,6 +98,11 @@ add(
             Col("n_total", I64, "pairs with both a clean and a stressed transcript"),
             Col("n_pairs", I64, "pairs kept (stressed WER > threshold)"),
             Col("frac_kept", F64, "n_pairs / n_total"),
+            Col(
+                "n_excluded",
+                I64,
+                "pairs above the threshold dropped by pairs.clean_max_wer or pairs.min_tokens",
+            ),
             Col("n_hit_max_length", I64, "kept pairs whose stressed decode hit max_new_tokens"),
             Col("threshold", F64, "the stressed-WER threshold used"),
         ),
@@ -99,6 +120,7 @@ add(
         (
             Col("scope", STR, "utterance or pooled"),
             Col("model", STR, "model name"),
+            Col("pair_set", STR, _PAIR_SET_DOC),
             Col("condition", STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
             Col("layer", I32, "decoder layer, 0-based; -1 = mean over the model's layers"),
             Col("component", STR, "cross_attn, self_attn, ffn or residual"),
@@ -117,7 +139,11 @@ add(
             Col("delta_median", F64, "median of per-pair deltas (null for pooled)"),
             Col("delta_ci_low", F64, "bootstrap CI of delta, lower"),
             Col("delta_ci_high", F64, "bootstrap CI of delta, upper"),
-            Col("n_boot", I32, "bootstrap replicates (0: no CI)"),
+            Col("delta_adj", F64, _ADJ_DOC),
+            Col("delta_adj_ci_low", F64, "its interval (the fit redone per replicate), lower"),
+            Col("delta_adj_ci_high", F64, "its interval, upper"),
+            Col("length_slope", F64, "slope b of the observable (log N_eff) on log T, clean twins"),
+            Col("n_boot", I32, "replicates (0: no CI)"),
         ),
     )
 )
@@ -128,29 +154,50 @@ add(
         "tables/tables.parquet",
         "The paper's Tables 1 (final decoder layer) and 2 (mean over layers): Delta N_eff %, "
         "Delta log10 Kf and Delta alpha per model x component x condition x K, each scope and "
-        "prefix, with the paper's value beside ours where it reports one (hell, K=50, prefix 0).",
+        "prefix and pair set, raw and length-adjusted, with the paper's value beside the rows "
+        "closest to its definition (pair set all, hell, K=50, full length).",
         (
             Col("table", STR, "table1_final_layer or table2_layer_mean"),
             Col("scope", STR, "utterance or pooled"),
+            Col("pair_set", STR, _PAIR_SET_DOC),
             Col("prefix", I32, "0 = full length; L = length-matched"),
             Col("model", STR, "model name"),
             Col("layer", I32, "final decoder layer (table 1); -1 = mean over layers (table 2)"),
             Col("component", STR, "cross_attn, self_attn, ffn or residual"),
             Col("condition", STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
             Col("k", I32, "top-K"),
-            Col("n", I64, "pairs (finite Delta N_eff)"),
+            Col("n", I64, "pairs in the cell (the largest of the per-observable n)"),
+            Col("n_neff", I64, "pairs with a finite Delta N_eff"),
             Col("d_neff_pct", F64, "Delta N_eff", "%"),
-            Col("d_neff_pct_ci_low", F64, "its bootstrap CI, lower", "%"),
-            Col("d_neff_pct_ci_high", F64, "its bootstrap CI, upper", "%"),
+            Col("d_neff_pct_ci_low", F64, "its interval, lower", "%"),
+            Col("d_neff_pct_ci_high", F64, "its interval, upper", "%"),
             Col("d_neff_pct_median", F64, "median over pairs (null for pooled)", "%"),
+            Col(
+                "d_neff_pct_adj",
+                F64,
+                "length-adjusted (layer_summary.delta_adj; null for pooled)",
+                "%",
+            ),
+            Col("d_neff_pct_adj_ci_low", F64, "its interval, lower", "%"),
+            Col("d_neff_pct_adj_ci_high", F64, "its interval, upper", "%"),
+            Col("n_log10_kf", I64, "pairs with a finite Delta log10 Kf"),
             Col("d_log10_kf", F64, "Delta log10 Kf (difference of logs)"),
-            Col("d_log10_kf_ci_low", F64, "its bootstrap CI, lower"),
-            Col("d_log10_kf_ci_high", F64, "its bootstrap CI, upper"),
+            Col("d_log10_kf_ci_low", F64, "its interval, lower"),
+            Col("d_log10_kf_ci_high", F64, "its interval, upper"),
             Col("d_log10_kf_median", F64, "median over pairs (null for pooled)"),
+            Col(
+                "d_log10_kf_adj", F64, "length-adjusted (layer_summary.delta_adj; null for pooled)"
+            ),
+            Col("d_log10_kf_adj_ci_low", F64, "its interval, lower"),
+            Col("d_log10_kf_adj_ci_high", F64, "its interval, upper"),
+            Col("n_alpha", I64, "pairs with a finite Delta alpha"),
             Col("d_alpha", F64, "Delta alpha (difference)"),
-            Col("d_alpha_ci_low", F64, "its bootstrap CI, lower"),
-            Col("d_alpha_ci_high", F64, "its bootstrap CI, upper"),
+            Col("d_alpha_ci_low", F64, "its interval, lower"),
+            Col("d_alpha_ci_high", F64, "its interval, upper"),
             Col("d_alpha_median", F64, "median over pairs (null for pooled)"),
+            Col("d_alpha_adj", F64, "length-adjusted (layer_summary.delta_adj; null for pooled)"),
+            Col("d_alpha_adj_ci_low", F64, "its interval, lower"),
+            Col("d_alpha_adj_ci_high", F64, "its interval, upper"),
             Col("paper_model", STR, "the paper's model this row is compared with (or null)"),
             Col("paper_match", STR, "exact, approx (a stand-in model), or null"),
             Col("paper_d_neff_pct", F64, "the paper's Delta N_eff", "%"),
@@ -168,18 +215,23 @@ add(
         "pooled_cells",
         "pooled/{model}/layer-{layer}.parquet",
         "Scope pooled of one model x decoder layer, before the tables: per condition x "
-        "component x K x observable, the point estimate (replicate -1) and every bootstrap "
-        "replicate of the clean and stressed pooled observables and their delta; the "
-        "tables average the replicates over layers for layer = -1. The same job writes the "
+        "component x K x observable, the point estimate (replicate -1) and every subsample "
+        "replicate (m of the n_units speakers or utterances, without replacement) of the clean "
+        "and stressed pooled observables and their delta; hell is the pair-weighted mean of "
+        "the three stresses, replicate by replicate; the tables average the replicates over "
+        "layers for layer = -1. The same job writes the "
         "layer's rank profiles to pooled/{model}/layer-{layer}-profile.parquet (contract "
         "rank_profile). delta: 100*(s-c)/c for neff, s-c for the others.",
         (
             Col("model", STR, "model name"),
+            Col("pair_set", STR, _PAIR_SET_DOC),
             Col("condition", STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
             Col("layer", I32, "decoder layer, 0-based"),
             Col("component", STR, "cross_attn, self_attn, ffn or residual"),
-            Col("n", I64, "pairs pooled (rows of the N x d matrix)"),
-            Col("replicate", I32, "-1 = point estimate; 0..B-1 = bootstrap replicate"),
+            Col("n", I64, "pairs pooled (rows of the N x d matrix; hell: the stresses' sum)"),
+            Col("n_units", I64, "units the subsamples draw from (speakers or utterances)"),
+            Col("n_drawn", I64, "units a subsample keeps, no replacement (replicate -1: n_units)"),
+            Col("replicate", I32, "-1 = point estimate; 0..B-1 = subsample replicate"),
             Col("k", I32, "top-K"),
             Col("observable", STR, "neff, log10_kf, alpha or tail_energy"),
             Col("clean", F64, "pooled clean value"),
@@ -207,6 +259,25 @@ add(
             Col("clean_energy", F64, "mean of s_i^2 / sum_j s_j^2 (0 beyond a spectrum's end)"),
             Col("stressed_energy", F64, "same, stressed"),
             Col("energy_ratio", F64, "stressed_energy / clean_energy"),
+        ),
+    )
+)
+
+add(
+    Contract(
+        "prefix_counts",
+        "tables/prefix_counts.csv",
+        "How many pairs each stored length-matched prefix L keeps (a pair needs L decoded rows "
+        "on both sides), per model and condition, and whether Tables 1 and 2 show it: only "
+        "prefixes no longer than the median stressed decode of the model's kept pairs.",
+        (
+            Col("model", STR, "model name"),
+            Col("condition", STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
+            Col("prefix", I32, "L, the first L decoded rows"),
+            Col("n_pairs", I64, "pairs with both spectra at prefix L (final layer)"),
+            Col("n_full", I64, "pairs at full length"),
+            Col("median_stressed_rows", F64, "median decoded rows T of the stressed side (hell)"),
+            Col("shown", BOOL, "L <= median_stressed_rows: the tables show this prefix"),
         ),
     )
 )
