@@ -197,25 +197,16 @@ def bench_model(name, spec, data, args, tmp) -> dict:
     bundle = load_model(spec, device="cpu")
     engines = {ct: ct2_engine(spec, args.threads, tmp / name, ct) for ct in ("int8", "float32")}
     batch = args.batch_size
-    rows = {}
-    for cond, utts in data.items():
-        waves = [u["wave"] for u in utts]
-        tokens = [d.n_tokens for d in transcribe(bundle, waves, batch)]
-        ct2_tokens = ct2_transcribe(engines["float32"], bundle, waves, batch)
-        rows[cond] = {
-            "utterances": len(utts),
-            "mean_tokens": float(np.mean(tokens)),
-            "at_cap": sum(t >= 224 for t in tokens),
-            "tokens_equal_ct2_fp32": tokens == ct2_tokens,
-        }
     runs = {
-        "ours": lambda u, c: transcribe(bundle, [x["wave"] for x in u], batch),
+        "ours": lambda u, c: last.__setitem__(
+            "ours", [d.n_tokens for d in transcribe(bundle, [x["wave"] for x in u], batch)]
+        ),
         "ours+capture": lambda u, c: decode_shard(bundle, u, name, c, DecodeOptions(), batch),
         "ct2 int8": lambda u, c: ct2_transcribe(
             engines["int8"], bundle, [x["wave"] for x in u], batch
         ),
-        "ct2 fp32": lambda u, c: ct2_transcribe(
-            engines["float32"], bundle, [x["wave"] for x in u], batch
+        "ct2 fp32": lambda u, c: last.__setitem__(
+            "ct2 fp32", ct2_transcribe(engines["float32"], bundle, [x["wave"] for x in u], batch)
         ),
     }
     clean_waves = [u["wave"] for u in data["clean"]]
@@ -228,12 +219,22 @@ def bench_model(name, spec, data, args, tmp) -> dict:
         ],
     }
     samples = {c: {e: [] for e in ENGINES} for c in data}
+    rows: dict[str, dict] = {}
+    last: dict[str, list[int]] = {}  # token counts of the latest ours / ct2 fp32 run
     enc_samples = {e: [] for e in encoders}
     for rnd in range(args.rounds):
         for cond, utts in data.items():
             for engine, run in runs.items():
                 samples[cond][engine].append(cpu_time(lambda r=run, u=utts, c=cond: r(u, c)))
-            print(f"  {name} round {rnd + 1}/{args.rounds} {cond} done", file=sys.stderr)
+            if rnd == 0:  # what each engine returned in its first run: tokens per utterance
+                rows[cond] = {
+                    "utterances": len(utts),
+                    "mean_tokens": float(np.mean(last["ours"])),
+                    "at_cap": sum(t >= 224 for t in last["ours"]),
+                    "tokens_equal_ct2_fp32": last["ours"] == last["ct2 fp32"],
+                }
+            cells = {e: round(v[-1] / len(utts), 3) for e, v in samples[cond].items()}
+            print(f"  {name} round {rnd + 1} {cond}: {cells}", file=sys.stderr, flush=True)
         for engine, run in encoders.items():
             enc_samples[engine].append(cpu_time(run))
     for cond, r in rows.items():
@@ -249,9 +250,14 @@ def bench_model(name, spec, data, args, tmp) -> dict:
     slopes = {
         e: per_token_slope(mean_t, [r["cpu_s_per_utt"][e] for r in rows.values()]) for e in ENGINES
     }
-    generate = float(
-        np.median([cpu_time(lambda: plain_generate(bundle, clean_waves, batch)) for _ in range(2)])
-    )
+    p1 = None
+    if not args.skip_p1:
+        generate = float(
+            np.median(
+                [cpu_time(lambda: plain_generate(bundle, clean_waves, batch)) for _ in range(2)]
+            )
+        )
+        p1 = rows["clean"]["cpu_s_per_utt"]["ours+capture"] * len(clean_waves) / generate
     return {
         "conditions": rows,
         "overall_cpu_s_per_utt": overall,
@@ -259,9 +265,7 @@ def bench_model(name, spec, data, args, tmp) -> dict:
         "encoder_cpu_s_per_utt": {
             e: float(np.median(v)) / len(clean_waves) for e, v in enc_samples.items()
         },
-        "P1_ours_capture_over_generate_clean": rows["clean"]["cpu_s_per_utt"]["ours+capture"]
-        * len(clean_waves)
-        / generate,
+        "P1_ours_capture_over_generate_clean": p1,
     }
 
 
@@ -299,7 +303,9 @@ def print_model(name: str, r: dict) -> bool:
         f"encoder alone (clean, CPU s per utterance): ours {enc['ours']:.3f}, "
         f"ct2 fp32 {enc['ct2 fp32']:.3f}"
     )
-    print(f"P1 (ours + capture / generate, clean): {r['P1_ours_capture_over_generate_clean']:.2f}")
+    if r["P1_ours_capture_over_generate_clean"] is not None:
+        p1 = r["P1_ours_capture_over_generate_clean"]
+        print(f"P1 (ours + capture / generate, clean): {p1:.2f}")
     return ok
 
 
@@ -309,6 +315,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; cells are medians")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--n", type=int, default=16, help="utterances per condition")
+    ap.add_argument("--skip-p1", action="store_true", help="skip P1 (plain generate())")
     ap.add_argument("--models", nargs="+", default=["tiny-en"], choices=sorted(MODELS))
     ap.add_argument("--rss", action="store_true", help="also the peak RSS of a base decode job")
     args = ap.parse_args()

@@ -129,7 +129,7 @@ class DecoderCache(EncoderDecoderCache):
     transformers model's own forward.
     """
 
-    def __init__(self, config, batch: int, max_len: int, dtype, device):  # noqa: D107
+    def __init__(self, config, batch: int, max_len: int, dtype, device):
         heads = config.decoder_attention_heads
         n_layers = config.decoder_layers
         self.self_attention_cache = _SelfAttentionCache(
