@@ -12,7 +12,10 @@ within 2x of CTranslate2 fp32's.
 P1 (issue 4): ours + capture vs plain batched greedy ``generate()`` on the clean condition.
 RSS (--rss): peak resident memory of a real ``whisper-spi decode`` job at batch 8 on base.
 
-Run:  .venv/bin/python bench/bench_decode.py [--threads 2] [--repeats 2] [--n 16]
+Each cell is the median of --rounds rounds in which the engines run one after another per
+condition (the machine's load changes hit them alike).
+
+Run:  .venv/bin/python bench/bench_decode.py [--threads 2] [--rounds 3] [--n 16]
 """
 
 # ruff: noqa: E402  (the environment is set before the imports that read it)
@@ -41,7 +44,7 @@ import torch
 
 from whisper_spi.capture import DecodeOptions, decode_shard
 from whisper_spi.corpus import write_manifest
-from whisper_spi.decode import log_mel, transcribe
+from whisper_spi.decode import encode, log_mel, transcribe
 from whisper_spi.models import load_model, resolve_ct2
 from whisper_spi.stress import DEFAULT_PARAMS, write_stress_shard
 
@@ -88,14 +91,11 @@ def stressed_utterances(tmp: Path, n: int) -> dict[str, list[dict]]:
     return out
 
 
-def cpu_time(fn, repeats: int) -> float:
-    """Best-of-n process CPU seconds of fn() (all threads)."""
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.process_time()
-        fn()
-        best = min(best, time.process_time() - t0)
-    return best
+def cpu_time(fn) -> float:
+    """Process CPU seconds of one fn() (all threads)."""
+    t0 = time.process_time()
+    fn()
+    return time.process_time() - t0
 
 
 def plain_generate(bundle, waves, batch: int):
@@ -190,35 +190,58 @@ def peak_rss_of_decode_job(spec: str, utts: list[dict], threads: int, tmp: Path)
 
 
 def bench_model(name, spec, data, args, tmp) -> dict:
+    """Per condition, the engines one after another (interleaved, so a change in the
+    machine's load hits them alike), ``args.rounds`` times; each cell is the median."""
+    import ctranslate2
+
     bundle = load_model(spec, device="cpu")
     engines = {ct: ct2_engine(spec, args.threads, tmp / name, ct) for ct in ("int8", "float32")}
     batch = args.batch_size
-    rows = {}
-    for cond, utts in data.items():
-        waves = [u["wave"] for u in utts]
-        tokens = [d.n_tokens for d in transcribe(bundle, waves, batch)]
-        ct2_tokens = ct2_transcribe(engines["float32"], bundle, waves, batch)
-        secs = {
-            "ours": cpu_time(lambda w=waves: transcribe(bundle, w, batch), args.repeats),
-            "ours+capture": cpu_time(
-                lambda u=utts, c=cond: decode_shard(bundle, u, name, c, DecodeOptions(), batch),
-                args.repeats,
-            ),
-            "ct2 int8": cpu_time(
-                lambda w=waves: ct2_transcribe(engines["int8"], bundle, w, batch), args.repeats
-            ),
-            "ct2 fp32": cpu_time(
-                lambda w=waves: ct2_transcribe(engines["float32"], bundle, w, batch), args.repeats
-            ),
+    runs = {
+        "ours": lambda u, c: last.__setitem__(
+            "ours", [d.n_tokens for d in transcribe(bundle, [x["wave"] for x in u], batch)]
+        ),
+        "ours+capture": lambda u, c: decode_shard(bundle, u, name, c, DecodeOptions(), batch),
+        "ct2 int8": lambda u, c: ct2_transcribe(
+            engines["int8"], bundle, [x["wave"] for x in u], batch
+        ),
+        "ct2 fp32": lambda u, c: last.__setitem__(
+            "ct2 fp32", ct2_transcribe(engines["float32"], bundle, [x["wave"] for x in u], batch)
+        ),
+    }
+    clean_waves = [u["wave"] for u in data["clean"]]
+    feats = [log_mel(bundle, clean_waves[i : i + batch]) for i in range(0, len(clean_waves), batch)]
+    encoders = {
+        "ours": lambda: [encode(bundle, f) for f in feats],
+        "ct2 fp32": lambda: [
+            engines["float32"].encode(ctranslate2.StorageView.from_array(f.float().numpy()))
+            for f in feats
+        ],
+    }
+    samples = {c: {e: [] for e in ENGINES} for c in data}
+    rows: dict[str, dict] = {}
+    last: dict[str, list[int]] = {}  # token counts of the latest ours / ct2 fp32 run
+    enc_samples = {e: [] for e in encoders}
+    for rnd in range(args.rounds):
+        for cond, utts in data.items():
+            for engine, run in runs.items():
+                samples[cond][engine].append(cpu_time(lambda r=run, u=utts, c=cond: r(u, c)))
+            if rnd == 0:  # what each engine returned in its first run: tokens per utterance
+                rows[cond] = {
+                    "utterances": len(utts),
+                    "mean_tokens": float(np.mean(last["ours"])),
+                    "at_cap": sum(t >= 224 for t in last["ours"]),
+                    "tokens_equal_ct2_fp32": last["ours"] == last["ct2 fp32"],
+                }
+            cells = {e: round(v[-1] / len(utts), 3) for e, v in samples[cond].items()}
+            print(f"  {name} round {rnd + 1} {cond}: {cells}", file=sys.stderr, flush=True)
+        for engine, run in encoders.items():
+            enc_samples[engine].append(cpu_time(run))
+    for cond, r in rows.items():
+        r["cpu_s_per_utt"] = {
+            e: float(np.median(samples[cond][e])) / r["utterances"] for e in ENGINES
         }
-        rows[cond] = {
-            "utterances": len(utts),
-            "mean_tokens": float(np.mean(tokens)),
-            "at_cap": sum(t >= 224 for t in tokens),
-            "tokens_equal_ct2_fp32": tokens == ct2_tokens,
-            "cpu_s_per_utt": {k: v / len(utts) for k, v in secs.items()},
-        }
-        print(f"  {name}/{cond}: {json.dumps(rows[cond])}", file=sys.stderr, flush=True)
+        print(f"  {name}/{cond}: {json.dumps(r)}", file=sys.stderr, flush=True)
     n = sum(r["utterances"] for r in rows.values())
     overall = {
         e: sum(r["cpu_s_per_utt"][e] * r["utterances"] for r in rows.values()) / n for e in ENGINES
@@ -227,15 +250,22 @@ def bench_model(name, spec, data, args, tmp) -> dict:
     slopes = {
         e: per_token_slope(mean_t, [r["cpu_s_per_utt"][e] for r in rows.values()]) for e in ENGINES
     }
-    clean_waves = [u["wave"] for u in data["clean"]]
-    generate = cpu_time(lambda: plain_generate(bundle, clean_waves, batch), args.repeats)
+    p1 = None
+    if not args.skip_p1:
+        generate = float(
+            np.median(
+                [cpu_time(lambda: plain_generate(bundle, clean_waves, batch)) for _ in range(2)]
+            )
+        )
+        p1 = rows["clean"]["cpu_s_per_utt"]["ours+capture"] * len(clean_waves) / generate
     return {
         "conditions": rows,
         "overall_cpu_s_per_utt": overall,
         "cpu_s_per_token": slopes,
-        "P1_ours_capture_over_generate_clean": rows["clean"]["cpu_s_per_utt"]["ours+capture"]
-        * len(clean_waves)
-        / generate,
+        "encoder_cpu_s_per_utt": {
+            e: float(np.median(v)) / len(clean_waves) for e, v in enc_samples.items()
+        },
+        "P1_ours_capture_over_generate_clean": p1,
     }
 
 
@@ -268,16 +298,24 @@ def print_model(name: str, r: dict) -> bool:
     )
     same = all(v["tokens_equal_ct2_fp32"] for v in r["conditions"].values())
     print(f"token counts equal CTranslate2 fp32's on every condition: {same}")
-    print(f"P1 (ours + capture / generate, clean): {r['P1_ours_capture_over_generate_clean']:.2f}")
+    enc = r["encoder_cpu_s_per_utt"]
+    print(
+        f"encoder alone (clean, CPU s per utterance): ours {enc['ours']:.3f}, "
+        f"ct2 fp32 {enc['ct2 fp32']:.3f}"
+    )
+    if r["P1_ours_capture_over_generate_clean"] is not None:
+        p1 = r["P1_ours_capture_over_generate_clean"]
+        print(f"P1 (ours + capture / generate, clean): {p1:.2f}")
     return ok
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; cells are medians")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--n", type=int, default=16, help="utterances per condition")
+    ap.add_argument("--skip-p1", action="store_true", help="skip P1 (plain generate())")
     ap.add_argument("--models", nargs="+", default=["tiny-en"], choices=sorted(MODELS))
     ap.add_argument("--rss", action="store_true", help="also the peak RSS of a base decode job")
     args = ap.parse_args()
@@ -294,7 +332,7 @@ def main() -> None:
             )
     print(
         f"threads={args.threads} batch={args.batch_size} n={args.n} per condition "
-        f"(best of {args.repeats}; process CPU seconds, all threads)"
+        f"(median of {args.rounds} interleaved rounds; process CPU seconds, all threads)"
     )
     met = all([print_model(name, results[name]) for name in args.models])
     if args.rss:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers.cache_utils import EncoderDecoderCache
 
 from .io import derive_seed
 from .models import MAX_NEW_TOKENS, WhisperBundle
@@ -60,11 +61,140 @@ def encode(bundle: WhisperBundle, features: torch.Tensor) -> torch.Tensor:
     return bundle.model.model.encoder(features).last_hidden_state
 
 
-def _suppress_mask(bundle: WhisperBundle, ids: list[int], vocab: int) -> torch.Tensor:
-    mask = torch.zeros(vocab, dtype=torch.bool, device=bundle.device)
-    valid = [i for i in ids if 0 <= i < vocab]
-    mask[valid] = True
-    return mask
+def _suppress_bias(bundle: WhisperBundle, ids: list[int], vocab: int) -> torch.Tensor:
+    """Added to the logits: -inf at the suppressed tokens, 0 elsewhere (built once per batch)."""
+    bias = torch.zeros(vocab, dtype=torch.float32, device=bundle.device)
+    bias[[i for i in ids if 0 <= i < vocab]] = float("-inf")
+    return bias
+
+
+class _SelfAttentionCache:
+    """Self-attention keys/values in buffers preallocated for the whole decode.
+
+    Each step writes its new positions in place (no concatenation per step) and hands the
+    attention views of the filled part; :meth:`advance` moves the write position once all
+    layers have run. WhisperAttention calls ``update(key, value, layer_idx, kwargs=...)``.
+    """
+
+    def __init__(self, n_layers, batch, heads, head_dim, max_len, dtype, device):
+        shape = (batch, heads, max_len, head_dim)
+        self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.length = 0
+
+    def update(self, key, value, layer_idx, kwargs=None):
+        end = self.length + key.shape[2]
+        self.keys[layer_idx][:, :, self.length : end] = key
+        self.values[layer_idx][:, :, self.length : end] = value
+        return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+    def select(self, index: torch.Tensor) -> None:
+        self.keys = [k.index_select(0, index) for k in self.keys]
+        self.values = [v.index_select(0, index) for v in self.values]
+
+
+@dataclass
+class _CrossLayer:
+    keys: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+
+
+class _CrossAttentionCache:
+    """Cross-attention keys/values, projected from the encoder output once, at the first step."""
+
+    def __init__(self, n_layers):
+        self.layers = [_CrossLayer() for _ in range(n_layers)]
+
+    def update(self, key, value, layer_idx, kwargs=None):
+        self.layers[layer_idx] = _CrossLayer(key, value)
+        return key, value
+
+    def select(self, index: torch.Tensor) -> None:
+        self.layers = [
+            _CrossLayer(c.keys.index_select(0, index), c.values.index_select(0, index))
+            for c in self.layers
+        ]
+
+
+class DecoderCache(EncoderDecoderCache):
+    """The decode loop's key/value cache, in the form transformers' WhisperAttention reads.
+
+    WhisperAttention takes an ``EncoderDecoderCache`` (checked with isinstance): its
+    ``is_updated[layer]`` says whether the cross-attention keys/values are already cached,
+    ``cross_attention_cache.layers[layer].keys/.values`` holds them, and both sub-caches
+    take ``update``. The base class' own storage (lists of growing tensors) is not used, so
+    its constructor is not called. tests/test_decode_step.py checks the result against the
+    transformers model's own forward.
+    """
+
+    def __init__(self, config, batch: int, max_len: int, dtype, device):
+        heads = config.decoder_attention_heads
+        n_layers = config.decoder_layers
+        self.self_attention_cache = _SelfAttentionCache(
+            n_layers, batch, heads, config.d_model // heads, max_len, dtype, device
+        )
+        self.cross_attention_cache = _CrossAttentionCache(n_layers)
+        self.is_updated = dict.fromkeys(range(n_layers), False)
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.self_attention_cache.length
+
+    def select(self, index: torch.Tensor) -> None:
+        """Keep only the batch rows ``index`` (finished rows leave the batch)."""
+        self.self_attention_cache.select(index)
+        self.cross_attention_cache.select(index)
+
+
+def decoder_logits(
+    model,
+    tokens: torch.Tensor,
+    encoder_out: torch.Tensor,
+    cache: DecoderCache | None,
+    positions,
+) -> torch.Tensor:
+    """Logits of the new positions ``positions`` (an index or slice into ``tokens``' columns).
+
+    What transformers' WhisperDecoder + output projection compute, written once here
+    without the wrapper's per-call work (cache construction, mask building, output
+    records): token + positional embedding, the decoder layers, the final layer norm and
+    the (tied) output projection, the last two only at ``positions``. The layers, and so
+    their attention and fc2 submodules, are the model's own modules called as modules:
+    forward hooks on them (capture, interventions) fire as under ``model(...)``.
+    ``cache`` (None: no cache) holds the keys/values of the earlier positions and is
+    advanced past the new ones.
+    """
+    dec = model.model.decoder
+    start = cache.get_seq_length() if cache is not None else 0
+    n = tokens.shape[1]
+    hidden = dec.embed_tokens(tokens) + dec.embed_positions.weight[start : start + n]
+    mask = None  # one new position attends to every cached one
+    if n > 1 and not (start == 0 and model.config._attn_implementation == "sdpa"):
+        # sdpa is causal by itself when the query starts at 0 (as transformers relies on)
+        mask = torch.full((n, start + n), float("-inf"), dtype=hidden.dtype, device=hidden.device)
+        mask = mask.triu(start + 1)[None, None]
+    for layer in dec.layers:
+        hidden = layer(hidden, mask, encoder_out, cache=cache)
+    if cache is not None:
+        cache.self_attention_cache.advance(n)
+    return model.proj_out(dec.layer_norm(hidden[:, positions]))
+
+
+def _pick_tokens(
+    logits: torch.Tensor, temperature: float = 0.0, generators=None, rows=()
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The token selection rule, in one place: greedy at temperature 0, else a draw from
+    softmax(logits / T) with each row's own generator. Returns (tokens, their log-probs under
+    the unscaled logits, as OpenAI's avg_logprob).
+
+    ``logits``: [rows, vocab] float32 with the suppressed tokens already at -inf.
+    """
+    tokens = (
+        logits.argmax(-1) if temperature <= 0 else _sample(logits, temperature, generators, rows)
+    )
+    return tokens, logits.log_softmax(-1).gather(1, tokens[:, None]).squeeze(1)
 
 
 @torch.inference_mode()
@@ -87,49 +217,43 @@ def greedy_decode(
     (self- and cross-attention) and of the encoder output are dropped, so a batch with one
     looping utterance costs one row per step, not eight, once the others are done. The
     cross-attention keys/values are computed once, at the first step, and then read from
-    the cache. ``capture`` (a :class:`whisper_spi.capture.Capture` whose hooks are on the
-    model) is told which original rows each later call holds. The one device sync per step
-    is reading the new tokens.
+    the cache; the self-attention cache is preallocated; the output projection runs only
+    at the positions whose logits are read. ``capture`` (a
+    :class:`whisper_spi.capture.Capture` whose hooks are on the model) is told which
+    original rows each later call holds. The one device sync per step is reading the new
+    tokens.
     """
     model, device = bundle.model, bundle.device
     batch = encoder_out.shape[0]
     vocab = model.config.vocab_size
-    suppress = _suppress_mask(bundle, bundle.suppress_ids, vocab)
-    suppress_first = suppress | _suppress_mask(bundle, bundle.suppress_ids_begin, vocab)
+    bias = _suppress_bias(bundle, bundle.suppress_ids, vocab)
+    bias_first = bias + _suppress_bias(bundle, bundle.suppress_ids_begin, vocab)
     eot = bundle.eot_id
     if temperature > 0 and (generators is None or len(generators) != batch):
         raise ValueError(f"sampling at temperature {temperature} needs one generator per row")
+    n_prompt = len(bundle.prompt_ids)
 
     tokens = torch.tensor([bundle.prompt_ids] * batch, device=device)
+    cache = DecoderCache(model.config, batch, n_prompt + max_new_tokens, bundle.dtype, device)
     rows = list(range(batch))  # original row of each row of the current batch
+    rows_t = torch.arange(batch, device=device)
     generated: list[list[int]] = [[] for _ in range(batch)]
     hit_eot = [False] * batch
     sum_logprob = torch.zeros(batch, dtype=torch.float64, device=device)
     no_speech = torch.full((batch,), float("nan"), dtype=torch.float64, device=device)
     if capture is not None:
         capture.rows = None  # every row, until one leaves
-    past = None
     for step in range(max_new_tokens):
-        out = model(
-            encoder_outputs=(encoder_out,),
-            decoder_input_ids=tokens,
-            cache=past,  # this transformers' name (was past_key_values); see test_models
-            use_cache=True,
-        )
-        past = out.cache
-        logits = out.logits[:, -1, :].float()
-        if step == 0 and bundle.no_speech_id is not None:
+        if step == 0:
             # OpenAI reads P(no speech) at the <|startoftranscript|> position, before any mask.
-            probs = out.logits[:, 0, :].float().softmax(-1)
-            no_speech = probs[:, bundle.no_speech_id].double()
-        logits = logits.masked_fill(suppress_first if step == 0 else suppress, float("-inf"))
-        nxt = (
-            logits.argmax(-1)
-            if temperature <= 0
-            else _sample(logits, temperature, generators, rows)
-        )
-        chosen = logits.log_softmax(-1).gather(1, nxt[:, None]).squeeze(1).double()
-        sum_logprob.index_add_(0, torch.tensor(rows, device=device), chosen)
+            logits = decoder_logits(model, tokens, encoder_out, cache, [0, n_prompt - 1]).float()
+            if bundle.no_speech_id is not None:
+                no_speech = logits[:, 0].softmax(-1)[:, bundle.no_speech_id].double()
+            logits = logits[:, 1] + bias_first
+        else:
+            logits = decoder_logits(model, tokens, encoder_out, cache, -1).float() + bias
+        nxt, chosen = _pick_tokens(logits, temperature, generators, rows)
+        sum_logprob.index_add_(0, rows_t, chosen.double())
         new = nxt.tolist()
         keep = []
         for i, (row, token) in enumerate(zip(rows, new, strict=True)):
@@ -142,9 +266,10 @@ def greedy_decode(
             break
         if len(keep) < len(rows):
             index = torch.tensor(keep, device=device)
-            past.batch_select_indices(index)
+            cache.select(index)
             encoder_out = encoder_out.index_select(0, index)
             nxt = nxt.index_select(0, index)
+            rows_t = rows_t.index_select(0, index)
             rows = [rows[i] for i in keep]
             if capture is not None:
                 capture.rows = rows
