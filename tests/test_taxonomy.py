@@ -22,11 +22,10 @@ from whisper_spi.taxonomy import (
     longest_loop,
     mix_partners,
     nonspeech_rate,
-    spoke,
     type_counts,
 )
 from whisper_spi.taxonomy_run import summarize
-from whisper_spi.text import normalize
+from whisper_spi.text import normalize, spoke
 
 TARGET = "HEAVY CLOUDS GATHERED OVER THE HILLS IN THE LATE AFTERNOON"
 PARTNERS = [

@@ -214,7 +214,7 @@ def decode_shard(
 
     ``utterances``: dicts with utt_id, speaker, text (reference) and wave (16 kHz mono).
     """
-    from .text import wer
+    from .text import hallucinated, wer
 
     transcripts = []
     spectra: dict[int, list[dict]] = {i: [] for i in range(bundle.n_decoder_layers)}
@@ -240,7 +240,9 @@ def decode_shard(
                     "compression_ratio": dec.compression_ratio,
                     "no_speech_prob": dec.no_speech_prob,
                     "wer": err,
-                    "hallucination": bool(err > opts.hallucination_wer),
+                    "hallucination": hallucinated(
+                        utt["text"], dec.text, err, opts.hallucination_wer
+                    ),
                 }
             )
             for (layer, comp), matrix in mats.items():

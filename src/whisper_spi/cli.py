@@ -67,9 +67,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from .capture import DecodeOptions, SpectrumOptions, decode_shard
     from .mitigate import read_shard
     from .models import load_model
-    from .names import NONSPEECH
     from .schemas import write_rows
-    from .taxonomy import spoke
 
     _quiet_transformers()
     _threads(args.threads)
@@ -97,9 +95,6 @@ def cmd_decode(args: argparse.Namespace) -> int:
         transcripts, spectra = decode_shard(
             bundle, utterances, args.model_name, args.condition, opts, args.batch_size, bar
         )
-    if args.condition in NONSPEECH:  # the reference is empty: any word is a hallucination
-        for row in transcripts:
-            row["hallucination"] = spoke(row["hypothesis"])
     write_rows(transcripts, "transcripts", args.transcripts)
     for layer, path in enumerate(args.spectra):
         write_rows(spectra[layer], "spectra", path)

@@ -20,7 +20,7 @@ from .errors import WhisperSpiError
 from .fallback import OPENAI, FallbackOptions, fallback_decode, needs_fallback
 from .intervene import Intervene, Intervention, fit_subspace, load_intervention, save_intervention
 from .names import CLEAN
-from .text import wer
+from .text import hallucinated, wer
 
 FALLBACK = "fallback"
 ALL_FOLDS = -1  # the subspace fitted on every fold: what a user applies to new audio
@@ -142,7 +142,7 @@ def _row(utt, d: Decoded, model: str, condition: str, threshold: float, **applie
         "compression_ratio": d.compression_ratio,
         "no_speech_prob": d.no_speech_prob,
         "wer": err,
-        "hallucination": bool(err > threshold),
+        "hallucination": hallucinated(utt["text"], d.text, err, threshold),
         **applied,
     }
 

@@ -266,12 +266,6 @@ def bag_of_hallucinations(
     )
 
 
-def spoke(hypothesis: str) -> bool:
-    """Whether a transcript says anything (after normalisation): on a non-speech input, any
-    transcript that does is a hallucination."""
-    return bool(normalize(hypothesis).strip())
-
-
 def hallucination_expr(definition: str, wer_threshold: float, her_threshold: float) -> pl.Expr:
     """Is a labelled decode (columns wer, type, her of contract ``taxonomy``) a hallucination
     under ``definition``? NaN WER or HER never passes (nothing to compare with)."""

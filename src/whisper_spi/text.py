@@ -27,3 +27,17 @@ def wer(reference: str, hypothesis: str) -> float:
     if not ref.strip():
         return float("nan")
     return float(jiwer.wer(ref, hyp))
+
+
+def spoke(hypothesis: str) -> bool:
+    """Whether a transcript says anything (after normalisation): on a non-speech input, any
+    transcript that does is a hallucination."""
+    return bool(normalize(hypothesis).strip())
+
+
+def hallucinated(reference: str, hypothesis: str, err: float, threshold: float) -> bool:
+    """The decode contract's ``hallucination`` flag: WER ``err`` > ``threshold``; with an empty
+    reference (a non-speech input: nothing is said) any transcript that says a word."""
+    if not normalize(reference).strip():
+        return spoke(hypothesis)
+    return bool(err > threshold)
