@@ -211,10 +211,14 @@ def test_changing_the_hallucination_definition_reruns_pairs_and_after_not_decode
     changed = tmp_path / "config.yaml"
     changed.write_text(yaml.safe_dump(config))
     jobs = job_counts(snakemake(run, "-n", config=changed))
-    # everything that reads the pairs (or the detector's labels), nothing before them
+    # everything that reads the pairs (or the detector's labels), nothing before them; the
+    # project arm's subspace is fitted on the detector's labels, so it and its decodes rerun,
+    # the fallback (which reads only the plain decode) does not
     assert {"pairs", "pooled", "tables", "figures", "detect", "report", "all"} <= set(jobs)
+    assert {"intervene_fit", "intervene", "mitigation"} <= set(jobs)
     assert set(jobs) <= {"pairs", "pooled", "tables", "figures", "detect", "theory_measure",
-                         "theory_summary", "report", "all"}  # fmt: skip
+                         "theory_summary", "intervene_fit", "intervene", "mitigation",
+                         "mitigation_summary", "report", "all"}  # fmt: skip
     # a taxonomy threshold relabels (taxonomy) and so reruns the pairs, still no decode
     config["hallucination"] = {"definition": "wer"}
     config["taxonomy"] = {"grounded_share": 0.6}

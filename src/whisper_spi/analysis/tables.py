@@ -253,9 +253,12 @@ def build_tables(
         cells = schemas.scan_parquet(pooled_paths, "pooled_cells").collect()
         summaries.append(pooled_summary(cells, opts))
         profile = schemas.scan_parquet(profile_paths, "rank_profile").collect()
+    # every key column, pair_set included: polars' sort is not stable by default, so rows
+    # equal on the keys would come out in a thread-dependent order
     summary = pl.concat(summaries).sort(
         rank("scope", SCOPES),
         "model",
+        rank("pair_set", PAIR_SETS),
         condition_rank(),
         "prefix",
         "layer",

@@ -23,6 +23,7 @@ from ..figures import FIGURES
 from ..names import HELL
 from ..skipped import unreached_line, unreached_prefixes
 from .html import _caption, _esc, _figure_html, _frame_html
+from .mitigation import MITIGATION_FIGURES, mitigation_html
 from .taxonomy import TAXONOMY_FIGURES, taxonomy_html
 
 # The theory table as shown: a median with its interval in one cell (so that it can wrap),
@@ -46,13 +47,7 @@ EXTRA_FIGURES: dict[str, str] = {
     "context Jacobian over effective gain gamma and alignment rho (log axes), with the "
     "measured decoders placed at their median gamma and rho.",
     **TAXONOMY_FIGURES,
-    "tradeoff": "Hallucination rate on the stressed audio (every stress pooled) against WER "
-    "on clean audio: one curve per intervention over its strengths, from the plain decode "
-    "(strength 0); Whisper's temperature fallback, no-speech gating and the plain decode as "
-    "black points. Bars: 95% speaker-bootstrap CIs. Down and left is better.",
-    "dose_response": "Dose-response: hallucination rate per condition against intervention "
-    "strength (0 = the plain decode), 95% speaker-bootstrap bands; dashed: Whisper's "
-    "temperature fallback. Regime I predicts that cross_gain lowers it, Regime II self_damp.",
+    **MITIGATION_FIGURES,
 }
 
 
@@ -430,7 +425,7 @@ def _extra_html(
     title: str, table: str | Path, png: str | Path | None, comparison: pl.DataFrame | None
 ) -> str:
     df = pl.read_csv(table)
-    if (typed := taxonomy_html(df)) is not None:
+    if (typed := taxonomy_html(df)) is not None or (typed := mitigation_html(df)) is not None:
         body = typed
     elif {"method", "auroc"} <= set(df.columns):
         body = _detection_html(df, comparison)

@@ -114,9 +114,11 @@ add(
         "layer_summary",
         "tables/layer_summary.parquet",
         "Per layer (and layer = -1: mean over layers) the clean and stressed levels of each "
-        "observable and their delta, with percentile bootstrap CIs over pairs. scope utterance: "
-        "per-pair observables, mean across pairs; scope pooled: one spectrum of the N x d "
-        "matrix of per-utterance row means, bootstrap over utterances. " + _DELTA_DOC + ".",
+        "observable and their delta, with percentile intervals that resample whole speakers "
+        "(or utterances: metrics.resample_unit). scope utterance: per-pair observables, mean "
+        "across pairs, bootstrap; scope pooled: one spectrum of the N x d matrix of "
+        "per-utterance row means, m-of-n subsamples without replacement, rescaled. "
+        + _DELTA_DOC + ".",
         (
             Col("scope", STR, "utterance or pooled"),
             Col("model", STR, "model name"),
