@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-COMPONENTS = ("cross_attn", "self_attn", "ffn", "residual")
+from .names import COMPONENTS
+
 # the submodule whose output is each component (what it adds to the residual stream)
 COMPONENT_MODULES = {
     "self_attn": "self_attn",

@@ -378,16 +378,6 @@ def write_stress_shard(
                 "seed": derive_seed(seed, condition, utt_id),
             }
         )
-    shard = pl.DataFrame(
-        rows,
-        schema={
-            "utt_id": pl.String,
-            "stress": pl.String,
-            "path": pl.String,
-            "params": pl.String,
-            "gain": pl.Float64,
-            "seed": pl.Int64,
-        },
-    )
+    shard = schemas.frame_from_rows(rows, "stress_manifest")
     schemas.write_parquet(shard, "stress_manifest", out_manifest)
     return shard
