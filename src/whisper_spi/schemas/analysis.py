@@ -118,7 +118,8 @@ add(
         "(or utterances: metrics.resample_unit). scope utterance: per-pair observables, mean "
         "across pairs, bootstrap; scope pooled: one spectrum of the N x d matrix of "
         "per-utterance row means, m-of-n subsamples without replacement, rescaled. "
-        + _DELTA_DOC + ".",
+        + _DELTA_DOC
+        + ".",
         (
             Col("scope", STR, "utterance or pooled"),
             Col("model", STR, "model name"),
