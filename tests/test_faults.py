@@ -2,12 +2,12 @@
 
 Two full runs of tests/workflow/config.yaml, each in its own directory:
 
-* ``reference``: ``-j 1``, uninterrupted;
+* ``reference``: ``-j 8``, uninterrupted (the session's ``workflow_run``, tests/conftest.py);
 * ``resumed``: ``-j 8``, SIGKILLed (the whole process group, as a node failure or ``kill -9``
   would) while a decode job is running and after another one finished; then
   ``snakemake --unlock`` (SIGKILL leaves Snakemake's lock behind, and a plain rerun refuses to
-  start) and the same command again, which reruns the unfinished jobs (``--rerun-incomplete``
-  is set in profiles/local).
+  start) and the run resumed with ``-j 1``, which reruns the unfinished jobs
+  (``--rerun-incomplete`` is set in profiles/local) one at a time.
 
 The resumed run must leave no truncated or temporary file, and every output (all Parquet and
 CSV under results/, values not timestamps) must equal the reference's: which shows at once
@@ -63,10 +63,8 @@ def decode_state(workdir: Path) -> tuple[list[Path], list[Path]]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("reference")
-    snakemake(workdir, "-j", "1")
-    return workdir
+def reference(workflow_run) -> Path:
+    return workflow_run
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +117,7 @@ def resumed(tmp_path_factory) -> dict:
         "plain_rerun": snakemake(workdir, "-j", "8", check=False),
     }
     snakemake(workdir, "--unlock")
-    state["rerun"] = snakemake(workdir, "-j", "8")
+    state["rerun"] = snakemake(workdir, "-j", "1")  # most of the jobs, in another order
     state["after"] = snakemake(workdir, "-n")
     return state
 
@@ -185,7 +183,7 @@ def _values(path: Path, workdir: Path) -> pl.DataFrame:
 
 
 def test_every_output_identical_across_runs(reference, resumed):
-    """-j 1 uninterrupted vs -j 8 killed and resumed: the same values in every table file,
+    """-j 8 uninterrupted vs -j 8 killed and resumed at -j 1: the same values in every table file,
     from the corpus manifest and the decoded spectra to the detector and theory tables."""
     workdir = resumed["workdir"]
     ours = sorted(

@@ -19,11 +19,8 @@ FIGURES = ["trajectories", "phase_diagram", "tail_energy", "scree", "theory_phas
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("workflow")
-    out = snakemake(workdir, "-j", "8")
-    (workdir / "first-run.log").write_text(out.stdout + out.stderr)
-    return workdir
+def run(workflow_run):
+    return workflow_run
 
 
 def test_the_end_of_the_run_says_what_was_left_out(run):
