@@ -126,6 +126,10 @@ def test_pair_sets_when_pairs_carry_the_type(tmp_path):
     assert r["d_neff_pct_ci_low"] <= r["d_neff_pct"] <= r["d_neff_pct_ci_high"]
     assert row(t1, pair_set="all", condition="hell", k=10, component="cross_attn")["n"] == N_UTT
     assert r["paper_model"] is None  # the paper's values sit beside pair set all only
+    # one row per key: build_tables sorts on these, and ties would come out in any order
+    keys = ["scope", "model", "pair_set", "condition", "prefix", "layer", "component", "k",
+            "observable"]  # fmt: skip
+    assert not s.select(keys).is_duplicated().any()
     with pytest.raises(ValueError, match="hallucination_type"):
         utterance_summary(paths, pairs.with_columns(pl.col("hallucination_type").cast(
             pl.Categorical)), OPTS)  # fmt: skip
