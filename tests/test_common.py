@@ -93,3 +93,20 @@ def test_non_speech_inputs_take_their_own_shards_and_parameters(common, config):
     assert "'Non-speech inputs' R/tables/nonspeech_rate.csv -" in common.get_report_extra_args(
         "R", cfg
     )
+
+
+def test_intervention_shards_and_decodes_per_condition(common, config):
+    cfg = {
+        **config,
+        "nonspeech": {**config["nonspeech"], "n_items": 3},
+        "intervene": {**config["intervene"], "n_utterances": 7, "shard_size": 2,
+                      "methods": ["cross_gain"], "strengths": [0.5], "fallback": True},
+    }  # fmt: skip
+    # 7 of the 10 utterances in blocks of 2; a non-speech input has only its 3 items
+    assert common.get_intervene_shards(cfg, "clean") == ["000", "001", "002", "003"]
+    assert common.get_intervene_shards(cfg, "silence") == ["000", "001"]
+    got = common.get_mitigated("R", cfg, "tiny-en")
+    assert len(got) == 2 * (4 * 4 + 3 * 2)  # cross_gain and fallback: speech, non-speech
+    assert "R/intervene/tiny-en/cross_gain/0.5/noise_only/shard-001.parquet" in got
+    assert "R/intervene/tiny-en/fallback/environmental/shard-001.parquet" in got
+    assert not any("environmental/shard-002" in p for p in got)

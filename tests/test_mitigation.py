@@ -171,3 +171,44 @@ def test_figures_build():
     table = mitigation_table(_synthetic_arms(np.random.default_rng(2)), seed=0, n_boot=50)
     assert tradeoff_chart(table).to_dict()["facet"]
     assert dose_response_chart(table, "m").to_dict()["facet"]
+
+
+def test_non_speech_items_are_their_own_units_and_reach_the_summary_and_verdicts():
+    """Non-speech items reuse a corpus speaker's ids, but no one speaks in them: each item is
+    resampled on its own (here all from one speaker, whose cluster would give a zero-width
+    interval), pooled as ``nonspeech``; gating that empties most of them is reported lower."""
+    rng = np.random.default_rng(4)
+    speech = _synthetic_arms(rng, n_speakers=6, per=3)
+    rows = []
+    for cond in ("silence", "noise_only"):
+        for i in range(20):
+            gated = float(i % 4 == 0)  # gating leaves 1 in 4 non-empty
+            for method, strength, hall in (("plain", 0.0, 1.0), ("fallback", float("nan"), 1.0),
+                                           ("gating", float("nan"), gated),
+                                           ("cross_gain", 1.0, 1.0)):  # fmt: skip
+                v = {k: 0.0 for k in METRICS} | {"hallucination_rate": hall, "wer": float("nan")}
+                key = {"model": "m", "method": method, "strength": strength,
+                       "condition": cond, "utt_id": f"0-{i}", "speaker": "s0"}  # fmt: skip
+                rows.append(key | v)
+    table = mitigation_table(pl.concat([speech, pl.DataFrame(rows)]), seed=2, n_boot=300)
+    schemas.conform(table, "mitigation")
+    cell = table.filter((pl.col("condition") == "nonspeech") & (pl.col("method") == "gating")
+                        & (pl.col("metric") == "hallucination_rate"))  # fmt: skip
+    assert cell["n"].item() == 40 and cell["n_speakers"].item() == 40
+    assert cell["value"].item() == pytest.approx(0.25)
+    assert cell["lo"].item() < 0.25 < cell["hi"].item()  # a real interval, not one cluster's
+    assert cell["d_hi"].item() < 0  # below the fallback's 1.0
+    s = summary(table)
+    schemas.conform(s, "mitigation_summary")
+    gate = s.filter(pl.col("method") == "gating")
+    assert gate["hall_nonspeech"].item().startswith("0.250 [")
+    v = verdicts(table)
+    answer = v.filter(pl.col("question").str.starts_with("non-speech"))["answer"].item()
+    assert "gating: -0.750 [" in answer and "(lower)" in answer
+    assert "cross_gain 1: +0.000" in answer
+    regime = v.filter(pl.col("question").str.starts_with("Regime I (cross_gain up): non-speech"))
+    assert regime["answer"].item().startswith("1: +0.000")  # cross_gain = plain on these items
+    # without non-speech inputs the column says so and no verdict row is made
+    speech_only = mitigation_table(speech, seed=2, n_boot=50)
+    assert set(summary(speech_only)["hall_nonspeech"]) == {"–"}
+    assert not verdicts(speech_only)["question"].str.starts_with("non-speech").any()

@@ -244,3 +244,15 @@ def test_non_speech_inputs_are_decoded_labelled_and_reported(run):
     for title in ("Hallucination types", "Non-speech inputs", "Bag of hallucinations",
                   "Detection by hallucination type"):  # fmt: skip
         assert title in report
+    # the intervention stage decodes them too: every arm, each item its own bootstrap unit
+    mit = pl.read_csv(res / "mitigation" / "tiny-en" / "mitigation.csv")
+    cells = mit.filter(pl.col("metric") == "hallucination_rate")
+    for condition in ("silence", "noise_only", "environmental"):
+        sel = cells.filter(pl.col("condition") == condition)
+        assert set(sel["method"]) == {"plain", "gating", "fallback", "project"}
+        assert (sel["n"] == 2).all() and (sel["n_speakers"] == 2).all()
+    pooled = cells.filter(pl.col("condition") == "nonspeech")
+    assert (pooled["n"] == 6).all() and (pooled["n_speakers"] == 6).all()
+    assert "non-speech inputs" in pl.read_csv(res / "mitigation" / "verdict.csv")[
+        "question"
+    ].str.join(" ")

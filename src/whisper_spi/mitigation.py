@@ -5,15 +5,18 @@ with OpenAI's no-speech skip: emptied where :func:`whisper_spi.fallback.is_silen
 ``fallback`` (OpenAI's temperature fallback) and each intervention at each strength. Per
 utterance: hallucination (WER > the threshold; for an empty reference, any word), WER,
 the taxonomy type (:func:`whisper_spi.taxonomy.label_transcripts`) and the decoded length.
-Intervals resample speakers with all their utterances (a cluster bootstrap), with the same
-replicates for every arm of a model x condition (seeded by model/condition only), so the
-differences to the fallback and to the plain decode are paired.
+Intervals resample speakers with all their utterances (a cluster bootstrap; on non-speech
+inputs, which no one speaks, each item is its own unit), with the same replicates for every
+arm of a model x condition (seeded by model/condition only), so the differences to the
+fallback and to the plain decode are paired. ``stressed`` pools the stresses and ``nonspeech``
+the non-speech inputs.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from itertools import product
 
 import numpy as np
 import polars as pl
@@ -29,15 +32,25 @@ from .analysis.bootstrap import (
 from .analysis.markdown import number, with_interval
 from .errors import WhisperSpiError
 from .fallback import OPENAI, FallbackOptions, is_silence
-from .names import CLEAN, STRESSES
+from .names import CLEAN, NONSPEECH, STRESSES
 from .taxonomy import TYPES, label_transcripts
 from .text import normalize, wer
 
-__all__ = ["BASELINES", "STRESSED", "arms_frame", "mitigation_table", "summary", "verdicts"]
+__all__ = [
+    "BASELINES",
+    "NO_SPEECH",
+    "STRESSED",
+    "arms_frame",
+    "mitigation_table",
+    "summary",
+    "verdicts",
+]
 
 PLAIN, GATING, FALLBACK = "plain", "gating", "fallback"
 BASELINES = (PLAIN, FALLBACK, GATING)
 STRESSED = "stressed"  # every stress pooled
+NO_SPEECH = "nonspeech"  # every non-speech input pooled
+POOLED = {STRESSED: STRESSES, NO_SPEECH: NONSPEECH}
 ERROR_TYPES = tuple(t for t in TYPES if t != "correct")
 METRICS = ("hallucination_rate", "wer", *(f"rate:{t}" for t in ERROR_TYPES), "mean_tokens")
 _COLS = ["model", "method", "strength", "condition", "utt_id", "speaker", "reference",
@@ -101,11 +114,12 @@ def mitigation_table(
 ) -> pl.DataFrame:
     """The ``mitigation`` contract's rows of one or more models (see the module doc)."""
     arms = arms.with_columns(pl.col("condition").alias("source"))
-    stressed = arms.filter(pl.col("condition").is_in(STRESSES)).with_columns(
-        pl.lit(STRESSED).alias("condition")
-    )
+    pooled = [
+        arms.filter(pl.col("condition").is_in(parts)).with_columns(pl.lit(name).alias("condition"))
+        for name, parts in POOLED.items()
+    ]
     out = []
-    for (model, condition), group in pl.concat([arms, stressed]).group_by(
+    for (model, condition), group in pl.concat([arms, *pooled]).group_by(
         "model", "condition", maintain_order=True
     ):
         out += _cells(group, model, condition, seed, n_boot, ci)
@@ -120,6 +134,8 @@ def _cells(group, model, condition, seed, n_boot, ci) -> list[dict]:
     """Every arm x metric of one model x condition, on one set of speaker replicates."""
     key = ["source", "utt_id"]  # "stressed" holds an utterance once per stress
     units = group.filter(pl.col("method") == PLAIN).select(*key, "speaker").sort(key)
+    if condition == NO_SPEECH or condition in NONSPEECH:  # no speaker: each item its own unit
+        units = units.with_columns(speaker=pl.concat_str("source", "utt_id", separator="/"))
     arms = group.select("method", "strength").unique().sort("method", "strength", nulls_last=True)
     values = {}
     for method, strength in arms.iter_rows():
@@ -188,15 +204,18 @@ def _fmt(v, lo, hi, spec=".3f") -> str:
 
 def summary(table: pl.DataFrame) -> pl.DataFrame:
     """One row per model x arm (contract ``mitigation_summary``): hallucination rate on the
-    pooled stresses and clean WER, each with its CI and its paired difference to the
-    fallback, and the decoded length."""
+    pooled stresses, clean WER and the hallucination rate on the pooled non-speech inputs,
+    each with its CI and its paired difference to the fallback, and the decoded length."""
     hall = _cell(table, STRESSED, "hallucination_rate")
     clean = _cell(table, CLEAN, "wer")
     tokens = _cell(table, STRESSED, "mean_tokens")
+    silent = _cell(table, NO_SPEECH, "hallucination_rate")
     key = ["model", "method", "strength"]
     rows = []
-    joined = hall.join(clean, on=key, suffix="_w", how="left").join(
-        tokens.select(*key, pl.col("value").alias("tok")), on=key, how="left"
+    joined = (
+        hall.join(clean, on=key, suffix="_w", how="left")
+        .join(silent, on=key, suffix="_n", how="left")
+        .join(tokens.select(*key, pl.col("value").alias("tok")), on=key, how="left")
     )
     for r in joined.sort("model", "method", "strength", nulls_last=True).iter_rows(named=True):
         rows.append(
@@ -210,6 +229,10 @@ def summary(table: pl.DataFrame) -> pl.DataFrame:
                 "d_wer_clean_vs_fallback": _fmt(
                     r["d_fallback_w"], r["d_lo_w"], r["d_hi_w"], "+.3f"
                 ),
+                "hall_nonspeech": _fmt(r["value_n"], r["lo_n"], r["hi_n"]),
+                "d_hall_nonspeech_vs_fallback": _fmt(
+                    r["d_fallback_n"], r["d_lo_n"], r["d_hi_n"], "+.3f"
+                ),
                 "tokens_stressed": number(r["tok"], ".1f"),
             }
         )
@@ -222,11 +245,17 @@ def _effect(lo: float, hi: float) -> str:
     return "lower" if hi < 0 else "higher" if lo > 0 else "no detectable change"
 
 
+def _arm(method: str, strength: float) -> str:
+    return method if method in BASELINES else f"{method} {strength:g}"
+
+
 def verdicts(table: pl.DataFrame) -> pl.DataFrame:
     """Per model, the causal questions answered from the table (contract
-    ``mitigation_verdict``): does an intervention beat the fallback at equal clean WER, and
-    which way does each regime's intervention move the stressed hallucination rate."""
+    ``mitigation_verdict``): does an intervention beat the fallback at equal clean WER,
+    which way does each regime's intervention move the stressed hallucination rate, and
+    which way does each arm move the non-speech inputs' rate against the fallback's."""
     rows = []
+    silent = _cell(table, NO_SPEECH, "hallucination_rate")
     hall = _cell(table, STRESSED, "hallucination_rate")
     clean = _cell(table, CLEAN, "wer")
     key = ["model", "method", "strength"]
@@ -252,20 +281,37 @@ def verdicts(table: pl.DataFrame) -> pl.DataFrame:
         rows.append(
             {"model": model, "question": "beats the fallback at equal clean WER", "answer": answer}
         )
-        for method, regime in (("cross_gain", "Regime I (cross_gain up)"),
-                               ("self_damp", "Regime II (self_damp)")):  # fmt: skip
-            dose = mine.filter(pl.col("method") == method).sort("strength")
+        for (method, regime), (inputs, cells) in product(
+            (("cross_gain", "Regime I (cross_gain up)"), ("self_damp", "Regime II (self_damp)")),
+            (("stressed", hall), ("non-speech", silent)),
+        ):
+            dose = cells.filter((pl.col("model") == model) & (pl.col("method") == method))
             if not dose.height:
                 continue
             parts = [
                 f"{r['strength']:g}: {_fmt(r['d_plain'], r['dp_lo'], r['dp_hi'], '+.3f')} "
                 f"({_effect(r['dp_lo'], r['dp_hi'])})"
-                for r in dose.iter_rows(named=True)
+                for r in dose.sort("strength").iter_rows(named=True)
             ]
             rows.append(
                 {
                     "model": model,
-                    "question": f"{regime}: stressed hallucination rate vs plain, by strength",
+                    "question": f"{regime}: {inputs} hallucination rate vs plain, by strength",
+                    "answer": "; ".join(parts),
+                }
+            )
+        arms = silent.filter((pl.col("model") == model) & (pl.col("method") != FALLBACK))
+        if arms.height and arms["d_fallback"].is_finite().any():
+            parts = [
+                f"{_arm(r['method'], r['strength'])}: "
+                f"{_fmt(r['d_fallback'], r['d_lo'], r['d_hi'], '+.3f')} "
+                f"({_effect(r['d_lo'], r['d_hi'])})"
+                for r in arms.sort("method", "strength", nulls_last=True).iter_rows(named=True)
+            ]
+            rows.append(
+                {
+                    "model": model,
+                    "question": "non-speech inputs: hallucination rate vs the fallback",
                     "answer": "; ".join(parts),
                 }
             )
@@ -278,8 +324,9 @@ def markdown(summary_df: pl.DataFrame, verdict_df: pl.DataFrame, ci: float = 0.9
     lines = [
         "# Mitigation: interventions vs Whisper's fallback",
         "",
-        f"Hallucination rate on the pooled stresses and WER on clean audio, {ci:.0%} "
-        "speaker-grouped bootstrap CIs; differences paired on the same utterances.",
+        f"Hallucination rate on the pooled stresses, WER on clean audio and hallucination rate "
+        f"(any word) on the pooled non-speech inputs, {ci:.0%} speaker-grouped bootstrap CIs "
+        "(non-speech: items resampled); differences paired on the same utterances.",
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "---|" * len(cols),

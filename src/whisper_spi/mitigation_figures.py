@@ -131,6 +131,6 @@ def dose_response_chart(table: pl.DataFrame, model: str) -> alt.TopLevelMixin:
     return (
         alt.layer(band, line, fb, data=data)
         .properties(width=150, height=150)
-        .facet(column=alt.Column("condition:N", title=None, sort=conditions))
+        .facet(facet=alt.Facet("condition:N", title=None, sort=conditions), columns=4)
         .properties(title=f"Dose-response, {model}: hallucination rate by strength")
     )

@@ -114,11 +114,17 @@ def get_transcripts(results, shards, model, conditions):
     )
 
 
+def get_decoded_conditions(config):
+    """Every condition decoded: clean, the stresses and the non-speech inputs."""
+    return [*spi_config.CONDITIONS, *config["nonspeech"]["conditions"]]
+
+
 def get_labelled_transcripts(results, config, shards, model):
-    """Every transcript of one model the taxonomy labels: speech and non-speech conditions."""
+    """Every transcript of one model (the taxonomy labels them, the mitigation table reads
+    them): speech and non-speech conditions, each on its own shards."""
     return [
         path
-        for c in (*spi_config.CONDITIONS, *config["nonspeech"]["conditions"])
+        for c in get_decoded_conditions(config)
         for path in get_transcripts(
             results, get_condition_shards(config, shards, c), model, [c]
         )
@@ -159,14 +165,18 @@ def get_pooled(results, config, n_layers, kind):
     ]
 
 
-def get_intervene_shards(config):
-    """The intervention stage's shards: intervene.n_utterances (or every utterance) in
-    blocks of intervene.shard_size."""
+def get_intervene_shards(config, condition):
+    """The intervention stage's shards of ``condition``: intervene.n_utterances (or every
+    utterance; a non-speech input has nonspeech.n_items) in blocks of intervene.shard_size.
+    """
     corpus, iv = config["corpus"], config["intervene"]
-    try:
-        n = len(list_utterances(corpus["root"], corpus["splits"], corpus["limit"]))
-    except WhisperSpiError as exc:
-        raise WorkflowError(str(exc)) from None
+    if condition in spi_config.NONSPEECH:
+        n = config["nonspeech"]["n_items"]
+    else:
+        try:
+            n = len(list_utterances(corpus["root"], corpus["splits"], corpus["limit"]))
+        except WhisperSpiError as exc:
+            raise WorkflowError(str(exc)) from None
     if iv["n_utterances"] is not None:
         n = min(n, iv["n_utterances"])
     return [f"{i:03d}" for i in range(max(1, math.ceil(n / iv["shard_size"])))]
@@ -210,24 +220,28 @@ def get_strengths(config):
     return [f"{s:g}" for s in config["intervene"]["strengths"]]
 
 
-def get_mitigated(results, config, shards, model, conditions):
-    """Every intervention x strength and fallback decode of ``model``."""
+def get_mitigated(results, config, model):
+    """Every intervention x strength and fallback decode of ``model``, on every decoded
+    condition: on a non-speech input an intervention or a gate should leave nothing."""
     iv = config["intervene"]
-    out = expand(
-        f"{results}/intervene/{{model}}/{{method}}/{{strength}}/{{condition}}/shard-{{shard}}.parquet",
-        model=model,
-        method=iv["methods"],
-        strength=get_strengths(config),
-        condition=conditions,
-        shard=shards,
-    )
-    if iv["fallback"]:
+    out = []
+    for condition in get_decoded_conditions(config):
+        shards = get_intervene_shards(config, condition)
         out += expand(
-            f"{results}/intervene/{{model}}/fallback/{{condition}}/shard-{{shard}}.parquet",
+            f"{results}/intervene/{{model}}/{{method}}/{{strength}}/{{condition}}/shard-{{shard}}.parquet",
             model=model,
-            condition=conditions,
+            method=iv["methods"],
+            strength=get_strengths(config),
+            condition=condition,
             shard=shards,
         )
+        if iv["fallback"]:
+            out += expand(
+                f"{results}/intervene/{{model}}/fallback/{{condition}}/shard-{{shard}}.parquet",
+                model=model,
+                condition=condition,
+                shard=shards,
+            )
     return out
 
 

@@ -3,9 +3,6 @@
 # x shard, OpenAI's fallback per model x condition x shard, then the mitigation tables.
 
 
-INTERVENE_SHARDS = get_intervene_shards(config)
-
-
 wildcard_constraints:
     method="project|cross_gain|self_damp",
     strength=r"[0-9.]+",
@@ -51,10 +48,14 @@ rule intervene:
     input:
         unpack(lambda wc: get_intervene_inputs(RESULTS, wc)),
         stress=lambda wc: expand(
-            rules.stress.output.manifest, condition=wc.condition, shard=SHARDS
+            rules.stress.output.manifest,
+            condition=wc.condition,
+            shard=get_condition_shards(config, SHARDS, wc.condition),
         ),
         audio=lambda wc: expand(
-            rules.stress.output.audio, condition=wc.condition, shard=SHARDS
+            rules.stress.output.audio,
+            condition=wc.condition,
+            shard=get_condition_shards(config, SHARDS, wc.condition),
         ),
         corpus=rules.corpus.output.manifest,
     output:
@@ -114,13 +115,22 @@ rule intervene:
 rule fallback:
     input:
         stress=lambda wc: expand(
-            rules.stress.output.manifest, condition=wc.condition, shard=SHARDS
+            rules.stress.output.manifest,
+            condition=wc.condition,
+            shard=get_condition_shards(config, SHARDS, wc.condition),
         ),
         audio=lambda wc: expand(
-            rules.stress.output.audio, condition=wc.condition, shard=SHARDS
+            rules.stress.output.audio,
+            condition=wc.condition,
+            shard=get_condition_shards(config, SHARDS, wc.condition),
         ),
         corpus=rules.corpus.output.manifest,
-        plain=lambda wc: get_transcripts(RESULTS, SHARDS, wc.model, wc.condition),
+        plain=lambda wc: get_transcripts(
+            RESULTS,
+            get_condition_shards(config, SHARDS, wc.condition),
+            wc.model,
+            [wc.condition],
+        ),
     output:
         f"{RESULTS}/intervene/{{model}}/fallback/{{condition}}/shard-{{shard}}.parquet",
     log:
@@ -165,10 +175,10 @@ rule fallback:
 
 rule mitigation:
     input:
-        transcripts=lambda wc: get_transcripts(RESULTS, SHARDS, wc.model, CONDITIONS),
-        mitigated=lambda wc: get_mitigated(
-            RESULTS, config, INTERVENE_SHARDS, wc.model, CONDITIONS
+        transcripts=lambda wc: get_labelled_transcripts(
+            RESULTS, config, SHARDS, wc.model
         ),
+        mitigated=lambda wc: get_mitigated(RESULTS, config, wc.model),
         stress=expand(
             f"{RESULTS}/stress/{{condition}}/shard-{{shard}}.parquet",
             condition=CONDITIONS,

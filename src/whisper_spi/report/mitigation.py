@@ -30,7 +30,8 @@ def mitigation_html(df: pl.DataFrame) -> str | None:
             "Every arm on the same utterances: hallucination rate on the stressed audio "
             "(every stress pooled) and mean WER on clean audio, value [95% CI], each with its "
             "difference to Whisper's temperature fallback (paired: the same speaker-bootstrap "
-            "replicates for every arm); strength 0 is the plain greedy decode; tokens_stressed "
+            "replicates for every arm); hall_nonspeech: share of the non-speech inputs with any "
+            "word (items resampled); strength 0 is the plain greedy decode; tokens_stressed "
             "is the mean decoded length, the known confounder.",
         )
     if {"question", "answer"} <= cols:
@@ -38,7 +39,8 @@ def mitigation_html(df: pl.DataFrame) -> str | None:
             df,
             "The causal questions answered from the mitigation table: does any intervention "
             "lower the stressed hallucination rate below the fallback's without a higher "
-            "clean WER, and which way each regime's intervention moves it against the plain "
-            "decode (95% CIs of the paired differences).",
+            "clean WER, which way each regime's intervention moves it against the plain "
+            "decode, and what each arm does on the non-speech inputs against the fallback "
+            "(95% CIs of the paired differences).",
         )
     return None

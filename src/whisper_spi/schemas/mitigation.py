@@ -40,7 +40,12 @@ add(
             Col("model", STR, "model name"),
             Col("method", STR, METHOD_DOC),
             Col("strength", F64, "intervention strength; 0 for plain, NaN for the baselines"),
-            Col("condition", STR, "a decode condition, or stressed (every stress pooled)"),
+            Col(
+                "condition",
+                STR,
+                "a decode condition, stressed (every stress pooled) or nonspeech (every "
+                "non-speech input pooled)",
+            ),
             Col(
                 "metric",
                 STR,
@@ -58,7 +63,7 @@ add(
             Col("dp_lo", F64, "its paired speaker-bootstrap CI, lower"),
             Col("dp_hi", F64, "its paired speaker-bootstrap CI, upper"),
             Col("n", I64, "utterances"),
-            Col("n_speakers", I64, "speakers resampled"),
+            Col("n_speakers", I64, "speakers resampled (non-speech inputs: items)"),
             Col("n_boot", I64, "bootstrap replicates"),
         ),
     )
@@ -68,8 +73,9 @@ add(
     Contract(
         "mitigation_summary",
         "mitigation/{model}/summary.csv",
-        "One row per arm: stressed hallucination rate and clean WER as 'value [lo, hi]' "
-        "(95% speaker-bootstrap CI) with the paired difference to the fallback.",
+        "One row per arm: stressed hallucination rate, clean WER and non-speech hallucination "
+        "rate as 'value [lo, hi]' (95% speaker-bootstrap CI; non-speech: items resampled) with "
+        "the paired difference to the fallback.",
         (
             Col("model", STR, "model name"),
             Col("method", STR, METHOD_DOC),
@@ -78,6 +84,12 @@ add(
             Col("d_hall_vs_fallback", STR, "its difference to the fallback's"),
             Col("wer_clean", STR, "mean utterance WER on clean audio"),
             Col("d_wer_clean_vs_fallback", STR, "its difference to the fallback's"),
+            Col(
+                "hall_nonspeech",
+                STR,
+                "hallucination rate (any word), every non-speech input pooled; '–' without them",
+            ),
+            Col("d_hall_nonspeech_vs_fallback", STR, "its difference to the fallback's"),
             Col("tokens_stressed", STR, "mean decoded tokens on the stresses (confounder)"),
         ),
     )
