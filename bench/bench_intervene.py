@@ -1,7 +1,8 @@
 """Decode cost of each intervention and of OpenAI's fallback, relative to the plain decode
 (issue 17), measured side by side in one run.
 
-On the first --n demo utterances, clean and under Gaussian noise (0 dB, the demo stress),
+On the first --n demo utterances, clean, under Gaussian noise (0 dB) and under the 3.5x
+time stretch (where the fallback resamples most rows: its cost when it fires),
 CPU seconds of one greedy decode of the batch (encoder included) for
 - plain: :func:`whisper_spi.decode.greedy_decode`, no hooks;
 - project (rank 2, every decoder layer, self_attn), cross_gain 0.5, self_damp 0.5, each
@@ -48,11 +49,16 @@ def _waves(n: int) -> dict[str, tuple[list[str], list[np.ndarray]]]:
     rows = manifest.sort("utt_id").head(n)
     ids = rows["utt_id"].to_list()
     clean = [load_audio(p) for p in rows["path"]]
-    noisy = [
-        apply_stress("gaussian_noise", w, TARGET_SR, u, SEED, None, None)[0]
-        for u, w in zip(ids, clean, strict=True)
-    ]
-    return {"clean": (ids, clean), "gaussian_noise": (ids, noisy)}
+    out = {"clean": (ids, clean)}
+    for stress in ("gaussian_noise", "time_stretch"):
+        out[stress] = (
+            ids,
+            [
+                apply_stress(stress, w, TARGET_SR, u, SEED, None, None)[0]
+                for u, w in zip(ids, clean, strict=True)
+            ],
+        )
+    return out
 
 
 def _specs(bundle) -> dict[str, Intervention | None]:
@@ -69,18 +75,22 @@ def _specs(bundle) -> dict[str, Intervention | None]:
     }
 
 
-def _run(bundle, name, spec, ids, waves) -> tuple[float, int]:
-    """(CPU seconds, decoded tokens) of one decode of the batch."""
+def _run(bundle, name, spec, ids, waves) -> tuple[float, int, int]:
+    """(CPU seconds, decoded tokens, rows resampled or dropped by the fallback) of one decode
+    of the batch."""
     t0 = time.process_time()
     enc = encode(bundle, log_mel(bundle, waves))
+    fell_back = 0
     if name == "fallback":
-        out = [r.decoded for r in fallback_decode(bundle, enc, ids, SEED)]
+        got = fallback_decode(bundle, enc, ids, SEED)
+        fell_back = sum(r.temperature > 0 or r.dropped for r in got)
+        out = [r.decoded for r in got]
     elif spec is None:
         out = greedy_decode(bundle, enc)
     else:
         with Intervene(bundle.model, spec):
             out = greedy_decode(bundle, enc)
-    return time.process_time() - t0, sum(d.n_tokens + 1 for d in out)
+    return time.process_time() - t0, sum(d.n_tokens + 1 for d in out), fell_back
 
 
 def main() -> None:
@@ -96,23 +106,24 @@ def main() -> None:
     print(f"model {args.model}, {args.n} utterances, batch {args.n}, {args.threads} threads, "
           f"median of {args.repeats} repeats (CPU seconds)")  # fmt: skip
     print(f"{'condition':<15}{'method':<12}{'s/batch':>9}{'tokens':>8}{'x plain':>9}"
-          f"{'s/token':>10}{'x plain':>9}")  # fmt: skip
+          f"{'s/token':>10}{'x plain':>9}  fell back")  # fmt: skip
     for condition, (ids, waves) in _waves(args.n).items():
         _run(bundle, "plain", None, ids, waves)  # warm-up
         times = {k: [] for k in specs}
-        tokens = {}
+        tokens, fell = {}, {}
         for _ in range(args.repeats):
             for name, spec in specs.items():
-                t, tok = _run(bundle, name, spec, ids, waves)
+                t, tok, fb = _run(bundle, name, spec, ids, waves)
                 times[name].append(t)
-                tokens[name] = tok
+                tokens[name], fell[name] = tok, fb
         base = float(np.median(times["plain"]))
         base_tok = base / tokens["plain"]
         for name in specs:
             t = float(np.median(times[name]))
             per = t / tokens[name]
+            extra = f"  {fell[name]} of {len(ids)}" if name == "fallback" else ""
             print(f"{condition:<15}{name:<12}{t:>9.2f}{tokens[name]:>8d}{t / base:>8.2f}x"
-                  f"{per * 1e3:>8.2f}ms{per / base_tok:>8.2f}x")  # fmt: skip
+                  f"{per * 1e3:>8.2f}ms{per / base_tok:>8.2f}x{extra}")  # fmt: skip
 
 
 if __name__ == "__main__":
