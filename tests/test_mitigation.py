@@ -212,3 +212,11 @@ def test_non_speech_items_are_their_own_units_and_reach_the_summary_and_verdicts
     speech_only = mitigation_table(speech, seed=2, n_boot=50)
     assert set(summary(speech_only)["hall_nonspeech"]) == {"–"}
     assert not verdicts(speech_only)["question"].str.starts_with("non-speech").any()
+
+
+def test_dose_response_panels_in_condition_order():
+    arms = _synthetic_arms(np.random.default_rng(3))
+    silent = arms.filter(pl.col("condition") == "clean").with_columns(condition=pl.lit("silence"))
+    table = mitigation_table(pl.concat([arms, silent]), seed=0, n_boot=50)
+    spec = dose_response_chart(table, "m").to_dict()
+    assert spec["facet"]["sort"] == ["clean", "gaussian_noise", "stressed", "silence", "nonspeech"]

@@ -12,12 +12,14 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from .mitigation import BASELINES, FALLBACK, PLAIN, STRESSED
-from .names import CLEAN
+from .mitigation import BASELINES, FALLBACK, NO_SPEECH, PLAIN, STRESSED
+from .names import CLEAN, CONDITIONS, NONSPEECH
 
 __all__ = ["dose_response_chart", "tradeoff_chart"]
 
 _W, _H = 260, 200
+# panels: clean, each stress, the stresses pooled, each non-speech input, those pooled
+_PANEL_ORDER = (*CONDITIONS, STRESSED, *NONSPEECH, NO_SPEECH)
 
 
 def _curves(table: pl.DataFrame, condition: str, metric: str) -> pl.DataFrame:
@@ -102,7 +104,8 @@ def tradeoff_chart(table: pl.DataFrame) -> alt.TopLevelMixin:
 def dose_response_chart(table: pl.DataFrame, model: str) -> alt.TopLevelMixin:
     mine = table.filter(pl.col("model") == model)
     metric = "hallucination_rate"
-    conditions = mine["condition"].unique(maintain_order=True).to_list()
+    present = set(mine["condition"].to_list())
+    conditions = [c for c in _PANEL_ORDER if c in present] + sorted(present - set(_PANEL_ORDER))
     curves = pl.concat([_curves(mine, c, metric) for c in conditions])
     level = mine.filter((pl.col("method") == FALLBACK) & (pl.col("metric") == metric))
     data = pl.concat(
