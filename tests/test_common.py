@@ -103,9 +103,10 @@ def test_intervention_shards_and_decodes_per_condition(common, config):
                       "methods": ["cross_gain"], "strengths": [0.5], "fallback": True},
     }  # fmt: skip
     # 7 of the 10 utterances in blocks of 2; a non-speech input has only its 3 items
-    assert common.get_intervene_shards(cfg, "clean") == ["000", "001", "002", "003"]
-    assert common.get_intervene_shards(cfg, "silence") == ["000", "001"]
-    got = common.get_mitigated("R", cfg, "tiny-en")
+    by_condition = common.get_intervene_shards(cfg)
+    assert by_condition["clean"] == ["000", "001", "002", "003"]
+    assert by_condition["silence"] == ["000", "001"]
+    got = common.get_mitigated("R", cfg, by_condition, "tiny-en")
     assert len(got) == 2 * (4 * 4 + 3 * 2)  # cross_gain and fallback: speech, non-speech
     assert "R/intervene/tiny-en/cross_gain/0.5/noise_only/shard-001.parquet" in got
     assert "R/intervene/tiny-en/fallback/environmental/shard-001.parquet" in got

@@ -12,6 +12,7 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
+from .analysis.frames import ordered
 from .mitigation import BASELINES, FALLBACK, NO_SPEECH, PLAIN, STRESSED
 from .names import CLEAN, CONDITIONS, NONSPEECH
 
@@ -104,8 +105,7 @@ def tradeoff_chart(table: pl.DataFrame) -> alt.TopLevelMixin:
 def dose_response_chart(table: pl.DataFrame, model: str) -> alt.TopLevelMixin:
     mine = table.filter(pl.col("model") == model)
     metric = "hallucination_rate"
-    present = set(mine["condition"].to_list())
-    conditions = [c for c in _PANEL_ORDER if c in present] + sorted(present - set(_PANEL_ORDER))
+    conditions = ordered(mine["condition"].to_list(), _PANEL_ORDER)
     curves = pl.concat([_curves(mine, c, metric) for c in conditions])
     level = mine.filter((pl.col("method") == FALLBACK) & (pl.col("metric") == metric))
     data = pl.concat(

@@ -165,21 +165,40 @@ def get_pooled(results, config, n_layers, kind):
     ]
 
 
-def get_intervene_shards(config, condition):
-    """The intervention stage's shards of ``condition``: intervene.n_utterances (or every
-    utterance; a non-speech input has nonspeech.n_items) in blocks of intervene.shard_size.
-    """
+def get_intervene_shards(config):
+    """condition -> the intervention stage's shards, for every decoded condition:
+    intervene.n_utterances (or every utterance; a non-speech input has nonspeech.n_items)
+    in blocks of intervene.shard_size. The corpus is listed once."""
     corpus, iv = config["corpus"], config["intervene"]
-    if condition in spi_config.NONSPEECH:
-        n = config["nonspeech"]["n_items"]
-    else:
-        try:
-            n = len(list_utterances(corpus["root"], corpus["splits"], corpus["limit"]))
-        except WhisperSpiError as exc:
-            raise WorkflowError(str(exc)) from None
-    if iv["n_utterances"] is not None:
-        n = min(n, iv["n_utterances"])
-    return [f"{i:03d}" for i in range(max(1, math.ceil(n / iv["shard_size"])))]
+    try:
+        n_speech = len(
+            list_utterances(corpus["root"], corpus["splits"], corpus["limit"])
+        )
+    except WhisperSpiError as exc:
+        raise WorkflowError(str(exc)) from None
+    out = {}
+    for condition in get_decoded_conditions(config):
+        n = (
+            config["nonspeech"]["n_items"]
+            if condition in spi_config.NONSPEECH
+            else n_speech
+        )
+        if iv["n_utterances"] is not None:
+            n = min(n, iv["n_utterances"])
+        out[condition] = [
+            f"{i:03d}" for i in range(max(1, math.ceil(n / iv["shard_size"])))
+        ]
+    return out
+
+
+def get_stress_inputs(config, shards, condition, manifest, audio):
+    """The stress manifests and audio directories of ``condition`` (its own shards), from
+    the stress rule's output patterns."""
+    shards = get_condition_shards(config, shards, condition)
+    return {
+        "stress": expand(manifest, condition=condition, shard=shards),
+        "audio": expand(audio, condition=condition, shard=shards),
+    }
 
 
 def get_intervene_selection(config):
@@ -220,13 +239,13 @@ def get_strengths(config):
     return [f"{s:g}" for s in config["intervene"]["strengths"]]
 
 
-def get_mitigated(results, config, model):
+def get_mitigated(results, config, shards_by_condition, model):
     """Every intervention x strength and fallback decode of ``model``, on every decoded
-    condition: on a non-speech input an intervention or a gate should leave nothing."""
+    condition (``shards_by_condition``: :func:`get_intervene_shards`): on a non-speech input
+    an intervention or a gate should leave nothing."""
     iv = config["intervene"]
     out = []
-    for condition in get_decoded_conditions(config):
-        shards = get_intervene_shards(config, condition)
+    for condition, shards in shards_by_condition.items():
         out += expand(
             f"{results}/intervene/{{model}}/{{method}}/{{strength}}/{{condition}}/shard-{{shard}}.parquet",
             model=model,

@@ -3,6 +3,9 @@
 # x shard, OpenAI's fallback per model x condition x shard, then the mitigation tables.
 
 
+INTERVENE_SHARDS = get_intervene_shards(config)
+
+
 wildcard_constraints:
     method="project|cross_gain|self_damp",
     strength=r"[0-9.]+",
@@ -47,15 +50,14 @@ rule intervene_fit:
 rule intervene:
     input:
         unpack(lambda wc: get_intervene_inputs(RESULTS, wc)),
-        stress=lambda wc: expand(
-            rules.stress.output.manifest,
-            condition=wc.condition,
-            shard=get_condition_shards(config, SHARDS, wc.condition),
-        ),
-        audio=lambda wc: expand(
-            rules.stress.output.audio,
-            condition=wc.condition,
-            shard=get_condition_shards(config, SHARDS, wc.condition),
+        unpack(
+            lambda wc: get_stress_inputs(
+                config,
+                SHARDS,
+                wc.condition,
+                rules.stress.output.manifest,
+                rules.stress.output.audio,
+            )
         ),
         corpus=rules.corpus.output.manifest,
     output:
@@ -114,15 +116,14 @@ rule intervene:
 
 rule fallback:
     input:
-        stress=lambda wc: expand(
-            rules.stress.output.manifest,
-            condition=wc.condition,
-            shard=get_condition_shards(config, SHARDS, wc.condition),
-        ),
-        audio=lambda wc: expand(
-            rules.stress.output.audio,
-            condition=wc.condition,
-            shard=get_condition_shards(config, SHARDS, wc.condition),
+        unpack(
+            lambda wc: get_stress_inputs(
+                config,
+                SHARDS,
+                wc.condition,
+                rules.stress.output.manifest,
+                rules.stress.output.audio,
+            )
         ),
         corpus=rules.corpus.output.manifest,
         plain=lambda wc: get_transcripts(
@@ -178,7 +179,7 @@ rule mitigation:
         transcripts=lambda wc: get_labelled_transcripts(
             RESULTS, config, SHARDS, wc.model
         ),
-        mitigated=lambda wc: get_mitigated(RESULTS, config, wc.model),
+        mitigated=lambda wc: get_mitigated(RESULTS, config, INTERVENE_SHARDS, wc.model),
         stress=expand(
             f"{RESULTS}/stress/{{condition}}/shard-{{shard}}.parquet",
             condition=CONDITIONS,
