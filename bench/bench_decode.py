@@ -11,6 +11,10 @@ ours + capture <= 1.0x CTranslate2 fp32 on every condition, and the cost per dec
 within 2x of CTranslate2 fp32's.
 P1 (issue 4): ours + capture vs plain batched greedy ``generate()`` on the clean condition.
 RSS (--rss): peak resident memory of a real ``whisper-spi decode`` job at batch 8 on base.
+Choices (--choices), side by side: F.linear with each decoder weight shape stored row-major
+(as loaded) vs column-major (as :func:`whisper_spi.models.column_major_decoder` stores it on
+CPU), at the row counts a decode has; and the looping speaker_mix batch decoded with the
+steps after the first on 1 thread (``decode.STEP_THREADS``) vs on all threads.
 
 Each cell is the median of --rounds rounds in which the engines run one after another per
 condition (the machine's load changes hit them alike).
@@ -43,6 +47,7 @@ import soundfile as sf
 import torch
 
 from whisper_spi.capture import DecodeOptions, decode_shard
+from whisper_spi.cli import keep_freed_memory
 from whisper_spi.corpus import write_manifest
 from whisper_spi.decode import encode, log_mel, transcribe
 from whisper_spi.models import load_model, resolve_ct2
@@ -309,6 +314,85 @@ def print_model(name: str, r: dict) -> bool:
     return ok
 
 
+# One encoder measurement in a fresh process: malloc settings cannot be undone in-process.
+ENCODER_CHILD = """
+import sys, time, soundfile as sf, torch
+from whisper_spi.cli import keep_freed_memory
+if sys.argv[1] == "keep":
+    keep_freed_memory()
+from whisper_spi.decode import encode, log_mel
+from whisper_spi.models import load_model
+torch.set_num_threads(int(sys.argv[2]))
+bundle = load_model(sys.argv[3], device="cpu")
+feats = log_mel(bundle, [sf.read(p, dtype="float32")[0] for p in sys.argv[4:]])
+encode(bundle, feats)
+times = []
+for _ in range(5):
+    t0 = time.process_time()
+    encode(bundle, feats)
+    times.append(time.process_time() - t0)
+print(sorted(times)[2])
+"""
+
+
+def bench_choices(spec: str, data, threads: int) -> None:
+    """Print the measurements behind the CPU weight layout and the one-thread decode steps."""
+    import whisper_spi.decode as decode_mod
+
+    bundle = load_model(spec, device="cpu")
+    cfg = bundle.model.config
+    d, ffn = cfg.d_model, cfg.decoder_ffn_dim
+    print(
+        f"\nweight layout ({spec}): CPU ms per F.linear, row- vs column-major "
+        f"(12,000 rows on {threads} threads, fewer on {decode_mod.STEP_THREADS})"
+    )
+    print(f"{'out x in':>14} {'rows':>6} {'row-major':>10} {'column-major':>12} {'ratio':>6}")
+    for out_f, in_f in ((d, d), (ffn, d), (d, ffn), (cfg.vocab_size, d)):
+        # enough copies that they do not all fit in cache, as in a real step
+        copies = max(1, 64_000_000 // (out_f * in_f * 4))
+        rows_major = [torch.randn(out_f, in_f) for _ in range(copies)]
+        cols_major = [w.t().contiguous().t() for w in rows_major]
+        for m in (1, 8, 12000):
+            if m == 12000 and out_f == cfg.vocab_size:
+                continue  # the output projection only ever sees the rows of one step
+            x = torch.randn(m, in_f)
+            reps = 3 if m == 12000 else max(3, 300 // copies)
+            # as in a decode: 12,000 rows at the first step (all threads), later rows on one
+            torch.set_num_threads(threads if m == 12000 else decode_mod.STEP_THREADS)
+            ms = [
+                1000
+                * cpu_time(
+                    lambda ws=ws, x=x, reps=reps: [
+                        torch.nn.functional.linear(x, w) for _ in range(reps) for w in ws
+                    ]
+                )
+                / (reps * copies)
+                for ws in (rows_major, cols_major)
+            ]
+            print(f"{out_f:>7}x{in_f:<6} {m:>6} {ms[0]:10.3f} {ms[1]:12.3f} {ms[1] / ms[0]:6.2f}")
+    torch.set_num_threads(threads)
+    print("\nencoder of the clean batch, median CPU s of 5 (each arm in its own process):")
+    paths = [str(u["path"]) for u in data["clean"][:8]]
+    for arm in ("mmap", "keep", "mmap", "keep"):
+        out = subprocess.run(
+            [sys.executable, "-c", ENCODER_CHILD, arm, str(threads), spec, *paths],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        label = "freed memory kept (cli.keep_freed_memory)" if arm == "keep" else "glibc default"
+        print(f"  {label}: {float(out.split()[-1]):.3f}")
+    enc = encode(bundle, log_mel(bundle, [u["wave"] for u in data["speaker_mix"][:8]]))
+    print(f"\nspeaker_mix batch of {enc.shape[0]}, steps after the first on n threads:")
+    default = decode_mod.STEP_THREADS
+    for n in (1, threads, 1, threads):
+        decode_mod.STEP_THREADS = n
+        wall = time.perf_counter()
+        cpu = cpu_time(lambda: decode_mod.greedy_decode(bundle, enc))
+        print(f"  {n} thread(s): {cpu:.3f} CPU s, {time.perf_counter() - wall:.3f} wall s")
+    decode_mod.STEP_THREADS = default
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -318,12 +402,20 @@ def main() -> None:
     ap.add_argument("--skip-p1", action="store_true", help="skip P1 (plain generate())")
     ap.add_argument("--models", nargs="+", default=["tiny-en"], choices=sorted(MODELS))
     ap.add_argument("--rss", action="store_true", help="also the peak RSS of a base decode job")
+    ap.add_argument(
+        "--choices", action="store_true", help="only the weight-layout and step-thread checks"
+    )
     args = ap.parse_args()
+    keep_freed_memory()  # as a decode job does (whisper_spi.cli._threads), for both engines
     torch.set_num_threads(args.threads)
     results = {}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         data = stressed_utterances(tmp / "audio", args.n)
+        if args.choices:
+            for name in args.models:
+                bench_choices(MODELS[name], data, args.threads)
+            return
         for name in args.models:
             results[name] = bench_model(name, MODELS[name], data, args, tmp)
         if args.rss:

@@ -40,3 +40,42 @@ def test_subcommand_help(name):
     assert run.returncode == 0, run.stderr
     assert run.stderr == ""
     assert run.stdout.startswith(f"usage: whisper-spi {name}")
+
+
+def test_keep_freed_memory_lets_freed_buffers_be_reused_without_page_faults():
+    """After cli.keep_freed_memory, ops whose outputs are fresh 64 MB tensors (as an encoder
+    layer's) mostly reuse freed pages; under glibc's default every output is a fresh mapping
+    above its 32 MB mmap cap, faulted in page by page."""
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("keep_freed_memory is a glibc setting")
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if thp.is_file() and "[always]" in thp.read_text():
+        pytest.skip("transparent huge pages: a fresh mapping faults per 2 MB, not per page")
+    code = """
+import resource, sys, torch
+from whisper_spi.cli import keep_freed_memory
+if sys.argv[1] == "keep":
+    keep_freed_memory()
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def ops():
+    x = torch.ones(16 * 2**20)
+    return (x * 2 + x).sum()
+ops()
+before = faults()
+for _ in range(10):
+    ops()
+print(faults() - before)
+"""
+
+    def faults(arm):
+        out = subprocess.run(
+            [sys.executable, "-c", code, arm], capture_output=True, text=True, check=True
+        )
+        return int(out.stdout.split()[-1])
+
+    default = faults("default")
+    assert default > 10 * 3 * 16384 // 2  # three fresh 64 MB outputs per round, faulted in
+    assert faults("keep") < default / 4

@@ -124,6 +124,50 @@ def test_cross_attention_keys_values_are_computed_once(tiny_en, librivox):
     assert calls == {"cross": n_layers, "self": n_layers * steps}
 
 
+def test_cpu_decoder_weights_are_column_major_with_the_checkpoint_values(tiny_en):
+    """On CPU, load_model re-lays the decoder's linear weights for the decode steps: the
+    values stay those of the cached safetensors file, the output projection the embedding."""
+    from safetensors.torch import load_file
+
+    cached = models._converted_dir(TINY_EN.removeprefix("ct2:"), models.default_cache_dir())
+    saved = load_file(cached / "model.safetensors")
+    model = tiny_en.model
+    linears = {
+        n: m for n, m in model.model.decoder.named_modules() if isinstance(m, torch.nn.Linear)
+    }
+    assert len(linears) == 10 * tiny_en.n_decoder_layers  # q, k, v, out x 2 attentions, fc1, fc2
+    for name, module in linears.items():
+        assert module.weight.stride() == (1, module.weight.shape[0]), name
+        torch.testing.assert_close(
+            module.weight, saved[f"model.decoder.{name}.weight"], rtol=0, atol=0
+        )
+    assert model.proj_out.weight is model.model.decoder.embed_tokens.weight
+    assert model.proj_out.weight.stride() == (1, model.config.vocab_size)
+    torch.testing.assert_close(
+        model.proj_out.weight, saved["model.decoder.embed_tokens.weight"], rtol=0, atol=0
+    )
+
+
+def test_steps_after_the_first_run_on_step_threads_and_restore_the_count(tiny_en, librivox):
+    """The first step (prompt, encoder keys/values) runs on the caller's threads, the later
+    one-token steps on decode.STEP_THREADS; the caller's count is restored afterwards."""
+    from whisper_spi.decode import STEP_THREADS
+
+    enc = encode(tiny_en, log_mel(tiny_en, [librivox[0][1]]))
+    seen = []
+    fc2 = tiny_en.model.model.decoder.layers[0].fc2
+    handle = fc2.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        n = greedy_decode(tiny_en, enc)[0].n_tokens
+        assert torch.get_num_threads() == 2
+    finally:
+        handle.remove()
+        torch.set_num_threads(before)
+    assert seen == [2] + [STEP_THREADS] * n
+
+
 # ------------------------------------------------------------------ malformed checkpoints
 
 

@@ -26,13 +26,35 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
+def keep_freed_memory() -> None:
+    """Let glibc keep freed memory for reuse instead of returning it to the kernel at once.
+
+    An encoder pass allocates and frees tensors of 18-73 MB per op. glibc maps those above
+    its mmap threshold (at most 32 MB) afresh and unmaps them on free, and trims a freed
+    heap top, so an op first pays page faults and the kernel's zeroing of its output
+    (copies ran at ~1 GB/s). Kept in the heap, later ops mostly reuse the pages (the tiny.en encoder's CPU time -6 to -18 %,
+    bench/bench_decode.py --choices). A no-op where the C library is not glibc.
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_max = -1, -4  # glibc's malloc.h
+    mallopt(m_mmap_max, 0)
+    mallopt(m_trim_threshold, 2**31 - 1)
+
+
 def _threads(n: int | None) -> None:
-    """Make torch use exactly the rule's threads, so -j N jobs do not oversubscribe cores."""
+    """Make torch use exactly the rule's threads, so -j N jobs do not oversubscribe cores;
+    and keep freed memory in the process (:func:`keep_freed_memory`)."""
     # OpenMP threads that spin at every barrier burn CPU the other jobs on the node need,
     # and the decode loop's per-step ops are small: one barrier each. Sleeping at once cut
     # a decode step's CPU time 6x on a loaded node (bench/bench_decode.py; README
     # Performance). libgomp reads this when torch is imported, hence before the import.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    keep_freed_memory()
     import torch
 
     n = n or int(os.environ.get("WHISPER_SPI_THREADS", "0")) or None
