@@ -32,8 +32,9 @@ def keep_freed_memory() -> None:
     An encoder pass allocates and frees tensors of 18-73 MB per op. glibc maps those above
     its mmap threshold (at most 32 MB) afresh and unmaps them on free, and trims a freed
     heap top, so an op first pays page faults and the kernel's zeroing of its output
-    (copies ran at ~1 GB/s). Kept in the heap, later ops mostly reuse the pages (the tiny.en encoder's CPU time -6 to -18 %,
-    bench/bench_decode.py --choices). A no-op where the C library is not glibc.
+    (copies ran at ~1 GB/s). Kept in the heap, later ops mostly reuse the pages: the tiny.en
+    encoder's CPU time fell 6-18 % (bench/bench_decode.py --choices). A no-op where the C
+    library is not glibc.
     """
     import ctypes
 

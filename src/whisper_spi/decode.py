@@ -224,7 +224,8 @@ def greedy_decode(
     at the positions whose logits are read. ``capture`` (a
     :class:`whisper_spi.capture.Capture` whose hooks are on the model) is told which
     original rows each later call holds. The one device sync per step is reading the new
-    tokens.
+    tokens. On CPU the steps after the first run on :data:`STEP_THREADS` threads; the
+    caller's thread count is restored on return.
     """
     model, device = bundle.model, bundle.device
     batch = encoder_out.shape[0]
