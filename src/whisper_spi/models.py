@@ -190,8 +190,9 @@ def column_major_decoder(model) -> None:
     The same values and the same modules, only the memory order changes: ``F.linear(x, W)``
     with W a transposed view of a contiguous W^T takes the BLAS path that streams W^T row by
     row, which on CPU is up to 2x faster for the few rows a decode step has (the output
-    projection of one row: 3.4 vs 6.6 ms on tiny.en) and no slower for the 12,000-row
-    cross-attention key/value projections (bench/bench_decode.py --choices).
+    projection of one row: 3.3-4.0 vs 6.4-7.4 ms on tiny.en). The first step's 12,000-row
+    cross-attention key/value projections, once per batch, took 0.43-0.66x the time on
+    tiny.en and 1.02-1.16x on base (bench/bench_decode.py --choices).
     The embedding shares the projection's parameter, so the tie is kept.
     """
     import torch
