@@ -79,3 +79,25 @@ print(faults() - before)
     default = faults("default")
     assert default > 10 * 3 * 16384 // 2  # three fresh 64 MB outputs per round, faulted in
     assert faults("keep") < default / 4
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["theory-summary", "--measurements", "{missing}", "--out-dir", "{tmp}",
+         "--figure", "{out}"],
+        ["theory-measure", "--model-name", "m", "--model", "ct2:none", "--condition", "clean",
+         "--pairs", "{missing}", "--transcripts", "{missing}", "--stress-manifests", "{missing}",
+         "--options", "{{}}", "--out", "{out}"],
+    ],
+)  # fmt: skip
+def test_the_theory_stage_names_a_missing_input_before_loading_the_model(argv, tmp_path):
+    """A theory rule rerun by hand with a wrong input path: exit 2 with one line naming the
+    file (checked against its contract before the model loads), nothing written."""
+    paths = {"missing": str(tmp_path / "no-such.parquet"), "out": str(tmp_path / "out")}
+    paths["tmp"] = str(tmp_path)
+    run = _help(*(a.format(**paths) for a in argv))
+    assert run.returncode == 2
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith(f"whisper-spi {argv[0]}: error: {paths['missing']}: not a readable")
+    assert list(tmp_path.iterdir()) == []

@@ -295,12 +295,16 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_theory_measure(args: argparse.Namespace) -> int:
-    import polars as pl
-
+    from . import schemas
     from .models import load_model
-    from .schemas import write_parquet
     from .theory.measure import measure_condition
 
+    # the inputs are checked against their contracts before the model is loaded
+    pairs = schemas.scan_parquet([args.pairs], "pairs").collect()
+    transcripts = schemas.scan_parquet(
+        args.transcripts, "transcripts", ["utt_id", "condition", "token_ids", "hit_max_length"]
+    )
+    stress = schemas.scan_parquet(args.stress_manifests, "stress_manifest", ["utt_id", "path"])
     _quiet_transformers()
     _threads(args.threads)
     bundle = load_model(args.model, device=args.device, cache_dir=args.cache)
@@ -308,22 +312,21 @@ def cmd_theory_measure(args: argparse.Namespace) -> int:
         bundle,
         args.model_name,
         args.condition,
-        pl.read_parquet(args.pairs),
-        pl.scan_parquet(args.transcripts),
-        pl.scan_parquet(args.stress_manifests),
+        pairs,
+        transcripts,
+        stress,
         json.loads(args.options),
         seed=args.seed,
     )
-    write_parquet(out, "theory_measurements", args.out)
+    schemas.write_parquet(out, "theory_measurements", args.out)
     return 0
 
 
 def cmd_theory_summary(args: argparse.Namespace) -> int:
-    import polars as pl
-
+    from . import schemas
     from .theory.summary import summarize
 
-    measured = pl.scan_parquet(args.measurements).collect()
+    measured = schemas.scan_parquet(args.measurements, "theory_measurements").collect()
     summarize(measured, args.out_dir, args.figure, seed=args.seed, n_boot=args.n_boot)
     return 0
 
