@@ -11,10 +11,11 @@ ours + capture <= 1.0x CTranslate2 fp32 on every condition, and the cost per dec
 within 2x of CTranslate2 fp32's.
 P1 (issue 4): ours + capture vs plain batched greedy ``generate()`` on the clean condition.
 RSS (--rss): peak resident memory of a real ``whisper-spi decode`` job at batch 8 on base.
-Choices (--choices), side by side: F.linear with each decoder weight shape stored row-major
-(as loaded) vs column-major (as :func:`whisper_spi.models.column_major_decoder` stores it on
-CPU), at the row counts a decode has; and the looping speaker_mix batch decoded with the
-steps after the first on 1 thread (``decode.STEP_THREADS``) vs on all threads.
+Choices (--choices), side by side: each linear shape of the model (encoder and decoder) on
+torch's F.linear (MKL) vs oneDNN (as :func:`whisper_spi.models.onednn_linears` runs it on
+CPU), at the row counts a decode has; the encoder with and without kept freed memory; and
+the looping speaker_mix batch decoded with the steps after the first on 1 thread
+(``decode.STEP_THREADS``) vs on all threads.
 
 Each cell is the median of --rounds rounds in which the engines run one after another per
 condition (the machine's load changes hit them alike).
@@ -336,22 +337,22 @@ print(sorted(times)[2])
 
 
 def bench_choices(spec: str, data, threads: int) -> None:
-    """Print the measurements behind the CPU weight layout and the one-thread decode steps."""
+    """Print the measurements behind oneDNN linears, kept memory and one-thread steps."""
     import whisper_spi.decode as decode_mod
 
     bundle = load_model(spec, device="cpu")
     cfg = bundle.model.config
     d, ffn = cfg.d_model, cfg.decoder_ffn_dim
     print(
-        f"\nweight layout ({spec}): CPU ms per F.linear, row- vs column-major "
+        f"\nlinear layers ({spec}): CPU ms per product, F.linear (MKL) vs oneDNN "
         f"(12,000 rows on {threads} threads, fewer on {decode_mod.STEP_THREADS})"
     )
-    print(f"{'out x in':>14} {'rows':>6} {'row-major':>10} {'column-major':>12} {'ratio':>6}")
+    print(f"{'out x in':>14} {'rows':>6} {'F.linear':>10} {'oneDNN':>10} {'ratio':>6}")
+    onednn = torch.ops.mkldnn._linear_pointwise
     for out_f, in_f in ((d, d), (ffn, d), (d, ffn), (cfg.vocab_size, d)):
         # enough copies that they do not all fit in cache, as in a real step
         copies = max(1, 64_000_000 // (out_f * in_f * 4))
-        rows_major = [torch.randn(out_f, in_f) for _ in range(copies)]
-        cols_major = [w.t().contiguous().t() for w in rows_major]
+        weights = [torch.randn(out_f, in_f) for _ in range(copies)]
         for m in (1, 8, 12000):
             if m == 12000 and out_f == cfg.vocab_size:
                 continue  # the output projection only ever sees the rows of one step
@@ -359,17 +360,21 @@ def bench_choices(spec: str, data, threads: int) -> None:
             reps = 3 if m == 12000 else max(3, 300 // copies)
             # as in a decode: 12,000 rows at the first step (all threads), later rows on one
             torch.set_num_threads(threads if m == 12000 else decode_mod.STEP_THREADS)
-            ms = [
-                1000
-                * cpu_time(
-                    lambda ws=ws, x=x, reps=reps: [
-                        torch.nn.functional.linear(x, w) for _ in range(reps) for w in ws
-                    ]
-                )
-                / (reps * copies)
-                for ws in (rows_major, cols_major)
-            ]
-            print(f"{out_f:>7}x{in_f:<6} {m:>6} {ms[0]:10.3f} {ms[1]:12.3f} {ms[1] / ms[0]:6.2f}")
+            ops = (torch.nn.functional.linear, lambda x, w: onednn(x, w, None, "none", [], ""))
+            with torch.inference_mode():
+                for op in ops:  # oneDNN compiles a kernel per new shape, once per process
+                    op(x, weights[0])
+                ms = [
+                    1000
+                    * cpu_time(
+                        lambda op=op, x=x, reps=reps, weights=weights: [
+                            op(x, w) for _ in range(reps) for w in weights
+                        ]
+                    )
+                    / (reps * copies)
+                    for op in ops
+                ]
+            print(f"{out_f:>7}x{in_f:<6} {m:>6} {ms[0]:10.3f} {ms[1]:10.3f} {ms[1] / ms[0]:6.2f}")
     torch.set_num_threads(threads)
     print("\nencoder of the clean batch, median CPU s of 5 (each arm in its own process):")
     paths = [str(u["path"]) for u in data["clean"][:8]]
@@ -403,7 +408,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["tiny-en"], choices=sorted(MODELS))
     ap.add_argument("--rss", action="store_true", help="also the peak RSS of a base decode job")
     ap.add_argument(
-        "--choices", action="store_true", help="only the weight-layout and step-thread checks"
+        "--choices", action="store_true", help="only the linear-kernel, memory and thread checks"
     )
     args = ap.parse_args()
     keep_freed_memory()  # as a decode job does (whisper_spi.cli._threads), for both engines

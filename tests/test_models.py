@@ -124,28 +124,35 @@ def test_cross_attention_keys_values_are_computed_once(tiny_en, librivox):
     assert calls == {"cross": n_layers, "self": n_layers * steps}
 
 
-def test_cpu_decoder_weights_are_column_major_with_the_checkpoint_values(tiny_en):
-    """On CPU, load_model re-lays the decoder's linear weights for the decode steps: the
-    values stay those of the cached safetensors file, the output projection the embedding."""
+def test_cpu_linears_run_onednn_in_inference_mode_with_the_checkpoint_weights(tiny_en):
+    """On CPU, load_model routes every nn.Linear through oneDNN in inference mode: weights are
+    the cached safetensors values, in place (the output projection is still the embedding);
+    outputs agree with F.linear to float32 rounding; outside inference mode F.linear runs
+    (bit-equal), so forward-mode AD through the layers works."""
     from safetensors.torch import load_file
 
     cached = models._converted_dir(TINY_EN.removeprefix("ct2:"), models.default_cache_dir())
     saved = load_file(cached / "model.safetensors")
     model = tiny_en.model
-    linears = {
-        n: m for n, m in model.model.decoder.named_modules() if isinstance(m, torch.nn.Linear)
-    }
-    assert len(linears) == 10 * tiny_en.n_decoder_layers  # q, k, v, out x 2 attentions, fc1, fc2
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    layers = tiny_en.n_decoder_layers
+    # decoder: q, k, v, out x 2 attentions, fc1, fc2; encoder: q, k, v, out, fc1, fc2; proj_out
+    assert len(linears) == 10 * layers + 6 * model.config.encoder_layers + 1
     for name, module in linears.items():
-        assert module.weight.stride() == (1, module.weight.shape[0]), name
-        torch.testing.assert_close(
-            module.weight, saved[f"model.decoder.{name}.weight"], rtol=0, atol=0
-        )
+        assert type(module).forward is not torch.nn.Linear.forward, name
+        key = "model.decoder.embed_tokens.weight" if name == "proj_out" else f"{name}.weight"
+        torch.testing.assert_close(module.weight, saved[key], rtol=0, atol=0)
     assert model.proj_out.weight is model.model.decoder.embed_tokens.weight
-    assert model.proj_out.weight.stride() == (1, model.config.vocab_size)
-    torch.testing.assert_close(
-        model.proj_out.weight, saved["model.decoder.embed_tokens.weight"], rtol=0, atol=0
-    )
+    fc1 = model.model.decoder.layers[0].fc1
+    x = torch.randn(3, 7, fc1.in_features, generator=torch.Generator().manual_seed(0))
+    want = torch.nn.functional.linear(x, fc1.weight, fc1.bias)
+    with torch.inference_mode():
+        fast = fc1(x)
+    torch.testing.assert_close(fast, want, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(fc1(x), want, rtol=0, atol=0)
+        _, tangent = torch.func.jvp(fc1, (x,), (x,))
+    torch.testing.assert_close(tangent, torch.nn.functional.linear(x, fc1.weight))
 
 
 def test_steps_after_the_first_run_on_step_threads_and_restore_the_count(tiny_en, librivox):
