@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -336,6 +337,14 @@ print(sorted(times)[2])
 """
 
 
+def _products(op, x, weights, reps: int) -> None:
+    """``reps`` rounds of op(x, w) over the weights, each output freed before the next (a
+    list of them held gigabytes at 12,000 rows, and the heap it left slowed later cells)."""
+    for _ in range(reps):
+        for w in weights:
+            op(x, w)
+
+
 def bench_choices(spec: str, data, threads: int) -> None:
     """Print the measurements behind oneDNN linears, kept memory and one-thread steps."""
     import whisper_spi.decode as decode_mod
@@ -365,13 +374,7 @@ def bench_choices(spec: str, data, threads: int) -> None:
                 for op in ops:  # oneDNN compiles a kernel per new shape, once per process
                     op(x, weights[0])
                 ms = [
-                    1000
-                    * cpu_time(
-                        lambda op=op, x=x, reps=reps, weights=weights: [
-                            op(x, w) for _ in range(reps) for w in weights
-                        ]
-                    )
-                    / (reps * copies)
+                    1000 * cpu_time(partial(_products, op, x, weights, reps)) / (reps * copies)
                     for op in ops
                 ]
             print(f"{out_f:>7}x{in_f:<6} {m:>6} {ms[0]:10.3f} {ms[1]:10.3f} {ms[1] / ms[0]:6.2f}")
