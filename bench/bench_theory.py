@@ -36,6 +36,7 @@ import soundfile as sf
 import torch
 
 from whisper_spi.capture import DecodeOptions, decode_shard
+from whisper_spi.cli import keep_freed_memory
 from whisper_spi.decode import encode, greedy_decode, log_mel
 from whisper_spi.models import load_model
 from whisper_spi.stress import time_stretch
@@ -71,18 +72,23 @@ def clips(n: int) -> list[np.ndarray]:
 
 
 def demo_counts(results: Path | None) -> tuple[int, int]:
-    """(utterances decoded, utterances measured) per model on the demo: every utterance in 4
-    conditions vs every kept pair (stressed halves + their clean twins)."""
+    """(utterances decoded, utterances measured) per model in a finished demo run: every
+    transcript of every condition (non-speech included) vs every kept pair of the theory's
+    conditions (stressed halves + their clean twins); (0, 0) without a run."""
     if results is None or not (results / "pairs").is_dir():
-        return 53 * 4, 0
+        return 0, 0
+    from whisper_spi.config import CONDITIONS
+
     pairs = pl.read_parquet(list((results / "pairs").glob("*/pairs.parquet")))
-    pairs = pairs.filter(pl.col("condition") != "hell")
+    pairs = pairs.filter(pl.col("condition").is_in(CONDITIONS[1:]))
     per_model = pairs.group_by("model").agg(
         pl.len().alias("stressed"), pl.col("utt_id").n_unique().alias("clean")
     )
     n_models = max(per_model.height, 1)
     measured = int((per_model["stressed"] + per_model["clean"]).sum()) // n_models
-    return 53 * 4, measured
+    transcripts = list((results / "decode").glob("*/*/*/transcripts.parquet"))
+    decoded = pl.scan_parquet(transcripts).select(pl.len()).collect().item() // n_models
+    return decoded, measured
 
 
 def stage_cpu(results: Path) -> tuple[float, float]:
@@ -109,6 +115,7 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--results", type=Path, default=None, help="a finished demo's results/")
     args = ap.parse_args()
+    keep_freed_memory()  # as the theory and decode jobs run (whisper_spi.cli._threads)
     torch.set_num_threads(args.threads)
     waves = clips(args.n)
     bundle = load_model(SPEC, device="cpu")
@@ -172,12 +179,12 @@ def main() -> int:
     decoded, measured = demo_counts(args.results)
     if measured:
         ratio = after_cpu * measured / (decode_cpu * decoded)
+        before = ""
+        if before_cpu:
+            before = f"  (before: {before_cpu * measured / (decode_cpu * decoded):.2f})"
         print(
             f"T2 theory / decode stage on the demo (per model: {measured} measured, "
-            f"{decoded} decoded utterances), from the side-by-side costs: {ratio:.2f}"
-            f"  (before: {before_cpu * measured / (decode_cpu * decoded):.2f})"
-            if before_cpu
-            else ""
+            f"{decoded} decoded utterances), from the side-by-side costs: {ratio:.2f}{before}"
         )
         dec, theo = stage_cpu(args.results)
         if dec and theo:
