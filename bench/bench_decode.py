@@ -52,7 +52,7 @@ from whisper_spi.capture import DecodeOptions, decode_shard
 from whisper_spi.cli import keep_freed_memory
 from whisper_spi.corpus import write_manifest
 from whisper_spi.decode import encode, log_mel, transcribe
-from whisper_spi.models import load_model, resolve_ct2
+from whisper_spi.models import load_model, onednn_linear, resolve_ct2
 from whisper_spi.stress import DEFAULT_PARAMS, write_stress_shard
 
 MODELS = {
@@ -357,7 +357,6 @@ def bench_choices(spec: str, data, threads: int) -> None:
         f"(12,000 rows on {threads} threads, fewer on {decode_mod.STEP_THREADS})"
     )
     print(f"{'out x in':>14} {'rows':>6} {'F.linear':>10} {'oneDNN':>10} {'ratio':>6}")
-    onednn = torch.ops.mkldnn._linear_pointwise
     for out_f, in_f in ((d, d), (ffn, d), (d, ffn), (cfg.vocab_size, d)):
         # enough copies that they do not all fit in cache, as in a real step
         copies = max(1, 64_000_000 // (out_f * in_f * 4))
@@ -369,7 +368,7 @@ def bench_choices(spec: str, data, threads: int) -> None:
             reps = 3 if m == 12000 else max(3, 300 // copies)
             # as in a decode: 12,000 rows at the first step (all threads), later rows on one
             torch.set_num_threads(threads if m == 12000 else decode_mod.STEP_THREADS)
-            ops = (torch.nn.functional.linear, lambda x, w: onednn(x, w, None, "none", [], ""))
+            ops = (torch.nn.functional.linear, onednn_linear)
             with torch.inference_mode():
                 for op in ops:  # oneDNN compiles a kernel per new shape, once per process
                     op(x, weights[0])

@@ -37,6 +37,7 @@ import torch
 
 from whisper_spi.capture import DecodeOptions, decode_shard
 from whisper_spi.cli import keep_freed_memory
+from whisper_spi.config import CONDITIONS
 from whisper_spi.decode import encode, greedy_decode, log_mel
 from whisper_spi.models import load_model
 from whisper_spi.stress import time_stretch
@@ -77,8 +78,6 @@ def demo_counts(results: Path | None) -> tuple[int, int]:
     conditions (stressed halves + their clean twins); (0, 0) without a run."""
     if results is None or not (results / "pairs").is_dir():
         return 0, 0
-    from whisper_spi.config import CONDITIONS
-
     pairs = pl.read_parquet(list((results / "pairs").glob("*/pairs.parquet")))
     pairs = pairs.filter(pl.col("condition").is_in(CONDITIONS[1:]))
     per_model = pairs.group_by("model").agg(

@@ -185,6 +185,13 @@ def _load_transformers(spec, model_dir, tokenizer_dir, device, dtype) -> Whisper
     )
 
 
+def onednn_linear(x, weight, bias=None):
+    """x W^T + b on oneDNN's float32 CPU matmul (no autograd; see :func:`onednn_linears`)."""
+    import torch
+
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
 @functools.cache
 def _onednn_linear_class():
     import torch
@@ -194,7 +201,7 @@ def _onednn_linear_class():
 
         def forward(self, x):
             if torch.is_inference_mode_enabled() and x.dtype == torch.float32 and x.is_cpu:
-                return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+                return onednn_linear(x, self.weight, self.bias)
             return super().forward(x)
 
     return OneDnnLinear
@@ -219,7 +226,7 @@ def onednn_linears(model) -> bool:
     try:
         with torch.inference_mode():
             x, w = torch.ones(2, 3), torch.ones(4, 3)
-            ok = torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "").shape == (2, 4)
+            ok = onednn_linear(x, w).shape == (2, 4)
     except (AttributeError, RuntimeError):
         ok = False
     if not ok:
