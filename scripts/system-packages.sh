@@ -3,7 +3,7 @@
 # As root (or with passwordless sudo) this runs apt-get; otherwise it lists what to install.
 set -euo pipefail
 # rubberband-cli: the time stretch; oxygen-sounds, sound-theme-freedesktop: the non-speech
-# recordings (whisper_spi.stress.RECORDINGS)
+# recordings (whisper_spi.corpus.stress.RECORDINGS)
 demo=(rubberband-cli oxygen-sounds sound-theme-freedesktop)
 test=("${demo[@]}" pocketsphinx-testdata chromium chromium-driver)
 case "${1:-demo}" in

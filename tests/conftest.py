@@ -50,14 +50,14 @@ def librivox() -> list[tuple[str, np.ndarray, str]]:
 
 @pytest.fixture(scope="session")
 def tiny_en():
-    from whisper_spi.models import load_model
+    from whisper_spi.decode.models import load_model
 
     return load_model(TINY_EN, device="cpu")
 
 
 @pytest.fixture(scope="session")
 def base():
-    from whisper_spi.models import load_model
+    from whisper_spi.decode.models import load_model
 
     return load_model(BASE, device="cpu")
 
@@ -65,9 +65,9 @@ def base():
 @pytest.fixture(scope="session")
 def looping_mix() -> np.ndarray:
     """A demo speaker_mix (6 speakers, the demo seed) on which tiny.en loops to the 224 cap."""
-    from whisper_spi.audio import TARGET_SR, load_audio
-    from whisper_spi.corpus import build_manifest
-    from whisper_spi.stress import apply_stress, draw_mix_partners
+    from whisper_spi.corpus.audio import TARGET_SR, load_audio
+    from whisper_spi.corpus.manifest import build_manifest
+    from whisper_spi.corpus.stress import apply_stress, draw_mix_partners
 
     manifest, _ = build_manifest("demo", ["test-clean"])
     paths = dict(manifest.select("utt_id", "path").iter_rows())

@@ -13,9 +13,9 @@ from whisper_spi import detect, schemas
 from whisper_spi.analysis import bootstrap
 from whisper_spi.analysis.layer_metrics import layer_metrics
 from whisper_spi.analysis.options import STAGES, MetricOptions, check_stages, stage_keys
+from whisper_spi.analysis.spectra import ObservableOptions
 from whisper_spi.errors import DataError
-from whisper_spi.names import OBSERVABLES
-from whisper_spi.spectra import ObservableOptions
+from whisper_spi.registry import OBSERVABLES
 
 # --------------------------------------------------------------------------- the kernel
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from whisper_spi.capture import (
+from whisper_spi.decode.capture import (
     Capture,
     DecodeOptions,
     SpectrumOptions,
@@ -14,7 +14,7 @@ from whisper_spi.capture import (
     decode_shard,
     row_range,
 )
-from whisper_spi.decode import encode, greedy_decode, log_mel
+from whisper_spi.decode.loop import encode, greedy_decode, log_mel
 from whisper_spi.text import wer
 
 
@@ -146,7 +146,7 @@ def test_wer_equals_jiwer_and_flags_a_hallucination(tiny_en, clips):
 
 
 def test_reference_tokens_option_captures_reference_length(tiny_en, clips):
-    from whisper_spi.capture import reference_ids
+    from whisper_spi.decode.capture import reference_ids
 
     opts = DecodeOptions(tokens="reference", spectra=SpectrumOptions(prefix_lengths=()))
     _, mats = decode_batch(

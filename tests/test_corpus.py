@@ -12,8 +12,8 @@ import soundfile as sf
 
 import whisper_spi
 from whisper_spi import schemas
-from whisper_spi.audio import inspect_audio, load_audio, save_flac
-from whisper_spi.corpus import build_manifest, demo_root, list_utterances, write_manifest
+from whisper_spi.corpus.audio import inspect_audio, load_audio, save_flac
+from whisper_spi.corpus.manifest import build_manifest, demo_root, list_utterances, write_manifest
 from whisper_spi.errors import AudioError, ConfigError
 from whisper_spi.io import stable_hash
 

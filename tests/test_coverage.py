@@ -20,7 +20,7 @@ from whisper_spi.analysis import pooled
 from whisper_spi.analysis.bootstrap import subsample_blocks, subsample_interval
 from whisper_spi.analysis.frames import stack_delta
 from whisper_spi.analysis.options import MetricOptions
-from whisper_spi.names import OBSERVABLES
+from whisper_spi.registry import OBSERVABLES
 
 N, D, K, SEEDS, B = 30, 128, 10, 200, 200
 A_CLEAN, A_STRESSED = 2.0, 1.9

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from whisper_spi.capture import Capture
-from whisper_spi.decode import DecoderCache, decoder_logits
+from whisper_spi.decode.capture import Capture
+from whisper_spi.decode.loop import DecoderCache, decoder_logits
 
 from .conftest import random_whisper
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import jiwer
 import pytest
 
-from whisper_spi.audio import load_audio
-from whisper_spi.corpus import build_manifest
-from whisper_spi.decode import transcribe
+from whisper_spi.corpus.audio import load_audio
+from whisper_spi.corpus.manifest import build_manifest
+from whisper_spi.decode.loop import transcribe
 from whisper_spi.text import normalize
 
 pytestmark = pytest.mark.slow

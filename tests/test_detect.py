@@ -14,8 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from whisper_spi import detect, schemas
-from whisper_spi.detect.evaluate import _weighted_auc_ap
-from whisper_spi.spectra import (
+from whisper_spi.analysis.spectra import (
     ObservableOptions,
     covariance_eigenvalues,
     effective_rank,
@@ -23,6 +22,7 @@ from whisper_spi.spectra import (
     spectral_alpha,
     tail_energy,
 )
+from whisper_spi.detect.evaluate import _weighted_auc_ap
 
 CONDITIONS = ("clean", "time_stretch", "speaker_mix", "gaussian_noise")
 
@@ -371,8 +371,8 @@ def test_detect_cli_scores_audio_files(tmp_path, librivox):
     import soundfile as sf
     from tokenizers import Tokenizer
 
-    from whisper_spi.decode import log_mel
-    from whisper_spi.models import load_model
+    from whisper_spi.decode.loop import log_mel
+    from whisper_spi.decode.models import load_model
 
     from .conftest import TINY_EN
     from .test_models import _ct2_dir

@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from whisper_spi.decode import Decoded, greedy_decode, row_generators
-from whisper_spi.fallback import FallbackOptions, fallback_decode, is_silence, needs_fallback
+from whisper_spi.decode.loop import Decoded, greedy_decode, row_generators
+from whisper_spi.mitigation.fallback import (
+    FallbackOptions,
+    fallback_decode,
+    is_silence,
+    needs_fallback,
+)
 
 OPENAI = FallbackOptions()
 
@@ -83,7 +88,7 @@ EXPECTED = {
 
 
 def test_fallback_decode_follows_openai_on_constructed_cases(monkeypatch):
-    import whisper_spi.decode as decode_module
+    import whisper_spi.decode.loop as decode_module
 
     ids = list(SCRIPT)
     calls = []
@@ -124,7 +129,7 @@ class _Tokenizer:
 def random_bundle():
     from types import SimpleNamespace
 
-    from whisper_spi.models import WhisperBundle
+    from whisper_spi.decode.models import WhisperBundle
 
     from .conftest import random_whisper
 

@@ -1,4 +1,4 @@
-"""whisper_spi.figures and whisper_spi.report on the synthetic pipeline of test_tables."""
+"""whisper_spi.analysis.figures and whisper_spi.report on the synthetic pipeline of test_tables."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from tests.test_tables import MODELS, run_pipeline, write_dataset
-from whisper_spi import figures, report
+from whisper_spi import charts, report
+from whisper_spi.analysis import figures
 from whisper_spi.analysis.options import MetricOptions
 
 CONDITIONS = ("time_stretch", "speaker_mix", "gaussian_noise", "hell")
@@ -72,7 +73,7 @@ def test_charts_build(frames):
 def test_save_chart_writes_html_and_png(frames, tmp_path):
     _, out = frames
     chart = figures.phase_diagram(out["layer_summary"])
-    html_path, png_path = figures.save_chart(chart, tmp_path / "sub" / "phase")
+    html_path, png_path = charts.save_chart(chart, tmp_path / "sub" / "phase")
     assert html_path == tmp_path / "sub" / "phase.html" and png_path.suffix == ".png"
     width, height = decode_png(png_path.read_bytes())
     assert width > 100 and height > 100
@@ -225,7 +226,7 @@ def test_taxonomy_sections_render_with_captions(frames, tmp_path):
     from tests.test_taxonomy import _labels
     from whisper_spi import schemas
     from whisper_spi.detect.by_type import CONTRASTS
-    from whisper_spi.taxonomy_run import summarize
+    from whisper_spi.taxonomy.run import summarize
 
     root, out = frames
     schemas.write_parquet(_labels(), "taxonomy", tmp_path / "labels.parquet")

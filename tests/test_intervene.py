@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 import torch
 
-from whisper_spi.capture import Capture
-from whisper_spi.decode import encode, greedy_decode, log_mel
+from whisper_spi.decode.capture import Capture
+from whisper_spi.decode.loop import encode, greedy_decode, log_mel
 from whisper_spi.errors import WhisperSpiError
-from whisper_spi.intervene import (
+from whisper_spi.mitigation.intervene import (
     Intervene,
     Intervention,
     fit_subspace,
@@ -167,7 +167,12 @@ def test_project_subspace_is_fitted_on_the_other_folds_only(tmp_path):
     """Speakers of fold 0 hallucinate along one direction, fold 1's along another: the
     subspace applied to fold 0 is fold 1's direction (and vice versa), never its own."""
     from whisper_spi import schemas
-    from whisper_spi.mitigate import ALL_FOLDS, fit_fold_subspaces, load_subspaces, save_subspaces
+    from whisper_spi.mitigation.fit import (
+        ALL_FOLDS,
+        fit_fold_subspaces,
+        load_subspaces,
+        save_subspaces,
+    )
 
     rng = np.random.default_rng(0)
     planted = {0: _orthonormal(16, 1, 10)[0], 1: _orthonormal(16, 1, 11)[0]}
@@ -222,8 +227,8 @@ def test_transcribe_cli_applies_an_intervention_file(tmp_path, tiny_en, librivox
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     from whisper_spi.cli import main
-    from whisper_spi.decode import transcribe
-    from whisper_spi.models import load_model
+    from whisper_spi.decode.loop import transcribe
+    from whisper_spi.decode.models import load_model
 
     ref = tiny_en.model.config
     cfg = WhisperConfig(

@@ -17,8 +17,8 @@ from whisper_spi import schemas
 from whisper_spi.analysis import layer_metrics as lm
 from whisper_spi.analysis import tables
 from whisper_spi.analysis.options import MetricOptions
+from whisper_spi.analysis.spectra import effective_rank
 from whisper_spi.analysis.utterance import length_slopes, utterance_summary
-from whisper_spi.spectra import effective_rank
 
 N_UTT, N_SPK, D = 40, 6, 64
 OPTS = MetricOptions(k=(10, 50), figure_k=50, n_boot=200, pooled=False)

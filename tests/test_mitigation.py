@@ -8,7 +8,8 @@ import polars as pl
 import pytest
 
 from whisper_spi import schemas
-from whisper_spi.mitigation import (
+from whisper_spi.mitigation.figures import dose_response_chart, tradeoff_chart
+from whisper_spi.mitigation.table import (
     METRICS,
     arms_frame,
     markdown,
@@ -16,7 +17,6 @@ from whisper_spi.mitigation import (
     summary,
     verdicts,
 )
-from whisper_spi.mitigation_figures import dose_response_chart, tradeoff_chart
 
 
 def _transcript(utt, speaker, condition, ref, hyp, lp=-0.3, ns=0.01, model="m"):

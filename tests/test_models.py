@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from whisper_spi import ct2 as ct2mod
-from whisper_spi import models
-from whisper_spi.decode import encode, greedy_decode, log_mel, transcribe
+from whisper_spi.decode import ct2 as ct2mod
+from whisper_spi.decode import models
+from whisper_spi.decode.loop import encode, greedy_decode, log_mel, transcribe
 from whisper_spi.errors import CheckpointError, ModelSpecError
 
 from .conftest import BASE, TINY_EN
@@ -158,7 +158,7 @@ def test_cpu_linears_run_onednn_in_inference_mode_with_the_checkpoint_weights(ti
 def test_steps_after_the_first_run_on_step_threads_and_restore_the_count(tiny_en, librivox):
     """The first step (prompt, encoder keys/values) runs on the caller's threads, the later
     one-token steps on decode.STEP_THREADS; the caller's count is restored afterwards."""
-    from whisper_spi.decode import STEP_THREADS
+    from whisper_spi.decode.loop import STEP_THREADS
 
     enc = encode(tiny_en, log_mel(tiny_en, [librivox[0][1]]))
     seen = []
@@ -316,7 +316,7 @@ def test_second_load_comes_from_safetensors_cache(tmp_path, monkeypatch):
 def test_concurrent_conversions_share_one_cache_entry(tmp_path):
     cache = tmp_path / "cache"
     code = (
-        "import sys; from whisper_spi.models import load_model; "
+        "import sys; from whisper_spi.decode.models import load_model; "
         f"b = load_model({TINY_EN!r}, cache_dir=sys.argv[1], device='cpu'); print('ok')"
     )
     procs = [
@@ -373,8 +373,8 @@ def test_decoder_layers_reads_configs_without_torch(tmp_path):
     bad.mkdir()
     (bad / "config.json").write_text('{"model_type": "bert", "num_hidden_layers": 12}')
     code = (
-        "import sys, json; from whisper_spi.models import decoder_layers; "
-        "from whisper_spi.corpus import list_utterances; "
+        "import sys, json; from whisper_spi.decode.models import decoder_layers; "
+        "from whisper_spi.corpus.manifest import list_utterances; "
         f"n = [decoder_layers(s) for s in ({TINY_EN!r}, {BASE!r})]; "
         "heavy = [m for m in ('torch', 'transformers', 'scipy.signal') if m in sys.modules]; "
         "print(json.dumps([n, heavy]))"

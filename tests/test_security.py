@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from whisper_spi.ct2 import parse_checkpoint
+from whisper_spi.decode.ct2 import parse_checkpoint
 from whisper_spi.errors import CheckpointError
 
 from .test_models import _model_bin

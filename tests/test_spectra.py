@@ -1,4 +1,4 @@
-"""whisper_spi.spectra against independent references (scipy, numpy.polyfit, networkx)."""
+"""whisper_spi.analysis.spectra against independent references (scipy, numpy.polyfit, networkx)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from whisper_spi import spectra
-from whisper_spi.spectra import (
+from whisper_spi.analysis import spectra
+from whisper_spi.analysis.spectra import (
     covariance_eigenvalues,
     effective_rank,
     kirchhoff_index,

@@ -10,11 +10,10 @@ import polars as pl
 import pytest
 import soundfile as sf
 
-from whisper_spi import schemas, stress
-from whisper_spi.corpus import write_manifest
-from whisper_spi.errors import ConfigError, WhisperSpiError
-from whisper_spi.io import derive_seed
-from whisper_spi.stress import (
+from whisper_spi import schemas
+from whisper_spi.corpus import stress
+from whisper_spi.corpus.manifest import write_manifest
+from whisper_spi.corpus.stress import (
     MAX_PEAK,
     apply_stress,
     clean,
@@ -25,6 +24,8 @@ from whisper_spi.stress import (
     time_stretch,
     write_stress_shard,
 )
+from whisper_spi.errors import ConfigError, WhisperSpiError
+from whisper_spi.io import derive_seed
 
 SR = 16000
 

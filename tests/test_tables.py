@@ -23,8 +23,8 @@ from whisper_spi.analysis import bootstrap, gram, pooled, tables
 from whisper_spi.analysis import layer_metrics as lm
 from whisper_spi.analysis.options import MetricOptions
 from whisper_spi.analysis.pairs import pairs_and_counts, write_pairs
-from whisper_spi.names import OBSERVABLES
-from whisper_spi.spectra import effective_rank
+from whisper_spi.analysis.spectra import effective_rank
+from whisper_spi.registry import OBSERVABLES
 
 MODELS = {"tiny-en": 2, "small": 3}  # model -> decoder layers
 COMPONENTS = ("cross_attn", "self_attn", "ffn")

@@ -11,7 +11,7 @@ import pytest
 from whisper_spi import schemas
 from whisper_spi.analysis.pairs import pairs_and_counts
 from whisper_spi.config import validate
-from whisper_spi.taxonomy import (
+from whisper_spi.taxonomy.labels import (
     TYPES,
     TaxonomyOptions,
     bag_of_hallucinations,
@@ -24,7 +24,7 @@ from whisper_spi.taxonomy import (
     nonspeech_rate,
     type_counts,
 )
-from whisper_spi.taxonomy_run import summarize
+from whisper_spi.taxonomy.run import summarize
 from whisper_spi.text import normalize, spoke
 
 TARGET = "HEAVY CLOUDS GATHERED OVER THE HILLS IN THE LATE AFTERNOON"

@@ -13,9 +13,9 @@ import json
 import os
 import sys
 
-from .analysis.options import MetricOptions
-from .errors import WhisperSpiError
-from .spectra import ObservableOptions
+from whisper_spi.analysis.options import MetricOptions
+from whisper_spi.analysis.spectra import ObservableOptions
+from whisper_spi.errors import WhisperSpiError
 
 
 def _quiet_transformers() -> None:
@@ -64,9 +64,9 @@ def _threads(n: int | None) -> None:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from .audio import load_audio
-    from .decode import transcribe
-    from .models import load_model
+    from whisper_spi.corpus.audio import load_audio
+    from whisper_spi.decode.loop import transcribe
+    from whisper_spi.decode.models import load_model
 
     _quiet_transformers()
     _threads(args.threads)
@@ -74,7 +74,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     waves = [load_audio(path) for path in args.files]
     edit = contextlib.nullcontext()
     if args.intervention:
-        from .intervene import Intervene, load_intervention
+        from whisper_spi.mitigation.intervene import Intervene, load_intervention
 
         edit = Intervene(bundle.model, load_intervention(args.intervention, args.strength))
     with edit:
@@ -87,10 +87,10 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 def cmd_decode(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .capture import DecodeOptions, SpectrumOptions, decode_shard
-    from .mitigate import read_shard
-    from .models import load_model
-    from .schemas import write_rows
+    from whisper_spi.decode.capture import DecodeOptions, SpectrumOptions, decode_shard
+    from whisper_spi.decode.models import load_model
+    from whisper_spi.mitigation.run import read_shard
+    from whisper_spi.schemas import write_rows
 
     _quiet_transformers()
     _threads(args.threads)
@@ -125,7 +125,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_corpus(args: argparse.Namespace) -> int:
-    from .corpus import write_manifest
+    from whisper_spi.corpus.manifest import write_manifest
 
     manifest, rejected = write_manifest(
         args.root, args.splits, args.limit or None, args.on_bad_audio, args.manifest, args.rejected
@@ -139,7 +139,7 @@ def cmd_corpus(args: argparse.Namespace) -> int:
 
 
 def cmd_stress(args: argparse.Namespace) -> int:
-    from .stress import write_stress_shard
+    from whisper_spi.corpus.stress import write_stress_shard
 
     rows = write_stress_shard(
         args.manifest,
@@ -175,7 +175,7 @@ def _options(text: str, cls):
 
 
 def cmd_layer_metrics(args: argparse.Namespace) -> int:
-    from .analysis.layer_metrics import layer_metrics, write_layer_metrics
+    from whisper_spi.analysis.layer_metrics import layer_metrics, write_layer_metrics
 
     opts = _options(args.options, ObservableOptions)
     write_layer_metrics(layer_metrics(args.spectra, opts), args.out)
@@ -183,7 +183,7 @@ def cmd_layer_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_pairs(args: argparse.Namespace) -> int:
-    from .analysis.pairs import pairs_and_counts, write_pairs
+    from whisper_spi.analysis.pairs import pairs_and_counts, write_pairs
 
     pairs, counts = pairs_and_counts(
         args.transcripts,
@@ -199,9 +199,9 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 
 
 def cmd_taxonomy(args: argparse.Namespace) -> int:
-    from .schemas import write_parquet
-    from .taxonomy import TaxonomyOptions
-    from .taxonomy_run import label_files
+    from whisper_spi.schemas import write_parquet
+    from whisper_spi.taxonomy.labels import TaxonomyOptions
+    from whisper_spi.taxonomy.run import label_files
 
     options = TaxonomyOptions.from_config(_json(args.options, "--options"), args.wer_threshold)
     labels = label_files(args.transcripts, args.mix_manifests, args.corpus_manifest, options)
@@ -210,15 +210,15 @@ def cmd_taxonomy(args: argparse.Namespace) -> int:
 
 
 def cmd_taxonomy_summary(args: argparse.Namespace) -> int:
-    from .taxonomy_run import summarize
+    from whisper_spi.taxonomy.run import summarize
 
     summarize(args.labels, args.nonspeech, args.top, args.tables_dir, args.figure)
     return 0
 
 
 def cmd_pooled(args: argparse.Namespace) -> int:
-    from . import schemas
-    from .analysis.pooled import pooled_layer, write_pooled_layer
+    from whisper_spi import schemas
+    from whisper_spi.analysis.pooled import pooled_layer, write_pooled_layer
 
     pairs = schemas.scan_parquet([args.pairs], "pairs").collect()
     options = _options(args.options, MetricOptions)
@@ -228,7 +228,7 @@ def cmd_pooled(args: argparse.Namespace) -> int:
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
-    from .analysis.tables import build_tables
+    from whisper_spi.analysis.tables import build_tables
 
     build_tables(
         args.metrics,
@@ -244,8 +244,8 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    from . import schemas
-    from .figures import make_figures
+    from whisper_spi import schemas
+    from whisper_spi.analysis.figures import make_figures
 
     make_figures(
         schemas.scan_parquet([args.summary], "layer_summary").collect(),
@@ -257,7 +257,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import collect_versions, write_report
+    from whisper_spi.report import collect_versions, write_report
 
     config = _json(args.config_json, "--config-json")
     extras = [(title, table, None if png == "-" else png) for title, table, png in args.extra]
@@ -277,7 +277,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from .detect import run_detect
+    from whisper_spi.detect import run_detect
 
     run_detect(
         args.spectra,
@@ -295,9 +295,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_theory_measure(args: argparse.Namespace) -> int:
-    from . import schemas
-    from .models import load_model
-    from .theory.measure import measure_condition
+    from whisper_spi import schemas
+    from whisper_spi.decode.models import load_model
+    from whisper_spi.theory.measure import measure_condition
 
     # the inputs are checked against their contracts before the model is loaded
     pairs = schemas.scan_parquet([args.pairs], "pairs").collect()
@@ -323,8 +323,8 @@ def cmd_theory_measure(args: argparse.Namespace) -> int:
 
 
 def cmd_theory_summary(args: argparse.Namespace) -> int:
-    from . import schemas
-    from .theory.summary import summarize
+    from whisper_spi import schemas
+    from whisper_spi.theory.summary import summarize
 
     measured = schemas.scan_parquet(args.measurements, "theory_measurements").collect()
     summarize(measured, args.out_dir, args.figure, seed=args.seed, n_boot=args.n_boot)
@@ -332,10 +332,10 @@ def cmd_theory_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_detect_audio(args: argparse.Namespace) -> int:
-    from .audio import load_audio
-    from .capture import DecodeOptions, SpectrumOptions, decode_shard
-    from .detect import feature_kwargs, features_from_capture, load_detector, probability
-    from .models import load_model
+    from whisper_spi.corpus.audio import load_audio
+    from whisper_spi.decode.capture import DecodeOptions, SpectrumOptions, decode_shard
+    from whisper_spi.decode.models import load_model
+    from whisper_spi.detect import feature_kwargs, features_from_capture, load_detector, probability
 
     _quiet_transformers()
     _threads(args.threads)
@@ -356,7 +356,7 @@ def cmd_detect_audio(args: argparse.Namespace) -> int:
 
 
 def cmd_intervene_fit(args: argparse.Namespace) -> int:
-    from .mitigate import fit_fold_subspaces, save_subspaces, speaker_folds_of
+    from whisper_spi.mitigation.fit import fit_fold_subspaces, save_subspaces, speaker_folds_of
 
     folds = speaker_folds_of(args.oof)
     subspaces = fit_fold_subspaces(
@@ -369,8 +369,8 @@ def cmd_intervene_fit(args: argparse.Namespace) -> int:
 def cmd_intervene(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .mitigate import run_shard
-    from .models import load_model
+    from whisper_spi.decode.models import load_model
+    from whisper_spi.mitigation.run import run_shard
 
     _quiet_transformers()
     _threads(args.threads)
@@ -382,21 +382,21 @@ def cmd_intervene(args: argparse.Namespace) -> int:
 
 
 def cmd_mitigation(args: argparse.Namespace) -> int:
-    from .mitigation import run_mitigation
+    from whisper_spi.mitigation.table import run_mitigation
 
     run_mitigation(args)
     return 0
 
 
 def cmd_mitigation_summary(args: argparse.Namespace) -> int:
-    from .mitigation import run_summary
+    from whisper_spi.mitigation.table import run_summary
 
     run_summary(args.tables, args.out_dir)
     return 0
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
-    from .schemas import to_markdown
+    from whisper_spi.schemas import to_markdown
 
     print(to_markdown())
     return 0

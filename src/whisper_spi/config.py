@@ -12,15 +12,40 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from .errors import ConfigError
-from .names import CONDITIONS, NONSPEECH
+from whisper_spi.errors import ConfigError
+from whisper_spi.registry import (
+    COMPONENTS,
+    CONDITIONS,
+    INTERVENTIONS,
+    NONSPEECH,
+    NONSPEECH_PARAMS,
+    STRESS_PARAMS,
+)
 
 __all__ = ["CONDITIONS", "NONSPEECH", "load", "schema", "validate"]
 
 
 def schema() -> dict:
+    """The config schema: data/config.schema.yaml with the registries' names filled in (the
+    stresses' and non-speech inputs' blocks, and the enums that list them)."""
     text = importlib.resources.files("whisper_spi").joinpath("data/config.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    out = yaml.safe_load(text)
+    props = out["properties"]
+    props["stresses"]["properties"] = copy.deepcopy(dict(STRESS_PARAMS))
+    nonspeech = props["nonspeech"]["properties"]
+    nonspeech.update(copy.deepcopy(dict(NONSPEECH_PARAMS)))
+    _enum(nonspeech["conditions"], NONSPEECH, default=True)
+    _enum(props["decode"]["properties"]["components"], COMPONENTS, default=False)
+    _enum(props["intervene"]["properties"]["methods"], tuple(INTERVENTIONS), default=True)
+    return out
+
+
+def _enum(array: dict, names: tuple[str, ...], *, default: bool) -> None:
+    """An array-of-names property takes its enum (and, if ``default``, its default: every
+    name) from a registry."""
+    array["items"]["enum"] = list(names)
+    if default:
+        array["default"] = list(names)
 
 
 def _with_defaults(validator_class):
@@ -88,7 +113,7 @@ def validate(config: dict) -> dict:
 
 
 def _metrics_problems(metrics: dict) -> list[str]:
-    from .analysis.options import MetricOptions
+    from whisper_spi.analysis.options import MetricOptions
 
     try:
         MetricOptions.from_dict(metrics)  # cross-key rules (figure_k in k, ...)

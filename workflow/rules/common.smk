@@ -10,9 +10,9 @@ from snakemake.io import expand
 
 from whisper_spi import config as spi_config
 from whisper_spi.analysis.options import stage_options
-from whisper_spi.corpus import list_utterances
+from whisper_spi.corpus.manifest import list_utterances
 from whisper_spi.errors import WhisperSpiError
-from whisper_spi.models import decoder_layers
+from whisper_spi.decode.models import decoder_layers
 
 
 def validate_config(config):
@@ -210,7 +210,7 @@ def get_intervene_selection(config):
 
 def get_intervene_layers(config, n_layers, model):
     """intervene.layers resolved for ``model``'s decoder (a list of layer indices)."""
-    from whisper_spi.mitigate import layer_list
+    from whisper_spi.mitigation.run import layer_list
 
     try:
         return list(layer_list(config["intervene"]["layers"], n_layers[model]))

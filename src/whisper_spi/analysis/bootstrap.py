@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..io import derive_seed
+from whisper_spi.io import derive_seed
 
 __all__ = [
     "TABLE_BLOCK",

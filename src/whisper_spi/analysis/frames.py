@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from .. import schemas
-from ..names import COMPONENTS, HELL, OBSERVABLES, STRESSES
+from whisper_spi import schemas
+from whisper_spi.registry import COMPONENTS, HELL, OBSERVABLES, STRESSES
 
 DELTA_KIND = {"neff": "percent", "log10_kf": "difference", "alpha": "difference",
               "tail_energy": "difference"}  # fmt: skip

@@ -7,9 +7,14 @@ from pathlib import Path
 
 import polars as pl
 
-from .. import schemas
-from ..names import OBSERVABLES
-from ..spectra import ObservableOptions, observables, pack_spectra, sort_descending
+from whisper_spi import schemas
+from whisper_spi.analysis.spectra import (
+    ObservableOptions,
+    observables,
+    pack_spectra,
+    sort_descending,
+)
+from whisper_spi.registry import OBSERVABLES
 
 __all__ = ["KEYS", "layer_metrics", "write_layer_metrics"]
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..spectra import ObservableOptions
+from whisper_spi.analysis.spectra import ObservableOptions
 
 __all__ = ["DEFAULT_PAPER_MODELS", "STAGES", "MetricOptions", "stage_keys", "stage_options"]
 

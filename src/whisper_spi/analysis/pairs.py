@@ -7,10 +7,10 @@ from pathlib import Path
 
 import polars as pl
 
-from .. import schemas
-from ..names import CLEAN, HELL
-from ..taxonomy import hallucination_expr
-from .frames import condition_rank
+from whisper_spi import schemas
+from whisper_spi.analysis.frames import condition_rank
+from whisper_spi.registry import CLEAN, HELL
+from whisper_spi.taxonomy.labels import hallucination_expr
 
 __all__ = ["pairs_and_counts", "write_pairs"]
 
@@ -31,7 +31,7 @@ def pairs_and_counts(
     """(pairs, counts) from the transcripts (contracts ``pairs`` and ``pair_counts``).
 
     A pair (same model and utt_id) is kept when its stressed decode is a hallucination under
-    ``definition`` (:func:`whisper_spi.taxonomy.hallucination_expr`; ``wer``, the paper's:
+    ``definition`` (:func:`whisper_spi.taxonomy.labels.hallucination_expr`; ``wer``, the paper's:
     stressed WER > ``threshold``, NaN never passes; ``fabrication`` and ``ungrounded`` need
     the taxonomy ``labels``, whose type of the stressed decode every pair carries) and, if
     ``clean_max_wer`` is set, the clean WER is <= it (the paper sets none).

@@ -18,17 +18,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from .. import schemas
-from ..names import CLEAN, COMPONENTS, HELL, OBSERVABLES
-from ..spectra import observables, pack_spectra, sort_descending, spectra_lengths
-from .bootstrap import (
+from whisper_spi import schemas
+from whisper_spi.analysis.bootstrap import (
     TABLE_BLOCK,
     seeded_rng,
     subsample_blocks,
     subsample_interval,
     subsample_size,
 )
-from .frames import (
+from whisper_spi.analysis.frames import (
     MEAN_LAYER,
     PAIRED,
     conformed,
@@ -38,8 +36,10 @@ from .frames import (
     stack_delta,
     summary_frame,
 )
-from .gram import pooled_spectrum, replicate_spectra
-from .options import MetricOptions
+from whisper_spi.analysis.gram import pooled_spectrum, replicate_spectra
+from whisper_spi.analysis.options import MetricOptions
+from whisper_spi.analysis.spectra import observables, pack_spectra, sort_descending, spectra_lengths
+from whisper_spi.registry import CLEAN, COMPONENTS, HELL, OBSERVABLES
 
 __all__ = ["pooled_layer", "pooled_summary", "write_pooled_layer"]
 

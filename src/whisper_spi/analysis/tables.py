@@ -7,10 +7,8 @@ from pathlib import Path
 
 import polars as pl
 
-from .. import schemas
-from ..io import atomic_path
-from ..names import CLEAN, HELL, OBSERVABLES
-from .frames import (
+from whisper_spi import schemas
+from whisper_spi.analysis.frames import (
     MEAN_LAYER,
     PAIR_SETS,
     SCOPES,
@@ -20,10 +18,12 @@ from .frames import (
     empty,
     rank,
 )
-from .markdown import counts_markdown, prefix_markdown, table_markdown
-from .options import MetricOptions
-from .pooled import pooled_summary
-from .utterance import utterance_summary
+from whisper_spi.analysis.markdown import counts_markdown, prefix_markdown, table_markdown
+from whisper_spi.analysis.options import MetricOptions
+from whisper_spi.analysis.pooled import pooled_summary
+from whisper_spi.analysis.utterance import utterance_summary
+from whisper_spi.io import atomic_path
+from whisper_spi.registry import CLEAN, HELL, OBSERVABLES
 
 __all__ = ["PAPER_VALUES", "TABLE_NAMES", "build_tables", "final_layer_table", "layer_mean_table"]
 

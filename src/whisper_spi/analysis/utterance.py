@@ -19,11 +19,25 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from .. import schemas
-from ..names import CLEAN, COMPONENTS, OBSERVABLES
-from .bootstrap import TABLE_BLOCK, count_blocks, mean_replicates, percentile_interval, seeded_rng
-from .frames import DELTA_KIND, MEAN_LAYER, delta_expr, empty, ordered, pair_sets, summary_frame
-from .options import MetricOptions
+from whisper_spi import schemas
+from whisper_spi.analysis.bootstrap import (
+    TABLE_BLOCK,
+    count_blocks,
+    mean_replicates,
+    percentile_interval,
+    seeded_rng,
+)
+from whisper_spi.analysis.frames import (
+    DELTA_KIND,
+    MEAN_LAYER,
+    delta_expr,
+    empty,
+    ordered,
+    pair_sets,
+    summary_frame,
+)
+from whisper_spi.analysis.options import MetricOptions
+from whisper_spi.registry import CLEAN, COMPONENTS, OBSERVABLES
 
 __all__ = ["length_slopes", "utterance_summary"]
 

@@ -15,8 +15,8 @@ compression_ratio and no_speech_prob?
 
 from __future__ import annotations
 
-from .crossval import BASELINES, METHODS, SETTINGS, cross_validate
-from .detector import (
+from whisper_spi.detect.crossval import BASELINES, METHODS, SETTINGS, cross_validate
+from whisper_spi.detect.detector import (
     feature_kwargs,
     fit_detector,
     load_detector,
@@ -24,8 +24,8 @@ from .detector import (
     save_detector,
     score,
 )
-from .evaluate import comparison_table, evaluate, markdown_report, results_table
-from .features import (
+from whisper_spi.detect.evaluate import comparison_table, evaluate, markdown_report, results_table
+from whisper_spi.detect.features import (
     HEURISTICS,
     KEYS,
     META,
@@ -33,9 +33,9 @@ from .features import (
     features_from_capture,
     spectral_feature_names,
 )
-from .figure import roc_figure
-from .model import speaker_folds
-from .run import run_detect
+from whisper_spi.detect.figure import roc_figure
+from whisper_spi.detect.model import speaker_folds
+from whisper_spi.detect.run import run_detect
 
 __all__ = [
     "BASELINES",

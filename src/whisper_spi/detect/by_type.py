@@ -12,11 +12,11 @@ import math
 import numpy as np
 import polars as pl
 
-from .. import schemas
-from ..analysis.bootstrap import count_blocks, percentile_interval
-from ..io import derive_seed, stable_hash
-from ..taxonomy import TYPES
-from .evaluate import _BOOT_ELEMENTS, _weighted_auc_ap
+from whisper_spi import schemas
+from whisper_spi.analysis.bootstrap import count_blocks, percentile_interval
+from whisper_spi.detect.evaluate import _BOOT_ELEMENTS, _weighted_auc_ap
+from whisper_spi.io import derive_seed, stable_hash
+from whisper_spi.taxonomy.labels import TYPES
 
 __all__ = ["CONTRASTS", "METHODS_BY_TYPE", "auroc_by_type"]
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from .. import schemas
-from ..io import derive_seed
-from ..names import CLEAN
-from .features import HEURISTICS, spectral_feature_names
-from .model import clean, fit_linear, speaker_folds
+from whisper_spi import schemas
+from whisper_spi.detect.features import HEURISTICS, spectral_feature_names
+from whisper_spi.detect.model import clean, fit_linear, speaker_folds
+from whisper_spi.io import derive_seed
+from whisper_spi.registry import CLEAN
 
 __all__ = ["BASELINES", "METHODS", "SETTINGS", "cross_validate"]
 

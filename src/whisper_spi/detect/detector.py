@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ..io import atomic_path
-from ..spectra import ObservableOptions
-from .crossval import METHODS, matrix, method_columns, subset
-from .model import Linear, fit_linear
+from whisper_spi.analysis.spectra import ObservableOptions
+from whisper_spi.detect.crossval import METHODS, matrix, method_columns, subset
+from whisper_spi.detect.model import Linear, fit_linear
+from whisper_spi.io import atomic_path
 
 __all__ = ["feature_kwargs", "fit_detector", "load_detector", "probability", "save_detector",
            "score"]  # fmt: skip

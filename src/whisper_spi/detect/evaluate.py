@@ -7,11 +7,11 @@ import math
 import numpy as np
 import polars as pl
 
-from .. import schemas
-from ..analysis.bootstrap import count_blocks, percentile_interval
-from ..analysis.markdown import number, with_interval
-from ..io import derive_seed, stable_hash
-from .crossval import BASELINES, METHODS
+from whisper_spi import schemas
+from whisper_spi.analysis.bootstrap import count_blocks, percentile_interval
+from whisper_spi.analysis.markdown import number, with_interval
+from whisper_spi.detect.crossval import BASELINES, METHODS
+from whisper_spi.io import derive_seed, stable_hash
 
 __all__ = ["comparison_table", "evaluate", "markdown_report", "results_table"]
 

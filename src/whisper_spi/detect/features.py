@@ -1,8 +1,8 @@
 """The detector's features: one row per decoded utterance, from its own decode alone.
 
 Spectral features ``L{layer}_{component}_{observable}_k{K}`` of the full-length spectra
-(computed by the :func:`whisper_spi.spectra.observables` kernel, as layer_metrics does), the
-decoded length ``n_rows`` (T), the label and Whisper's heuristics.
+(computed by the :func:`whisper_spi.analysis.spectra.observables` kernel, as layer_metrics
+does), the decoded length ``n_rows`` (T), the label and Whisper's heuristics.
 """
 
 from __future__ import annotations
@@ -15,9 +15,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .. import schemas
-from ..names import CLEAN, COMPONENTS, OBSERVABLES
-from ..spectra import ObservableOptions, observables, pack_spectra, sort_descending
+from whisper_spi import schemas
+from whisper_spi.analysis.spectra import (
+    ObservableOptions,
+    observables,
+    pack_spectra,
+    sort_descending,
+)
+from whisper_spi.registry import CLEAN, COMPONENTS, OBSERVABLES
 
 __all__ = ["HEURISTICS", "KEYS", "META", "features", "features_from_capture",
            "spectral_feature_names"]  # fmt: skip

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from .crossval import METHODS
+from whisper_spi.detect.crossval import METHODS
 
 __all__ = ["FIGURE_METHODS", "roc_figure"]
 

@@ -7,17 +7,17 @@ from pathlib import Path
 
 import polars as pl
 
-from .. import schemas
-from ..figures import save_chart
-from ..io import atomic_path
-from ..spectra import ObservableOptions
-from ..taxonomy import hallucination_expr
-from .by_type import auroc_by_type
-from .crossval import cross_validate
-from .detector import fit_detector, save_detector
-from .evaluate import evaluate, markdown_report
-from .features import features
-from .figure import roc_figure
+from whisper_spi import schemas
+from whisper_spi.analysis.spectra import ObservableOptions
+from whisper_spi.charts import save_chart
+from whisper_spi.detect.by_type import auroc_by_type
+from whisper_spi.detect.crossval import cross_validate
+from whisper_spi.detect.detector import fit_detector, save_detector
+from whisper_spi.detect.evaluate import evaluate, markdown_report
+from whisper_spi.detect.features import features
+from whisper_spi.detect.figure import roc_figure
+from whisper_spi.io import atomic_path
+from whisper_spi.taxonomy.labels import hallucination_expr
 
 __all__ = ["run_detect"]
 
@@ -45,7 +45,7 @@ def run_detect(
     with ``figure`` roc.html and roc.png. Returns {name: path}.
 
     With the taxonomy ``labels_paths`` the label is the hallucination ``definition``
-    (:func:`whisper_spi.taxonomy.hallucination_expr`) and by_type.csv (contract
+    (:func:`whisper_spi.taxonomy.labels.hallucination_expr`) and by_type.csv (contract
     ``detect_by_type``) is written too; without them, WER > ``threshold``.
     """
     out = Path(out_dir)

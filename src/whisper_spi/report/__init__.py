@@ -19,20 +19,20 @@ from typing import Any
 import polars as pl
 import yaml
 
-from .. import schemas
-from ..analysis.markdown import scope_sentence
-from ..analysis.tables import TABLE_NAMES
-from ..figures import FIGURES
-from ..io import atomic_path
-from ..skipped import read_rejected
-from .html import _CSS, _esc, _figure_html, _figures, _frame_html, _read
-from .sections import (
+from whisper_spi import schemas
+from whisper_spi.analysis.figures import FIGURES
+from whisper_spi.analysis.markdown import scope_sentence
+from whisper_spi.analysis.tables import TABLE_NAMES
+from whisper_spi.io import atomic_path
+from whisper_spi.report.html import _CSS, _esc, _figure_html, _figures, _frame_html, _read
+from whisper_spi.report.sections import (
     _extra_html,
     _summary_html,
     _tables_section,
     report_centered,
     report_options,
 )
+from whisper_spi.skipped import read_rejected
 
 __all__ = ["collect_versions", "write_report"]
 
@@ -80,7 +80,7 @@ def write_report(
 
     ``tables_dir`` holds the tables stage's ``tables.parquet``; ``figures`` is a mapping name ->
     altair chart (inlined as SVG) or -> PNG path, or a directory holding ``<name>.png`` for
-    every name of :data:`whisper_spi.figures.FIGURES`; ``pair_counts`` a frame or a file
+    every name of :data:`whisper_spi.analysis.figures.FIGURES`; ``pair_counts`` a frame or a file
     (Parquet or CSV) of the ``pair_counts`` contract; ``versions`` defaults to
     :func:`collect_versions`. ``rejected`` (contract ``rejected``) and ``pairs`` (contract
     ``pairs``, a frame or files) feed the summary's lines on rejected audio and on

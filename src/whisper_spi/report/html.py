@@ -11,8 +11,9 @@ from typing import Any
 import altair as alt
 import polars as pl
 
-from ..analysis.markdown import number
-from ..figures import FIGURES, chart_svg
+from whisper_spi.analysis.figures import FIGURES
+from whisper_spi.analysis.markdown import number
+from whisper_spi.charts import chart_svg
 
 _CSS = """
 * { box-sizing: border-box; }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from .html import _frame_html
+from whisper_spi.report.html import _frame_html
 
 __all__ = ["MITIGATION_FIGURES", "mitigation_html"]
 

@@ -9,22 +9,22 @@ from typing import Any
 
 import polars as pl
 
-from ..analysis.markdown import (
+from whisper_spi.analysis.figures import FIGURES
+from whisper_spi.analysis.markdown import (
     alpha_label,
     centering_label,
     number,
     scope_sentence,
     with_interval,
 )
-from ..analysis.markdown import signed as _num
-from ..analysis.options import MetricOptions
-from ..analysis.tables import PAPER_K, TABLE_NAMES
-from ..figures import FIGURES
-from ..names import HELL
-from ..skipped import unreached_line, unreached_prefixes
-from .html import _caption, _esc, _figure_html, _frame_html
-from .mitigation import MITIGATION_FIGURES, mitigation_html
-from .taxonomy import TAXONOMY_FIGURES, taxonomy_html
+from whisper_spi.analysis.markdown import signed as _num
+from whisper_spi.analysis.options import MetricOptions
+from whisper_spi.analysis.tables import PAPER_K, TABLE_NAMES
+from whisper_spi.registry import HELL
+from whisper_spi.report.html import _caption, _esc, _figure_html, _frame_html
+from whisper_spi.report.mitigation import MITIGATION_FIGURES, mitigation_html
+from whisper_spi.report.taxonomy import TAXONOMY_FIGURES, taxonomy_html
+from whisper_spi.skipped import unreached_line, unreached_prefixes
 
 # The theory table as shown: a median with its interval in one cell (so that it can wrap),
 # chance levels and gaps beside the alignments, the verdicts last.
@@ -317,7 +317,7 @@ def _three(x: Any) -> str:
 
 
 def _detection_html(results: pl.DataFrame, comparison: pl.DataFrame | None) -> str:
-    from ..detect import METHODS
+    from whisper_spi.detect import METHODS
 
     head = (
         "<tr><th class='l'>model</th><th class='l'>setting</th><th class='l'>method</th>"

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import polars as pl
 
-from ..analysis.markdown import with_interval
-from ..names import CONDITIONS, NONSPEECH
-from ..taxonomy import TYPES
-from .html import _frame_html
+from whisper_spi.analysis.markdown import with_interval
+from whisper_spi.registry import CONDITIONS, NONSPEECH
+from whisper_spi.report.html import _frame_html
+from whisper_spi.taxonomy.labels import TYPES
 
 __all__ = ["TAXONOMY_FIGURES", "taxonomy_html"]
 

@@ -9,7 +9,7 @@ as Markdown.
 
 from __future__ import annotations
 
-from ._core import (
+from whisper_spi.schemas._core import (
     CONTRACTS,
     Col,
     Contract,
@@ -27,10 +27,10 @@ from ._core import (
 
 # Each module registers its contracts: imported in the pipeline's order.
 # isort: off
-from . import decode, taxonomy, analysis, theory, detect, mitigation  # noqa: E402, F401
+from whisper_spi.schemas import decode, taxonomy, analysis, theory, detect, mitigation  # noqa: E402, F401
 
 # isort: on
-from .theory import THEORY_QUANTITIES  # noqa: E402
+from whisper_spi.schemas.theory import THEORY_QUANTITIES  # noqa: E402
 
 __all__ = [
     "CONTRACTS",

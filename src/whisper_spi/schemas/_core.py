@@ -10,8 +10,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import DataError
-from ..io import atomic_path
+from whisper_spi.errors import DataError
+from whisper_spi.io import atomic_path
 
 
 @dataclass(frozen=True)

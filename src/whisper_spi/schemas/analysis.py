@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._core import BOOL, F64, I32, I64, STR, Col, Contract, add
+from whisper_spi.schemas._core import BOOL, F64, I32, I64, STR, Col, Contract, add
 
 _DELTA_DOC = (
     "Delta per pair, stressed vs its clean twin: percent change 100*(s-c)/c for neff, "

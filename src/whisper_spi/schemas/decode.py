@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from ._core import BOOL, F32, F64, I32, I64, STR, Col, Contract, add
+from whisper_spi.schemas._core import BOOL, F32, F64, I32, I64, STR, Col, Contract, add
 
 add(
     Contract(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._core import BOOL, F64, I32, I64, STR, Col, Contract, add
+from whisper_spi.schemas._core import BOOL, F64, I32, I64, STR, Col, Contract, add
 
 _SETTING = "all (clean + stressed decodes) or stressed (stressed conditions only)"
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import decode  # noqa: F401  (registers the transcripts contract extended here)
-from ._core import BOOL, F64, I32, I64, STR, Col, Contract, add, contract
+from whisper_spi.schemas import decode  # noqa: F401  (registers the transcripts contract extended here)
+from whisper_spi.schemas._core import BOOL, F64, I32, I64, STR, Col, Contract, add, contract
 
 METHOD_DOC = (
     "plain (no intervention), fallback (OpenAI's temperature fallback), gating (plain + "

@@ -1,10 +1,10 @@
-"""Contracts of the error taxonomy (whisper_spi.taxonomy) and its summaries."""
+"""Contracts of the error taxonomy (whisper_spi.taxonomy.labels) and its summaries."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from ._core import BOOL, F64, I32, I64, STR, Col, Contract, add
+from whisper_spi.schemas._core import BOOL, F64, I32, I64, STR, Col, Contract, add
 
 _TYPE_DOC = "correct, omission, grounded_error, other_speaker, looping or fabrication"
 

@@ -9,9 +9,15 @@
   each regime's hypotheses; :mod:`.figure`: its figures.
 """
 
-from .figure import phase_figure
-from .measure import MEASURE_SCHEMA, measure, measure_decoder, top_singular, top_singular_batch
-from .simulate import (
+from whisper_spi.theory.figure import phase_figure
+from whisper_spi.theory.measure import (
+    MEASURE_SCHEMA,
+    measure,
+    measure_decoder,
+    top_singular,
+    top_singular_batch,
+)
+from whisper_spi.theory.simulate import (
     INJECTIONS,
     NOISES,
     REGIMES,
@@ -27,7 +33,7 @@ from .simulate import (
     transfer_bound,
     transfer_rate,
 )
-from .summary import (
+from whisper_spi.theory.summary import (
     place_on_diagram,
     regime_verdicts,
     theory_table,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from .simulate import REGIMES
+from whisper_spi.theory.simulate import REGIMES
 
 __all__ = ["layers_figure", "phase_figure"]
 

@@ -20,8 +20,12 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from .krylov import top_singular, top_singular_batch
-from .simulate import expected_random_alignment, expected_subspace_alignment, subspace_alignment
+from whisper_spi.theory.krylov import top_singular, top_singular_batch
+from whisper_spi.theory.simulate import (
+    expected_random_alignment,
+    expected_subspace_alignment,
+    subspace_alignment,
+)
 
 __all__ = [
     "MEASURE_SCHEMA",
@@ -389,8 +393,8 @@ def measure(
 
     Tokens: the decode's (``tokens``, the ``transcripts`` contract's token_ids, with
     ``hit_max_length``: without it the sequence ends with <|endoftext|>), teacher-forced on
-    the re-run encoder; None greedy-decodes them (:func:`whisper_spi.decode.greedy_decode`).
-    Positions (as :mod:`whisper_spi.capture`): the rows that emit the decoded tokens and the
+    the re-run encoder; None greedy-decodes them (:func:`whisper_spi.decode.loop.greedy_decode`).
+    Positions (as :mod:`whisper_spi.decode.capture`): the rows that emit the decoded tokens and the
     final <|endoftext|> (when emitted), optionally capped to the first ``max_positions``; with
     ``include_prompt`` also the forced-prompt rows before them. Rows not kept are frozen at
     their nominal values (their own dependence on c is ignored), which keeps
@@ -425,7 +429,7 @@ def measure(
     """
     import torch
 
-    from .. import decode
+    from whisper_spi.decode import loop as decode
 
     n_prompt = len(bundle.prompt_ids)
     first = 0 if include_prompt else n_prompt - 1
@@ -478,8 +482,8 @@ def kept_utterances(pairs: pl.DataFrame, condition: str, n: int | None = None) -
     """The utterances measured under ``condition``: the stressed halves of its kept pairs, or
     for clean the clean twins of every stress's kept pairs (their union); capped to the ``n``
     with the smallest stable hash (a sample that does not depend on the run), sorted."""
-    from ..config import CONDITIONS
-    from ..io import stable_hash
+    from whisper_spi.config import CONDITIONS
+    from whisper_spi.io import stable_hash
 
     clean, stresses = CONDITIONS[0], CONDITIONS[1:]
     chosen = pairs.filter(
@@ -502,8 +506,8 @@ def measure_condition(
     import soundfile as sf
     from tqdm import tqdm
 
-    from ..errors import WhisperSpiError
-    from ..schemas import contract
+    from whisper_spi.errors import WhisperSpiError
+    from whisper_spi.schemas import contract
 
     if not options["subspace_k"] < options["k"]:
         raise WhisperSpiError(

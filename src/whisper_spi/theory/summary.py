@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ..analysis.markdown import number
-from ..io import derive_seed
-from ..schemas import THEORY_QUANTITIES, conform
-from .figure import layers_figure, phase_figure
-from .simulate import phase_diagram
+from whisper_spi.analysis.markdown import number
+from whisper_spi.io import derive_seed
+from whisper_spi.schemas import THEORY_QUANTITIES, conform
+from whisper_spi.theory.figure import layers_figure, phase_figure
+from whisper_spi.theory.simulate import phase_diagram
 
 __all__ = [
     "QUANTITIES",
@@ -313,8 +313,8 @@ def summarize(
     diagram above the per-layer intervals) as ``figure_stem``.html / .png."""
     import altair as alt
 
-    from ..figures import save_chart
-    from ..io import atomic_path
+    from whisper_spi.charts import save_chart
+    from whisper_spi.io import atomic_path
 
     if measured.height == 0:
         return _write_empty(Path(out_dir), Path(figure_stem))
@@ -352,9 +352,9 @@ def _write_empty(out: Path, figure_stem: Path) -> pl.DataFrame:
     and a figure saying so, never a half-written output."""
     import altair as alt
 
-    from ..figures import save_chart
-    from ..io import atomic_path
-    from ..schemas import contract
+    from whisper_spi.charts import save_chart
+    from whisper_spi.io import atomic_path
+    from whisper_spi.schemas import contract
 
     flat = pl.from_arrow(contract("theory_table").arrow.empty_table())
     with atomic_path(out / "theory_table.csv") as tmp:

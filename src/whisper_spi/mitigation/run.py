@@ -1,5 +1,4 @@
-"""The intervention stage's decodes: a shard under one intervention, or under OpenAI's fallback,
-and the ``project`` subspaces fitted out of fold on the detector's speaker folds.
+"""The intervention stage's decodes: a shard under one intervention, or under OpenAI's fallback.
 
 Rows follow the ``mitigation_transcripts`` contract (the decode contract plus what was
 applied). ``project`` is cross-fitted: the subspace applied to a speaker's utterances was
@@ -12,104 +11,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
-from .decode import Decoded, encode, greedy_decode, log_mel
-from .errors import WhisperSpiError
-from .fallback import OPENAI, FallbackOptions, fallback_decode, needs_fallback
-from .intervene import Intervene, Intervention, fit_subspace, load_intervention, save_intervention
-from .names import CLEAN
-from .text import hallucinated, wer
-
-FALLBACK = "fallback"
-ALL_FOLDS = -1  # the subspace fitted on every fold: what a user applies to new audio
-
-
-def speaker_folds_of(oof_path: str | Path) -> dict[str, int]:
-    """speaker -> the detector's test fold (setting ``all``), from its oof_scores.csv."""
-    from . import schemas
-
-    oof = schemas.read_csv(oof_path, "detect_oof").filter(pl.col("setting") == "all")
-    pairs = oof.select("speaker", "fold").unique()
-    if pairs["speaker"].n_unique() != pairs.height:
-        raise WhisperSpiError(f"{oof_path}: a speaker is in more than one detector fold")
-    return dict(pairs.iter_rows())
-
-
-def _row_means(spectra_paths: Sequence[str | Path], component: str) -> pl.DataFrame:
-    """(layer, condition, utt_id, row_mean) of the full-length rows of ``component``."""
-    from . import schemas
-
-    return (
-        schemas.scan_parquet(spectra_paths, "spectra")
-        .filter((pl.col("prefix") == 0) & (pl.col("component") == component))
-        .select("layer", "condition", "utt_id", "row_mean")
-        .collect()
-    )
-
-
-def fit_fold_subspaces(
-    spectra_paths: Sequence[str | Path],
-    transcripts_paths: Sequence[str | Path],
-    folds: Mapping[str, int],
-    layers: Sequence[int],
-    component: str,
-    rank: int,
-) -> dict[int, Intervention]:
-    """fold -> ``project`` (strength 1) whose subspace at each layer is fitted on the other
-    folds' hallucinated stressed utterances minus their clean twins (row means; see
-    :func:`whisper_spi.intervene.fit_subspace`); plus ALL_FOLDS, fitted on every fold."""
-    from . import schemas
-
-    tr = (
-        schemas.scan_parquet(transcripts_paths, "transcripts")
-        .select("utt_id", "speaker", "condition", "hallucination")
-        .collect()
-    )
-    bad = tr.filter((pl.col("condition") != CLEAN) & pl.col("hallucination"))
-    means = _row_means(spectra_paths, component)
-    clean = means.filter(pl.col("condition") == CLEAN).select(
-        "layer", "utt_id", pl.col("row_mean").alias("clean_mean")
-    )
-    pairs = (
-        means.join(bad.select("utt_id", "condition", "speaker"), on=["utt_id", "condition"])
-        .join(clean, on=["layer", "utt_id"])
-        .with_columns(pl.col("speaker").replace_strict(folds, default=None).alias("fold"))
-    )
-    out = {}
-    for fold in [*sorted(set(folds.values())), ALL_FOLDS]:
-        train = pairs.filter(pl.col("fold") != fold) if fold != ALL_FOLDS else pairs
-        basis = {}
-        for layer in layers:
-            rows = train.filter(pl.col("layer") == layer).sort("condition", "utt_id")
-            if rows.height < rank:
-                raise WhisperSpiError(
-                    f"project: {rows.height} hallucinated pairs outside fold {fold} at layer "
-                    f"{layer}, fewer than intervene.rank = {rank}"
-                )
-            stressed = np.stack(rows["row_mean"].to_numpy())
-            twin = np.stack(rows["clean_mean"].to_numpy())
-            basis[layer] = fit_subspace(stressed, twin, rank).astype(np.float32)
-        out[fold] = Intervention("project", 1.0, tuple(layers), component, basis)
-    return out
-
-
-def save_subspaces(subspaces: Mapping[int, Intervention], out_dir: str | Path, **provenance):
-    """One intervention file per fold (fold-<k>.json/.safetensors; all.json for every fold)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for fold, spec in subspaces.items():
-        name = "all" if fold == ALL_FOLDS else f"fold-{fold}"
-        save_intervention(spec, out / f"{name}.json", fold=fold, **provenance)
-
-
-def load_subspaces(out_dir: str | Path, strength: float) -> dict[int, Intervention]:
-    """The fold files of :func:`save_subspaces`, at ``strength``."""
-    files = sorted(Path(out_dir).glob("fold-*.json"))
-    if not files:
-        raise WhisperSpiError(f"{out_dir}: no fold-<k>.json subspace files")
-    return {int(f.stem.removeprefix("fold-")): load_intervention(f, strength) for f in files}
+from whisper_spi.decode.loop import Decoded, encode, greedy_decode, log_mel
+from whisper_spi.errors import WhisperSpiError
+from whisper_spi.mitigation.fallback import OPENAI, FallbackOptions, fallback_decode, needs_fallback
+from whisper_spi.mitigation.fit import ALL_FOLDS, load_subspaces, speaker_folds_of
+from whisper_spi.mitigation.intervene import Intervene, Intervention
+from whisper_spi.registry import FALLBACK
+from whisper_spi.text import hallucinated, wer
 
 
 def decoded_from_row(row: Mapping) -> Decoded:
@@ -270,7 +180,7 @@ def read_shard(
     is said, so any transcript is a hallucination."""
     import soundfile as sf
 
-    from .names import NONSPEECH
+    from whisper_spi.registry import NONSPEECH
 
     paths = [stress_manifests] if isinstance(stress_manifests, str | Path) else stress_manifests
     shard = pl.read_parquet([str(p) for p in paths], columns=["utt_id", "path"])
@@ -290,7 +200,7 @@ def select_utterances(ids: Sequence[str], n: int | None, shard: int, shard_size:
     """The intervention stage's shard ``shard``: of the ``n`` utterances with the smallest
     stable hash (every one if n is None; spread over speakers, unlike the sorted decode
     shards), the ``shard``-th block of ``shard_size``, sorted."""
-    from .io import stable_hash
+    from whisper_spi.io import stable_hash
 
     chosen = sorted(sorted(set(ids), key=lambda u: (stable_hash(u), u))[:n])
     return chosen[shard * shard_size : (shard + 1) * shard_size]
@@ -298,7 +208,7 @@ def select_utterances(ids: Sequence[str], n: int | None, shard: int, shard_size:
 
 def run_shard(bundle, args, progress=None) -> None:
     """The ``intervene`` subcommand: one shard under ``args.method``, written to ``args.out``."""
-    from . import schemas
+    from whisper_spi import schemas
 
     ids = pl.read_parquet(args.stress_manifest, columns=["utt_id"])["utt_id"].to_list()
     chosen = select_utterances(ids, args.n_utterances, args.shard, args.shard_size)
@@ -348,17 +258,11 @@ def layer_list(spec: Sequence[int] | None, n_layers: int) -> tuple[int, ...]:
 
 
 __all__ = [
-    "ALL_FOLDS",
-    "FALLBACK",
     "decoded_from_row",
     "fallback_shard",
-    "fit_fold_subspaces",
     "intervene_shard",
     "layer_list",
-    "load_subspaces",
     "read_shard",
     "run_shard",
     "select_utterances",
-    "save_subspaces",
-    "speaker_folds_of",
 ]

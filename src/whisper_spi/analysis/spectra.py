@@ -39,7 +39,6 @@ __all__ = [
     "tail_energy",
 ]
 
-OBSERVABLES = ("neff", "log10_kf", "alpha", "tail_energy")  # the one order, everywhere
 
 _BLOCK_ELEMENTS = 1 << 20  # rough cap on the elements of one packed block
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .errors import AudioError
-from .io import atomic_path
+from whisper_spi.errors import AudioError
+from whisper_spi.io import atomic_path
 
 TARGET_SR = 16000
 MIN_DURATION_S = 0.1

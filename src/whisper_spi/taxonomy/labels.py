@@ -28,9 +28,9 @@ import jiwer
 import numpy as np
 import polars as pl
 
-from . import schemas
-from .text import normalize
-from .text import wer as text_wer
+from whisper_spi import schemas
+from whisper_spi.text import normalize
+from whisper_spi.text import wer as text_wer
 
 TYPES = ("correct", "omission", "grounded_error", "other_speaker", "looping", "fabrication")
 # What a pair's stressed decode must be to count as a hallucination (config

@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .decode import Decoded
-from .models import MAX_NEW_TOKENS
+from whisper_spi.decode.loop import Decoded
+from whisper_spi.decode.models import MAX_NEW_TOKENS
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def fallback_decode(
     does not depend on the batch. ``first``: the rows' greedy decodes if already known (the
     plain decode is exactly the temperature-0 pass), which are then not recomputed.
     """
-    from .decode import greedy_decode, row_generators
+    from whisper_spi.decode.loop import greedy_decode, row_generators
 
     kept: list[tuple[Decoded, float] | None] = [None] * len(utt_ids)
     pending = list(range(len(utt_ids)))

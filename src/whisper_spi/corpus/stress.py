@@ -16,7 +16,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,11 +25,11 @@ import polars as pl
 import pyrubberband
 from tqdm import tqdm
 
-from . import schemas
-from .audio import TARGET_SR, load_audio, save_flac
-from .config import CONDITIONS, NONSPEECH
-from .errors import ConfigError, WhisperSpiError
-from .io import derive_seed
+from whisper_spi import schemas
+from whisper_spi.corpus.audio import TARGET_SR, load_audio, save_flac
+from whisper_spi.errors import ConfigError, WhisperSpiError
+from whisper_spi.io import derive_seed
+from whisper_spi.registry import CLEAN, CONDITIONS, NONSPEECH, NONSPEECH_PARAMS, STRESS_PARAMS
 
 # Real non-speech recordings from Debian packages (installed by scripts/system-packages.sh):
 # music jingles (oxygen-sounds, LGPL-3) and event sounds (sound-theme-freedesktop, CC-BY /
@@ -56,16 +56,13 @@ RECORDINGS = {
 }
 
 
+# each condition's parameters with their defaults, from the registry's schema blocks
 DEFAULT_PARAMS: dict[str, dict] = {
-    "clean": {},
-    "time_stretch": {"factor": 3.5},
-    "speaker_mix": {"n_speakers": 6},
-    "gaussian_noise": {"snr_db": 0.0},
-    # one variant per utterance, drawn from (seed, condition, utt_id); the utterance gives
-    # the length and (noise_only, environmental) the RMS level
-    "silence": {"levels_dbfs": [None, -60.0]},
-    "noise_only": {"colors": ["white", "pink"]},
-    "environmental": {"packages": sorted(RECORDINGS)},
+    CLEAN: {},
+    **{
+        name: {key: prop["default"] for key, prop in block["properties"].items()}
+        for name, block in {**STRESS_PARAMS, **NONSPEECH_PARAMS}.items()
+    },
 }
 MAX_PEAK = 0.99
 # rubberband round-trips audio through 16-bit WAV files and lowers the gain by itself if
@@ -261,23 +258,8 @@ def apply_stress(
     if sr != TARGET_SR:
         raise ValueError(f"stress functions expect {TARGET_SR} Hz audio, got {sr} Hz")
     resolved = _resolve_params(condition, params)
-    if condition == "clean":
-        out = clean(wave)
-    elif condition == "time_stretch":
-        out = time_stretch(wave, sr, factor=float(resolved["factor"]))
-    elif condition == "gaussian_noise":
-        rng = np.random.default_rng(derive_seed(seed, condition, utt_id))
-        out = gaussian_noise(wave, float(resolved["snr_db"]), rng=rng)
-    elif condition in NONSPEECH:
-        out = _nonspeech(condition, _mono(wave), utt_id, seed, resolved)
-    else:
-        if not partner_waves or len(partner_waves) != resolved["n_speakers"] - 1:
-            raise ValueError(
-                f"speaker_mix of {utt_id} needs {resolved['n_speakers'] - 1} "
-                f"partner waves, got {len(partner_waves or {})}"
-            )
-        out = speaker_mix(wave, list(partner_waves.values()))
-        resolved["partners"] = list(partner_waves)
+    item = _Item(wave, sr, utt_id, seed, condition, resolved, partner_waves or {})
+    out = APPLY[condition](item)
     return out.wave, out.gain, json.dumps(resolved, sort_keys=True)
 
 
@@ -296,22 +278,65 @@ def recording_paths(packages: Sequence[str]) -> list[str]:
     return paths
 
 
-def _nonspeech(condition: str, wave: np.ndarray, utt_id: str, seed: int, resolved: dict):
-    """One non-speech input of the utterance's length; records the variant drawn."""
-    rng = np.random.default_rng(derive_seed(seed, condition, utt_id))
-    if condition == "silence":
-        level = resolved["levels_dbfs"][rng.integers(len(resolved["levels_dbfs"]))]
-        resolved["level_dbfs"] = level
-        return silence(wave.size, level, rng=rng)
-    rms = _rms(wave)
-    if condition == "noise_only":
-        color = resolved["colors"][rng.integers(len(resolved["colors"]))]
-        resolved["color"] = color
-        return noise_only(wave.size, color, rms, rng=rng)
-    paths = recording_paths(resolved["packages"])
-    path = paths[rng.integers(len(paths))]
-    resolved["source"] = path
-    return recording(load_audio(path), wave.size, rms)
+class _Item(NamedTuple):
+    """One utterance to stress, as the condition's implementation sees it; ``params`` is the
+    resolved parameters, where an implementation records what it drew."""
+
+    wave: np.ndarray
+    sr: int
+    utt_id: str
+    seed: int
+    condition: str
+    params: dict
+    partners: Mapping[str, np.ndarray]
+
+    def rng(self) -> np.random.Generator:
+        return np.random.default_rng(derive_seed(self.seed, self.condition, self.utt_id))
+
+
+def _mixed(item: _Item) -> Stressed:
+    need = item.params["n_speakers"] - 1
+    if len(item.partners) != need:
+        raise ValueError(
+            f"speaker_mix of {item.utt_id} needs {need} partner waves, got {len(item.partners)}"
+        )
+    item.params["partners"] = list(item.partners)
+    return speaker_mix(item.wave, list(item.partners.values()))
+
+
+def _silent(item: _Item) -> Stressed:
+    rng = item.rng()
+    levels = item.params["levels_dbfs"]
+    level = item.params["level_dbfs"] = levels[rng.integers(len(levels))]
+    return silence(_mono(item.wave).size, level, rng=rng)
+
+
+def _noise(item: _Item) -> Stressed:
+    wave, rng = _mono(item.wave), item.rng()
+    colors = item.params["colors"]
+    color = item.params["color"] = colors[rng.integers(len(colors))]
+    return noise_only(wave.size, color, _rms(wave), rng=rng)
+
+
+def _environmental(item: _Item) -> Stressed:
+    wave, rng = _mono(item.wave), item.rng()
+    paths = recording_paths(item.params["packages"])
+    path = item.params["source"] = paths[rng.integers(len(paths))]
+    return recording(load_audio(path), wave.size, _rms(wave))
+
+
+# condition -> implementation: one entry per registry name (tests/test_registry.py checks)
+APPLY: dict[str, Callable[[_Item], Stressed]] = {
+    CLEAN: lambda item: clean(item.wave),
+    "time_stretch": lambda item: time_stretch(item.wave, item.sr, float(item.params["factor"])),
+    "speaker_mix": _mixed,
+    "gaussian_noise": lambda item: gaussian_noise(
+        item.wave, float(item.params["snr_db"]), rng=item.rng()
+    ),
+    "silence": _silent,
+    "noise_only": _noise,
+    "environmental": _environmental,
+}
 
 
 def n_shards(n_utterances: int, shard_size: int) -> int:
@@ -337,7 +362,7 @@ def write_stress_shard(
     ``stress_manifest``). Returns the rows written.
 
     A shard past the end of the manifest is written empty: jobs are planned from
-    :func:`whisper_spi.corpus.list_utterances`, which counts files before their audio is
+    :func:`whisper_spi.corpus.manifest.list_utterances`, which counts files before their audio is
     checked, so the plan may hold a shard that no usable utterance fills. ``limit``: only the
     first ``limit`` utterances are stressed (the non-speech inputs' nonspeech.n_items); mix
     partners are still drawn from the whole manifest.

@@ -3,7 +3,7 @@
 One encoder pass per batch, then a KV-cached greedy loop: English, transcribe, no
 timestamps, ``suppress_tokens`` at every step and ``begin_suppress_tokens`` at the first,
 at most ``max_new_tokens`` (224, OpenAI's cap) new tokens. The loop is written here rather
-than calling ``generate()`` so that capture hooks (:mod:`whisper_spi.capture`) see every
+than calling ``generate()`` so that capture hooks (:mod:`whisper_spi.decode.capture`) see every
 decoder step, and so that the per-utterance statistics Whisper's own fallback uses
 (average log-probability, compression ratio, no-speech probability) come out of the same
 pass.
@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from transformers.cache_utils import EncoderDecoderCache
 
-from .io import derive_seed
-from .models import MAX_NEW_TOKENS, WhisperBundle
+from whisper_spi.decode.models import MAX_NEW_TOKENS, WhisperBundle
+from whisper_spi.io import derive_seed
 
 SAMPLE_RATE = 16000
 WINDOW_S = 30.0
@@ -222,7 +222,7 @@ def greedy_decode(
     cross-attention keys/values are computed once, at the first step, and then read from
     the cache; the self-attention cache is preallocated; the output projection runs only
     at the positions whose logits are read. ``capture`` (a
-    :class:`whisper_spi.capture.Capture` whose hooks are on the model) is told which
+    :class:`whisper_spi.decode.capture.Capture` whose hooks are on the model) is told which
     original rows each later call holds. The one device sync per step is reading the new
     tokens. On CPU the steps after the first run on :data:`STEP_THREADS` threads; the
     caller's thread count is restored on return.

@@ -1,10 +1,10 @@
 """The mitigation table: every intervention x strength and every baseline, per model.
 
 Arms: ``plain`` (the decode stage's transcripts, strength 0), ``gating`` (the plain decode
-with OpenAI's no-speech skip: emptied where :func:`whisper_spi.fallback.is_silence`),
+with OpenAI's no-speech skip: emptied where :func:`whisper_spi.mitigation.fallback.is_silence`),
 ``fallback`` (OpenAI's temperature fallback) and each intervention at each strength. Per
 utterance: hallucination (WER > the threshold; for an empty reference, any word), WER,
-the taxonomy type (:func:`whisper_spi.taxonomy.label_transcripts`) and the decoded length.
+the taxonomy type (:func:`whisper_spi.taxonomy.labels.label_transcripts`) and the decoded length.
 Intervals resample speakers with all their utterances (a cluster bootstrap; on non-speech
 inputs, which no one speaks, each item is its own unit), with the same replicates for every
 arm of a model x condition (seeded by model/condition only), so the differences to the
@@ -21,36 +21,38 @@ from itertools import product
 import numpy as np
 import polars as pl
 
-from . import schemas
-from .analysis.bootstrap import (
+from whisper_spi import schemas
+from whisper_spi.analysis.bootstrap import (
     TABLE_BLOCK,
     count_blocks,
     mean_replicates,
     percentile_interval,
     seeded_rng,
 )
-from .analysis.markdown import number, with_interval
-from .errors import WhisperSpiError
-from .fallback import OPENAI, FallbackOptions, is_silence
-from .names import CLEAN, NONSPEECH, STRESSES
-from .taxonomy import TYPES, label_transcripts
-from .text import normalize, wer
+from whisper_spi.analysis.markdown import number, with_interval
+from whisper_spi.errors import WhisperSpiError
+from whisper_spi.mitigation.fallback import OPENAI, FallbackOptions, is_silence
+from whisper_spi.registry import (
+    BASELINES,
+    CLEAN,
+    FALLBACK,
+    GATING,
+    NO_SPEECH,
+    NONSPEECH,
+    PLAIN,
+    POOLED,
+    STRESSED,
+)
+from whisper_spi.taxonomy.labels import TYPES, label_transcripts
+from whisper_spi.text import normalize, wer
 
 __all__ = [
-    "BASELINES",
-    "NO_SPEECH",
-    "STRESSED",
     "arms_frame",
     "mitigation_table",
     "summary",
     "verdicts",
 ]
 
-PLAIN, GATING, FALLBACK = "plain", "gating", "fallback"
-BASELINES = (PLAIN, FALLBACK, GATING)
-STRESSED = "stressed"  # every stress pooled
-NO_SPEECH = "nonspeech"  # every non-speech input pooled
-POOLED = {STRESSED: STRESSES, NO_SPEECH: NONSPEECH}
 ERROR_TYPES = tuple(t for t in TYPES if t != "correct")
 METRICS = ("hallucination_rate", "wer", *(f"rate:{t}" for t in ERROR_TYPES), "mean_tokens")
 _COLS = ["model", "method", "strength", "condition", "utt_id", "speaker", "reference",
@@ -345,9 +347,9 @@ def run_mitigation(args) -> None:
     dose-response figure, into ``args.out_dir``."""
     from pathlib import Path
 
-    from .figures import save_chart
-    from .mitigation_figures import dose_response_chart
-    from .taxonomy import mix_partners
+    from whisper_spi.charts import save_chart
+    from whisper_spi.mitigation.figures import dose_response_chart
+    from whisper_spi.taxonomy.labels import mix_partners
 
     plain = schemas.scan_parquet(args.transcripts, "transcripts").collect()
     mitigated = (
@@ -380,9 +382,9 @@ def run_summary(tables: Sequence[str], out_dir) -> None:
     the verdicts (CSV) and the trade-off figure."""
     from pathlib import Path
 
-    from .figures import save_chart
-    from .io import atomic_path
-    from .mitigation_figures import tradeoff_chart
+    from whisper_spi.charts import save_chart
+    from whisper_spi.io import atomic_path
+    from whisper_spi.mitigation.figures import tradeoff_chart
 
     table = pl.concat([schemas.read_csv(t, "mitigation") for t in tables])
     out = Path(out_dir)

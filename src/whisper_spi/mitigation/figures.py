@@ -12,9 +12,17 @@ from __future__ import annotations
 import altair as alt
 import polars as pl
 
-from .analysis.frames import ordered
-from .mitigation import BASELINES, FALLBACK, NO_SPEECH, PLAIN, STRESSED
-from .names import CLEAN, CONDITIONS, NONSPEECH
+from whisper_spi.analysis.frames import ordered
+from whisper_spi.registry import (
+    BASELINES,
+    CLEAN,
+    CONDITIONS,
+    FALLBACK,
+    NO_SPEECH,
+    NONSPEECH,
+    PLAIN,
+    STRESSED,
+)
 
 __all__ = ["dose_response_chart", "tradeoff_chart"]
 

@@ -26,11 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .capture import DecoderHooks, component_module
-from .errors import WhisperSpiError
-from .io import atomic_path
+from whisper_spi.decode.capture import DecoderHooks, component_module
+from whisper_spi.errors import WhisperSpiError
+from whisper_spi.io import atomic_path
+from whisper_spi.registry import INTERVENTIONS
 
-KINDS = {"project": None, "cross_gain": "cross_attn", "self_damp": "self_attn"}
+KINDS = INTERVENTIONS  # name -> the component it edits (None: configured)
 
 
 @dataclass(frozen=True)

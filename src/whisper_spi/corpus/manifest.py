@@ -20,10 +20,10 @@ from pathlib import Path
 import polars as pl
 from tqdm import tqdm
 
-from . import schemas
-from .audio import WHISPER_WINDOW_S, inspect_audio
-from .errors import AudioError, ConfigError
-from .io import stable_hash
+from whisper_spi import schemas
+from whisper_spi.corpus.audio import WHISPER_WINDOW_S, inspect_audio
+from whisper_spi.errors import AudioError, ConfigError
+from whisper_spi.io import stable_hash
 
 DEMO = "demo"
 AUDIO_SUFFIXES = (".flac", ".wav")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError
+from whisper_spi.errors import CheckpointError
 
 # dtype codes of CTranslate2 (version >= 4). bf16 has no numpy dtype: read as uint16 and widen.
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}

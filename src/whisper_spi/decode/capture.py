@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .names import COMPONENTS
+from whisper_spi.registry import COMPONENTS
 
 # the submodule whose output is each component (what it adds to the residual stream)
 COMPONENT_MODULES = {
@@ -170,7 +170,7 @@ def decode_batch(bundle, waves, references, opts: DecodeOptions):
 
     Returns (decoded, matrices) with matrices[i][(layer, component)] a T_i x d tensor.
     """
-    from .decode import encode, greedy_decode, log_mel
+    from whisper_spi.decode.loop import encode, greedy_decode, log_mel
 
     enc = encode(bundle, log_mel(bundle, waves))
     n_prompt = len(bundle.prompt_ids)
@@ -215,7 +215,7 @@ def decode_shard(
 
     ``utterances``: dicts with utt_id, speaker, text (reference) and wave (16 kHz mono).
     """
-    from .text import hallucinated, wer
+    from whisper_spi.text import hallucinated, wer
 
     transcripts = []
     spectra: dict[int, list[dict]] = {i: [] for i in range(bundle.n_decoder_layers)}

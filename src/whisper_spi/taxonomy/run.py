@@ -9,11 +9,11 @@ from pathlib import Path
 import altair as alt
 import polars as pl
 
-from . import schemas
-from .figures import save_chart
-from .io import atomic_path
-from .names import CONDITIONS, NONSPEECH
-from .taxonomy import (
+from whisper_spi import schemas
+from whisper_spi.charts import save_chart
+from whisper_spi.io import atomic_path
+from whisper_spi.registry import CONDITIONS, NONSPEECH
+from whisper_spi.taxonomy.labels import (
     TYPES,
     TaxonomyOptions,
     bag_of_hallucinations,
