@@ -6,6 +6,7 @@ in its implementation; everything else is derived (tests/test_registry.py checks
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import MappingProxyType
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "GATING",
     "HELL",
     "INTERVENTIONS",
+    "Method",
     "NONSPEECH",
     "NONSPEECH_PARAMS",
     "NO_SPEECH",
@@ -120,13 +122,27 @@ HELL = "hell"  # the union of the three stresses' kept pairs
 COMPONENTS = ("cross_attn", "self_attn", "ffn", "residual")
 OBSERVABLES = ("neff", "log10_kf", "alpha", "tail_energy")
 
-# Interventions in the decoder -> the component each edits (None: config
-# ``intervene.component``); implementations: whisper_spi.mitigation.intervene.
+
+@dataclass(frozen=True)
+class Method:
+    """An intervention in the decoder: the component it edits (None: config
+    ``intervene.component``) and the paper's regime whose prediction it tests, if any."""
+
+    component: str | None
+    regime: str | None
+    description: str
+
+
+# implementations: whisper_spi.mitigation.intervene.EDITS
 INTERVENTIONS = MappingProxyType(
     {
-        "project": None,  # remove the output's projection on a fitted subspace
-        "cross_gain": "cross_attn",  # x (1 + strength): Regime I's prediction
-        "self_damp": "self_attn",  # x (1 - strength): Regime II's prediction
+        "project": Method(None, None, "remove the output's projection on a fitted subspace"),
+        "cross_gain": Method(
+            "cross_attn", "Regime I (cross_gain up)", "cross-attention output x (1 + strength)"
+        ),
+        "self_damp": Method(
+            "self_attn", "Regime II (self_damp)", "self-attention output x (1 - strength)"
+        ),
     }
 )
 # The mitigation table's baselines: the decode stage's transcripts, those with OpenAI's

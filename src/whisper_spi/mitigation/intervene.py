@@ -19,7 +19,7 @@ entered inside the context records the edited outputs.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from whisper_spi.errors import WhisperSpiError
 from whisper_spi.io import atomic_path
 from whisper_spi.registry import INTERVENTIONS
 
-KINDS = INTERVENTIONS  # name -> the component it edits (None: configured)
+KINDS = {name: method.component for name, method in INTERVENTIONS.items()}
 
 
 @dataclass(frozen=True)
@@ -80,18 +80,26 @@ class Intervene(DecoderHooks):
             yield index, component_module(self.layers[index], self.spec.component)
 
     def _edit(self, layer: int, out: torch.Tensor) -> torch.Tensor:
-        s = self.spec.strength
-        if self.spec.kind == "cross_gain":
-            return out * (1.0 + s)
-        if self.spec.kind == "self_damp":
-            return out * (1.0 - s)
-        basis = torch.as_tensor(self.spec.basis[layer], dtype=out.dtype, device=out.device)
-        return out - s * (out @ basis.T) @ basis
+        return EDITS[self.spec.kind](out, self.spec.strength, self.spec.basis.get(layer))
 
     def hook(self, layer, output):
         if isinstance(output, tuple):  # attention: (output, weights)
             return (self._edit(layer, output[0]), *output[1:])
         return self._edit(layer, output)
+
+
+def _project(out: torch.Tensor, s: float, basis: np.ndarray | None) -> torch.Tensor:
+    rows = torch.as_tensor(basis, dtype=out.dtype, device=out.device)
+    return out - s * (out @ rows.T) @ rows
+
+
+# registry name -> edit of the component's output (strength, the layer's subspace or None);
+# one entry per whisper_spi.registry.INTERVENTIONS name (tests/test_registry.py checks)
+EDITS: dict[str, Callable[[torch.Tensor, float, np.ndarray | None], torch.Tensor]] = {
+    "project": _project,
+    "cross_gain": lambda out, s, _: out * (1.0 + s),
+    "self_damp": lambda out, s, _: out * (1.0 - s),
+}
 
 
 def fit_subspace(hallucinated: np.ndarray, clean: np.ndarray, rank: int) -> np.ndarray:

@@ -37,6 +37,7 @@ from whisper_spi.registry import (
     CLEAN,
     FALLBACK,
     GATING,
+    INTERVENTIONS,
     NO_SPEECH,
     NONSPEECH,
     PLAIN,
@@ -283,9 +284,9 @@ def verdicts(table: pl.DataFrame) -> pl.DataFrame:
         rows.append(
             {"model": model, "question": "beats the fallback at equal clean WER", "answer": answer}
         )
+        regimes = [(name, m.regime) for name, m in INTERVENTIONS.items() if m.regime]
         for (method, regime), (inputs, cells) in product(
-            (("cross_gain", "Regime I (cross_gain up)"), ("self_damp", "Regime II (self_damp)")),
-            (("stressed", hall), ("non-speech", silent)),
+            regimes, (("stressed", hall), ("non-speech", silent))
         ):
             dose = cells.filter((pl.col("model") == model) & (pl.col("method") == method))
             if not dose.height:

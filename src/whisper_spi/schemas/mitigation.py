@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from whisper_spi.registry import INTERVENTIONS
 from whisper_spi.schemas import decode  # noqa: F401  (registers the transcripts contract extended here)
 from whisper_spi.schemas._core import BOOL, F64, I32, I64, STR, Col, Contract, add, contract
 
 METHOD_DOC = (
     "plain (no intervention), fallback (OpenAI's temperature fallback), gating (plain + "
-    "OpenAI's no-speech skip), or an intervention: project, cross_gain, self_damp"
+    f"OpenAI's no-speech skip), or an intervention: {', '.join(INTERVENTIONS)}"
 )
 
 add(
@@ -18,7 +19,7 @@ add(
         "contract's transcript columns plus what was applied.",
         (
             *contract("transcripts").cols,
-            Col("method", STR, "project, cross_gain, self_damp or fallback"),
+            Col("method", STR, f"{', '.join(INTERVENTIONS)} or fallback"),
             Col("strength", F64, "intervention strength in [0, 1]; NaN for fallback"),
             Col("layers", STR, "decoder layers edited, comma-separated; empty for fallback"),
             Col("component", STR, "the edited component; empty for fallback"),
