@@ -23,11 +23,14 @@ __all__ = [
     "NONSPEECH_PARAMS",
     "NO_SPEECH",
     "OBSERVABLES",
+    "OBSERVABLE_SPECS",
+    "PAPER_OBSERVABLES",
     "PLAIN",
     "POOLED",
     "STRESSED",
     "STRESSES",
     "STRESS_PARAMS",
+    "Observable",
 ]
 
 
@@ -120,7 +123,86 @@ NONSPEECH = tuple(NONSPEECH_PARAMS)
 
 HELL = "hell"  # the union of the three stresses' kept pairs
 COMPONENTS = ("cross_attn", "self_attn", "ffn", "residual")
-OBSERVABLES = ("neff", "log10_kf", "alpha", "tail_energy")
+
+
+@dataclass(frozen=True)
+class Observable:
+    """A spectral observable of the top-K singular values, as the contracts, tables and
+    figures show it; its kernel: whisper_spi.analysis.observables.KERNELS."""
+
+    name: str  # its column in layer_metrics and its value of ``observable`` elsewhere
+    title: str  # in figures and prose: "Delta <title>"
+    symbol: str  # in the tables' headers: "Δ<symbol>"
+    delta: str  # stressed vs clean: "percent" 100 (s - c) / c, or "difference" s - c
+    digits: int  # decimals of its delta in the tables
+    doc: str  # its layer_metrics column's description
+    unit: str = ""
+
+    def __post_init__(self) -> None:
+        if self.delta not in ("percent", "difference"):
+            raise ValueError(f"{self.name}: delta must be percent or difference")
+
+    @property
+    def percent(self) -> bool:
+        return self.delta == "percent"
+
+    @property
+    def column(self) -> str:
+        """Its delta's column in the tables (d_<name>, _pct for a percent change)."""
+        return f"d_{self.name}_pct" if self.percent else f"d_{self.name}"
+
+    @property
+    def label(self) -> str:
+        """Its delta in the tables' headers."""
+        return f"Δ{self.symbol} %" if self.percent else f"Δ{self.symbol}"
+
+
+OBSERVABLE_SPECS = MappingProxyType(
+    {
+        o.name: o
+        for o in (
+            Observable(
+                name="neff",
+                title="N_eff",
+                symbol="N_eff",
+                delta="percent",
+                digits=2,
+                doc="effective rank exp(H(p)) of the top K (metrics.neff_power)",
+            ),
+            Observable(
+                name="log10_kf",
+                title="log10 Kf",
+                symbol="log10 Kf",
+                delta="difference",
+                digits=2,
+                doc="log10 Kirchhoff index K*sum 1/lambda_i of the top-K second-moment "
+                "eigenvalues s^2/(n_rows-1) above the relative floor (covariance eigenvalues "
+                "only when the spectra are centred)",
+                unit="log10(1/activation units^2)",
+            ),
+            Observable(
+                name="alpha",
+                title="alpha",
+                symbol="α",
+                delta="difference",
+                digits=3,
+                doc="spectral alpha: minus the LSQ slope of log s_i vs log i over ranks "
+                "alpha_start+1..K (default 2..K, the tail)",
+            ),
+            Observable(
+                name="tail_energy",
+                title="tail energy",
+                symbol="tail energy",
+                delta="difference",
+                digits=3,
+                doc="sum_{i>K} s_i^2 / sum_i s_i^2 over the full spectrum",
+            ),
+        )
+    }
+)
+OBSERVABLES = tuple(OBSERVABLE_SPECS)
+# The paper's Tables 1 and 2 report these (with its values: analysis.tables.PAPER_VALUES).
+PAPER_OBSERVABLES = ("neff", "log10_kf", "alpha")
 
 
 @dataclass(frozen=True)

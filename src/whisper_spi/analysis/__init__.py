@@ -1,6 +1,8 @@
 """From spectra to the paper's tables, one module per workflow rule plus shared helpers.
 
 * :mod:`.options`: the metric options and which stages each affects;
+* :mod:`.spectra`, :mod:`.observables`: the observables of spectra, and the one kernel that
+  computes every observable of the registry;
 * :mod:`.layer_metrics` (rule layer_metrics): the observables of every stored spectrum;
 * :mod:`.pairs` (rule pairs): clean/stressed pairs kept at the WER threshold, and counts;
 * :mod:`.pooled` (rule pooled): the pooled scope of one model x layer, and its summary;

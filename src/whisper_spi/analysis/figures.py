@@ -20,7 +20,7 @@ import polars as pl
 
 from whisper_spi.analysis.options import MetricOptions
 from whisper_spi.charts import save_chart
-from whisper_spi.registry import CLEAN, COMPONENTS, HELL, OBSERVABLES, STRESSES
+from whisper_spi.registry import CLEAN, COMPONENTS, HELL, OBSERVABLE_SPECS, OBSERVABLES, STRESSES
 
 __all__ = [
     "FIGURES",
@@ -43,12 +43,6 @@ FIGURES: dict[str, str] = {
     "scree": "Mean singular values per rank (log-log), clean twins vs hell, final decoder layer.",
 }
 
-OBS_TITLES = {
-    "neff": "N_eff",
-    "log10_kf": "log10 Kf",
-    "alpha": "alpha",
-    "tail_energy": "tail energy",
-}
 SERIES_ORDER = [CLEAN, *STRESSES, HELL]
 _WIDTH, _HEIGHT = 170, 130
 
@@ -115,21 +109,22 @@ def trajectories_chart(summary: pl.DataFrame, k: int = 50) -> alt.TopLevelMixin:
     charts = []
     for obs in OBSERVABLES:
         d = data.filter(pl.col("observable") == obs)
+        title = OBSERVABLE_SPECS[obs].title
         base = alt.Chart().encode(
             x=alt.X("layer:O", title="decoder layer"),
             color=alt.Color("series:N", sort=series, title="condition"),
         )
         line = base.mark_line(point=True).encode(
-            y=alt.Y("value:Q", title=OBS_TITLES[obs], scale=alt.Scale(zero=False)),
+            y=alt.Y("value:Q", title=title, scale=alt.Scale(zero=False)),
             tooltip=["model", "component", "series", "layer", "value", "lo", "hi", "n"],
         )
-        band = base.mark_errorband().encode(y=alt.Y("lo:Q", title=OBS_TITLES[obs]), y2="hi:Q")
+        band = base.mark_errorband().encode(y=alt.Y("lo:Q", title=title), y2="hi:Q")
         charts.append(
             alt.layer(band, line, data=d)
             .properties(width=_WIDTH, height=_HEIGHT)
             .facet(
                 row=alt.Row("model:N", title=None),
-                column=alt.Column("component:N", sort=comps, title=f"{OBS_TITLES[obs]}, K={k}"),
+                column=alt.Column("component:N", sort=comps, title=f"{title}, K={k}"),
             )
             .resolve_scale(y="independent")
         )

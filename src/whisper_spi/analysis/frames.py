@@ -8,10 +8,8 @@ import numpy as np
 import polars as pl
 
 from whisper_spi import schemas
-from whisper_spi.registry import COMPONENTS, HELL, OBSERVABLES, STRESSES
+from whisper_spi.registry import COMPONENTS, HELL, OBSERVABLE_SPECS, OBSERVABLES, STRESSES
 
-DELTA_KIND = {"neff": "percent", "log10_kf": "difference", "alpha": "difference",
-              "tail_energy": "difference"}  # fmt: skip
 QUANTITIES = ("clean", "stressed", "delta")  # per observable, in this order
 MEAN_LAYER = -1  # the ``layer`` value of rows averaged over layers
 PAIRED = (*STRESSES, HELL)  # the conditions of pairs, in table order
@@ -55,14 +53,14 @@ def component_rank() -> pl.Expr:
 
 def delta(obs: str, c: np.ndarray, s: np.ndarray) -> np.ndarray:
     with np.errstate(all="ignore"):
-        if DELTA_KIND[obs] == "percent":
+        if OBSERVABLE_SPECS[obs].percent:
             return 100.0 * (s - c) / c
         return s - c
 
 
 def delta_expr(obs: str) -> pl.Expr:
     s, c = pl.col(obs), pl.col(f"{obs}_clean")
-    return (100.0 * (s - c) / c) if DELTA_KIND[obs] == "percent" else (s - c)
+    return (100.0 * (s - c) / c) if OBSERVABLE_SPECS[obs].percent else (s - c)
 
 
 def stack_delta(c: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -103,6 +101,7 @@ def summary_frame(
     shape = point.shape[:4]
     li, ci, ki, oi = (a.ravel() for a in np.indices(shape))
     flat = {name: arr.reshape(*shape, 3) for name, arr in (("p", point), ("lo", lo), ("hi", hi))}
+    kinds = [OBSERVABLE_SPECS[o].delta for o in OBSERVABLES]
     out = {
         "scope": scope,
         "model": model,
@@ -113,7 +112,7 @@ def summary_frame(
         "prefix": prefix,
         "k": np.asarray(ks, dtype=np.int32)[ki],
         "observable": np.asarray(OBSERVABLES, dtype=object)[oi],
-        "delta_kind": np.asarray([DELTA_KIND[o] for o in OBSERVABLES], dtype=object)[oi],
+        "delta_kind": np.asarray(kinds, dtype=object)[oi],
         "n": n.reshape(shape).ravel().astype(np.int64),
     }
     for qi, q in enumerate(QUANTITIES):

@@ -8,13 +8,8 @@ from pathlib import Path
 import polars as pl
 
 from whisper_spi import schemas
-from whisper_spi.analysis.spectra import (
-    ObservableOptions,
-    observables,
-    pack_spectra,
-    sort_descending,
-)
-from whisper_spi.registry import OBSERVABLES
+from whisper_spi.analysis.observables import observables
+from whisper_spi.analysis.spectra import ObservableOptions, pack_spectra, sort_descending
 
 __all__ = ["KEYS", "layer_metrics", "write_layer_metrics"]
 
@@ -42,7 +37,7 @@ def layer_metrics(
     frames = [
         base.with_columns(
             pl.lit(K, pl.Int32).alias("k"),
-            *[pl.Series(name, vals[name], dtype=pl.Float64) for name in OBSERVABLES],
+            *[pl.Series(name, v, dtype=pl.Float64) for name, v in vals.items()],
         )
         for K, vals in obs.items()
     ]

@@ -7,10 +7,13 @@ from typing import Any
 
 import polars as pl
 
+from whisper_spi.registry import OBSERVABLE_SPECS, PAPER_OBSERVABLES
+
 __all__ = [
     "alpha_label",
     "centering_label",
     "counts_markdown",
+    "delta_headers",
     "number",
     "prefix_markdown",
     "scope_sentence",
@@ -18,8 +21,9 @@ __all__ = [
 ]
 
 MISSING = "–"
-# digits of each table column (report and Markdown alike)
-DIGITS = {"d_neff_pct": 2, "d_log10_kf": 2, "d_alpha": 3}
+_PAPER = [OBSERVABLE_SPECS[o] for o in PAPER_OBSERVABLES]
+# digits of each delta column of the tables (report and Markdown alike)
+DIGITS = {o.column: o.digits for o in _PAPER}
 
 
 def number(x: Any, spec: str) -> str:
@@ -58,6 +62,16 @@ def centering_label(centered: bool | None) -> str:
     return "centred (covariance)" if centered else "uncentred second moments"
 
 
+def delta_headers(opts: Any, centered: bool | None) -> dict[str, str]:
+    """Each delta column of the tables -> its header, with what the values depend on (the
+    alpha fit, the eigenvalues' centring); ``opts``: the MetricOptions."""
+    notes = {
+        "alpha": alpha_label(opts.alpha_start, opts.alpha_stop, opts.alpha_method),
+        "log10_kf": centering_label(centered),
+    }
+    return {o.column: o.label + (f" ({notes[o.name]})" if o.name in notes else "") for o in _PAPER}
+
+
 def scope_sentence(scope: str, resample_unit: str, ci: float, fraction: float = 0.5) -> str:
     """One sentence: what a row of ``scope`` is and what its interval resamples."""
     unit = "speakers (each with all its pairs and clean twins)" if resample_unit == "speaker" \
@@ -83,7 +97,7 @@ def table_markdown(table: pl.DataFrame, title: str, opts: Any, centered: bool | 
     """A Markdown rendering of Table 1 or 2: one section per (scope, pair set, prefix), a row
     per cell, raw and length-adjusted deltas side by side (``opts``: the MetricOptions)."""
     ci = opts.ci
-    alpha = alpha_label(opts.alpha_start, opts.alpha_stop, opts.alpha_method)
+    heads = delta_headers(opts, centered)
     lines = [
         f"# {title}",
         "",
@@ -100,32 +114,36 @@ def table_markdown(table: pl.DataFrame, title: str, opts: Any, centered: bool | 
         "",
     ]
     header = (
-        "| model | component | condition | K | n (N, Kf, α) | ΔN_eff % | ΔN_eff % adj. "
-        f"| Δlog10 Kf ({centering_label(centered)}) | Δlog10 Kf adj. | Δα ({alpha}) | Δα adj. "
-        "| paper model | paper ΔN_eff % | paper Δlog10 Kf | paper Δα | signs agree (N, Kf, α) |"
+        "| model | component | condition | K | n (N, Kf, α) | "
+        + "".join(f"{heads[o.column]} | {o.label} adj. | " for o in _PAPER)
+        + "paper model | "
+        + "".join(f"paper {o.label} | " for o in _PAPER)
+        + "signs agree (N, Kf, α) |"
     )
     for (scope, pair_set, prefix), g in table.group_by(
         "scope", "pair_set", "prefix", maintain_order=True
     ):
         label = "full length" if prefix == 0 else f"length-matched, first {prefix} rows"
-        lines += [f"## scope {scope}, pairs {pair_set}, {label}", "", header, "|" + "---|" * 16]
+        lines += [
+            f"## scope {scope}, pairs {pair_set}, {label}",
+            "",
+            header,
+            "|" + "---|" * (header.count("|") - 1),
+        ]
         for r in g.iter_rows(named=True):
             paper = (
                 f"{r['paper_model']} ({r['paper_match']})"
                 if r["paper_model"] is not None
                 else MISSING
             )
-            signs = ", ".join(
-                sign_word(r[c])
-                for c in ("sign_agrees_neff", "sign_agrees_log10_kf", "sign_agrees_alpha")
-            )
+            signs = ", ".join(sign_word(r[f"sign_agrees_{o}"]) for o in PAPER_OBSERVABLES)
             cells = []
             for n, d in DIGITS.items():
                 for v in (n, f"{n}_adj"):
                     cells.append(
                         with_interval(r[v], r[f"{v}_ci_low"], r[f"{v}_ci_high"], f"+.{d}f")
                     )
-            ns = ", ".join(str(r[f"n_{o}"]) for o in ("neff", "log10_kf", "alpha"))
+            ns = ", ".join(str(r[f"n_{o}"]) for o in PAPER_OBSERVABLES)
             lines.append(
                 f"| {r['model']} | {r['component']} | {r['condition']} | {r['k']} | {ns} | "
                 + " | ".join(cells)

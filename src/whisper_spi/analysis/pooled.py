@@ -37,8 +37,9 @@ from whisper_spi.analysis.frames import (
     summary_frame,
 )
 from whisper_spi.analysis.gram import pooled_spectrum, replicate_spectra
+from whisper_spi.analysis.observables import observables
 from whisper_spi.analysis.options import MetricOptions
-from whisper_spi.analysis.spectra import observables, pack_spectra, sort_descending, spectra_lengths
+from whisper_spi.analysis.spectra import pack_spectra, sort_descending, spectra_lengths
 from whisper_spi.registry import CLEAN, COMPONENTS, HELL, OBSERVABLES
 
 __all__ = ["pooled_layer", "pooled_summary", "write_pooled_layer"]

@@ -1,7 +1,6 @@
-"""Spectral observables: effective rank, spectral alpha, Kirchhoff index, tail energy.
-
-The one kernel of the project: :func:`observables` computes every observable of many spectra
-from :class:`ObservableOptions`; layer_metrics, the pooled scope and the detector all call it.
+"""Spectral observables of many spectra: effective rank, spectral alpha, Kirchhoff index,
+tail energy, and :class:`ObservableOptions`, how they are computed; the one kernel that
+computes every observable from them is :func:`whisper_spi.analysis.observables.observables`.
 Pure numpy, vectorised over many spectra.
 
 A spectrum ``s`` is given as a 1-D array (one spectrum: a float is returned), as a sequence of
@@ -31,7 +30,6 @@ __all__ = [
     "covariance_eigenvalues",
     "effective_rank",
     "kirchhoff_index",
-    "observables",
     "pack_spectra",
     "sort_descending",
     "spectra_lengths",
@@ -392,7 +390,7 @@ def tail_energy(s: Any, k: int) -> np.floating | np.ndarray:
     return _map(s, kernel, None)
 
 
-# --------------------------------------------------------------------------- the kernel
+# --------------------------------------------------------------------------- options
 
 
 @dataclass(frozen=True)
@@ -457,51 +455,3 @@ class ObservableOptions:
         out = dataclasses.asdict(self)
         out["k"] = list(self.k)
         return out
-
-
-def observables(
-    S: np.ndarray,
-    n_rows: np.ndarray,
-    options: ObservableOptions,
-    total: np.ndarray | None = None,
-) -> dict[int, dict[str, np.ndarray]]:
-    """Every observable of many spectra at each K: ``{K: {name: values}}`` (:data:`OBSERVABLES`).
-
-    ``S``: singular values, a spectrum per row, sorted descending, NaN-padded; ``n_rows``: each
-    matrix's row count T (Kf uses s**2 / (T - 1)); ``total``: each spectrum's energy sum s**2
-    when ``S`` holds only its leading values (the tail energy then comes from it).
-    """
-    n_rows = np.asarray(n_rows, dtype=np.float64)
-    given = S
-    if options.rank_tol > 0 and S.shape[1]:
-        with np.errstate(invalid="ignore"):
-            S = np.where(options.rank_tol * S[:, :1] >= S, 0.0, S)  # NaN padding stays NaN
-    out: dict[int, dict[str, np.ndarray]] = {}
-    for K in options.k:
-        top = S[:, :K]
-        neff = effective_rank(top, power=options.neff_power)
-        alpha = spectral_alpha(
-            top, start=options.alpha_start, stop=options.alpha_stop, method=options.alpha_method
-        )
-        eig = covariance_eigenvalues(top, n_rows)
-        if options.kf_pad_to_k:
-            eig = np.where(np.isnan(top), 0.0, eig)
-            if eig.shape[1] < K:
-                eig = np.pad(eig, ((0, 0), (0, K - eig.shape[1])))
-        kf = kirchhoff_index(eig, floor=options.kf_floor)
-        with np.errstate(all="ignore"):
-            log10_kf = np.log10(kf)
-        if total is None:
-            tail = np.asarray(tail_energy(S, K), dtype=np.float64)
-        else:
-            e = np.nan_to_num(given, nan=0.0) ** 2
-            with np.errstate(all="ignore"):
-                tail = np.clip(total - e[:, :K].sum(axis=1), 0.0, None) / total
-                tail = np.where(total > 0, tail, np.nan)
-        out[K] = {
-            "neff": np.asarray(neff, dtype=np.float64),
-            "log10_kf": log10_kf,
-            "alpha": np.asarray(alpha, dtype=np.float64),
-            "tail_energy": tail,
-        }
-    return out

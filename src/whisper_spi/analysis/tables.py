@@ -23,11 +23,10 @@ from whisper_spi.analysis.options import MetricOptions
 from whisper_spi.analysis.pooled import pooled_summary
 from whisper_spi.analysis.utterance import utterance_summary
 from whisper_spi.io import atomic_path
-from whisper_spi.registry import CLEAN, HELL, OBSERVABLES
+from whisper_spi.registry import CLEAN, HELL, OBSERVABLE_SPECS, OBSERVABLES, PAPER_OBSERVABLES
 
 __all__ = ["PAPER_VALUES", "TABLE_NAMES", "build_tables", "final_layer_table", "layer_mean_table"]
 
-TABLE_OBS = {"neff": "d_neff_pct", "log10_kf": "d_log10_kf", "alpha": "d_alpha"}
 TABLE_NAMES = {"final": "table1_final_layer", "mean": "table2_layer_mean"}
 TITLES = {
     "table1_final_layer": "Table 1: stressed vs clean at the final decoder layer",
@@ -35,7 +34,7 @@ TITLES = {
 }
 
 # The paper's Hell-vs-clean values at K = 50 (PAPER.md, from a third-party digest):
-# (paper model, component) -> (Delta N_eff %, Delta log10 Kf, Delta alpha).
+# (paper model, component) -> its deltas of PAPER_OBSERVABLES (N_eff %, log10 Kf, alpha).
 PAPER_VALUES: dict[tuple[str, str], tuple[float, float, float]] = {
     ("tiny", "cross_attn"): (-11.98, 2.93, 0.17),
     ("small", "cross_attn"): (-13.40, 3.87, 0.21),
@@ -50,7 +49,8 @@ PAPER_CONDITION = HELL
 def _wide(summary: pl.DataFrame) -> pl.DataFrame:
     keys = ["scope", "pair_set", "prefix", "model", "layer", "component", "condition", "k"]
     out = None
-    for obs, name in TABLE_OBS.items():
+    for obs in PAPER_OBSERVABLES:
+        name = OBSERVABLE_SPECS[obs].column
         part = summary.filter(pl.col("observable") == obs).select(
             *keys,
             pl.col("n").alias(f"n_{obs}"),
@@ -63,19 +63,18 @@ def _wide(summary: pl.DataFrame) -> pl.DataFrame:
             pl.col("delta_adj_ci_high").alias(f"{name}_adj_ci_high"),
         )
         out = part if out is None else out.join(part, on=keys, how="full", coalesce=True)
-    return out.with_columns(n=pl.max_horizontal(*[f"n_{o}" for o in TABLE_OBS]))
+    return out.with_columns(n=pl.max_horizontal(*[f"n_{o}" for o in PAPER_OBSERVABLES]))
 
 
 def _paper_columns(df: pl.DataFrame, opts: MetricOptions) -> pl.DataFrame:
+    columns = [OBSERVABLE_SPECS[o].column for o in PAPER_OBSERVABLES]
     rows = [
         {
             "model": ours,
             "component": comp,
             "paper_model": paper,
             "paper_match": "exact" if ours == paper else "approx",
-            "paper_d_neff_pct": v[0],
-            "paper_d_log10_kf": v[1],
-            "paper_d_alpha": v[2],
+            **{f"paper_{c}": x for c, x in zip(columns, v, strict=True)},
         }
         for ours, paper in opts.paper_models.items()
         for (pm, comp), v in PAPER_VALUES.items()
@@ -88,9 +87,7 @@ def _paper_columns(df: pl.DataFrame, opts: MetricOptions) -> pl.DataFrame:
             "component": pl.String,
             "paper_model": pl.String,
             "paper_match": pl.String,
-            "paper_d_neff_pct": pl.Float64,
-            "paper_d_log10_kf": pl.Float64,
-            "paper_d_alpha": pl.Float64,
+            **{f"paper_{c}": pl.Float64 for c in columns},
         },
     )
     out = df.join(paper, on=["model", "component"], how="left")
@@ -113,9 +110,8 @@ def _paper_columns(df: pl.DataFrame, opts: MetricOptions) -> pl.DataFrame:
         )
 
     return out.with_columns(
-        sign_agrees_neff=agrees("d_neff_pct", "paper_d_neff_pct"),
-        sign_agrees_log10_kf=agrees("d_log10_kf", "paper_d_log10_kf"),
-        sign_agrees_alpha=agrees("d_alpha", "paper_d_alpha"),
+        agrees(c, f"paper_{c}").alias(f"sign_agrees_{o}")
+        for o, c in zip(PAPER_OBSERVABLES, columns, strict=True)
     )
 
 

@@ -28,7 +28,6 @@ from whisper_spi.analysis.bootstrap import (
     seeded_rng,
 )
 from whisper_spi.analysis.frames import (
-    DELTA_KIND,
     MEAN_LAYER,
     delta_expr,
     empty,
@@ -37,11 +36,11 @@ from whisper_spi.analysis.frames import (
     summary_frame,
 )
 from whisper_spi.analysis.options import MetricOptions
-from whisper_spi.registry import CLEAN, COMPONENTS, OBSERVABLES
+from whisper_spi.registry import CLEAN, COMPONENTS, OBSERVABLE_SPECS, OBSERVABLES
 
 __all__ = ["length_slopes", "utterance_summary"]
 
-_PERCENT = np.array([DELTA_KIND[o] == "percent" for o in OBSERVABLES])
+_PERCENT = np.array([OBSERVABLE_SPECS[o].percent for o in OBSERVABLES])
 
 
 def length_slopes(Y: np.ndarray, x: np.ndarray, w: np.ndarray) -> np.ndarray:

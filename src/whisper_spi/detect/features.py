@@ -1,7 +1,7 @@
 """The detector's features: one row per decoded utterance, from its own decode alone.
 
 Spectral features ``L{layer}_{component}_{observable}_k{K}`` of the full-length spectra
-(computed by the :func:`whisper_spi.analysis.spectra.observables` kernel, as layer_metrics
+(computed by the :func:`whisper_spi.analysis.observables.observables` kernel, as layer_metrics
 does), the decoded length ``n_rows`` (T), the label and Whisper's heuristics.
 """
 
@@ -16,12 +16,8 @@ import numpy as np
 import polars as pl
 
 from whisper_spi import schemas
-from whisper_spi.analysis.spectra import (
-    ObservableOptions,
-    observables,
-    pack_spectra,
-    sort_descending,
-)
+from whisper_spi.analysis.observables import observables
+from whisper_spi.analysis.spectra import ObservableOptions, pack_spectra, sort_descending
 from whisper_spi.registry import CLEAN, COMPONENTS, OBSERVABLES
 
 __all__ = ["HEURISTICS", "KEYS", "META", "features", "features_from_capture",

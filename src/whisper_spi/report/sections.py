@@ -11,8 +11,8 @@ import polars as pl
 
 from whisper_spi.analysis.figures import FIGURES
 from whisper_spi.analysis.markdown import (
-    alpha_label,
-    centering_label,
+    DIGITS,
+    delta_headers,
     number,
     scope_sentence,
     with_interval,
@@ -20,7 +20,7 @@ from whisper_spi.analysis.markdown import (
 from whisper_spi.analysis.markdown import signed as _num
 from whisper_spi.analysis.options import MetricOptions
 from whisper_spi.analysis.tables import PAPER_K, TABLE_NAMES
-from whisper_spi.registry import HELL
+from whisper_spi.registry import HELL, OBSERVABLE_SPECS, PAPER_OBSERVABLES
 from whisper_spi.report.html import _caption, _esc, _figure_html, _frame_html
 from whisper_spi.report.mitigation import MITIGATION_FIGURES, mitigation_html
 from whisper_spi.report.taxonomy import TAXONOMY_FIGURES, taxonomy_html
@@ -51,12 +51,6 @@ EXTRA_FIGURES: dict[str, str] = {
 }
 
 
-_OBS = (("d_neff_pct", "ΔN_eff %", 2), ("d_log10_kf", "Δlog10 Kf", 2), ("d_alpha", "Δα", 3))
-
-
-_SIGNS = ("sign_agrees_neff", "sign_agrees_log10_kf", "sign_agrees_alpha")
-
-
 def _value_ci(r: Mapping[str, Any], name: str, digits: int) -> str:
     ci = ""
     if r.get(f"{name}_ci_low") is not None:
@@ -74,7 +68,7 @@ def _with_ci(r: Mapping[str, Any], name: str, digits: int) -> str:
 
 def _pairs(r: Mapping[str, Any]) -> str:
     """n, or n per observable (N_eff / Kf / alpha) where they differ."""
-    ns = [r.get(f"n_{o}") for o in ("neff", "log10_kf", "alpha")]
+    ns = [r.get(f"n_{o}") for o in PAPER_OBSERVABLES]
     if None in ns or len(set(ns)) == 1:
         return str(r["n"])
     return "/".join(map(str, ns))
@@ -84,8 +78,8 @@ def _paper_cells(r: Mapping[str, Any]) -> str:
     """The paper's three values in one cell and whether each sign agrees with ours."""
     if r["paper_model"] is None:
         return "<td class='l'>–</td><td>–</td>"
-    values = ", ".join(_num(r["paper_" + name], d) for name, _, d in _OBS)
-    signs = [r[s] for s in _SIGNS]
+    values = ", ".join(_num(r["paper_" + name], d) for name, d in DIGITS.items())
+    signs = [r[f"sign_agrees_{o}"] for o in PAPER_OBSERVABLES]
     cls = "yes" if all(s is True for s in signs) else "no"
     txt = ", ".join("–" if s is None else ("yes" if s else "NO") for s in signs)
     return (
@@ -95,7 +89,8 @@ def _paper_cells(r: Mapping[str, Any]) -> str:
 
 
 _PAPER_HEAD = (
-    "<th class='l'>paper model: ΔN_eff %, Δlog10 Kf, Δα</th><th>sign agrees (N, Kf, α)</th>"
+    f"<th class='l'>paper model: {', '.join(OBSERVABLE_SPECS[o].label for o in PAPER_OBSERVABLES)}"
+    "</th><th>sign agrees (N, Kf, α)</th>"
 )
 
 
@@ -137,16 +132,13 @@ def _delta_table_html(
     its CI (and the length-adjusted one below), the paper's values and whether the signs
     agree."""
     opts = opts or MetricOptions()
-    titles = {
-        "d_alpha": f"Δα ({alpha_label(opts.alpha_start, opts.alpha_stop, opts.alpha_method)})",
-        "d_log10_kf": f"Δlog10 Kf ({centering_label(centered)})",
-    }
     pct = round(opts.ci * 100)
     head = (
         "<tr>"
         + "".join(f"<th{_LEFT[left]}>{_esc(h)}</th>" for h, _, left in lead)
         + "".join(
-            f"<th>{_esc(titles.get(name, title))} [{pct}% CI]</th>" for name, title, _ in _OBS
+            f"<th>{_esc(title)} [{pct}% CI]</th>"
+            for title in delta_headers(opts, centered).values()
         )
         + _PAPER_HEAD
         + "</tr>"
@@ -155,7 +147,7 @@ def _delta_table_html(
     for r in t.iter_rows(named=True):
         cells = [
             *[f"<td{_LEFT[left]}>{_esc(get(r))}</td>" for _, get, left in lead],
-            *[_with_ci(r, name, d) for name, _, d in _OBS],
+            *[_with_ci(r, name, d) for name, d in DIGITS.items()],
             _paper_cells(r),
         ]
         rows.append("<tr>" + "".join(cells) + "</tr>")

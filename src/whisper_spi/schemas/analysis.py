@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
+from whisper_spi.registry import OBSERVABLE_SPECS, OBSERVABLES, PAPER_OBSERVABLES, Observable
 from whisper_spi.schemas._core import BOOL, F64, I32, I64, STR, Col, Contract, add
 
-_DELTA_DOC = (
-    "Delta per pair, stressed vs its clean twin: percent change 100*(s-c)/c for neff, "
-    "difference s-c for log10_kf, alpha and tail_energy"
-)
 
+def _listing(names: Sequence[str], last: str) -> str:
+    """The names as prose: "a, b and c" (``last`` = "and")."""
+    return f"{', '.join(names[:-1])} {last} {names[-1]}" if len(names) > 1 else names[0]
+
+
+_PERCENT = _listing([o for o in OBSERVABLES if OBSERVABLE_SPECS[o].percent], "and")
+_DIFFERENCE = _listing([o for o in OBSERVABLES if not OBSERVABLE_SPECS[o].percent], "and")
+_DELTA_DOC = (
+    f"Delta per pair, stressed vs its clean twin: percent change 100*(s-c)/c for {_PERCENT}, "
+    f"difference s-c for {_DIFFERENCE}"
+)
 _PAIR_SET_DOC = (
     "all (every kept pair) or fabrication (kept pairs whose stressed transcript the taxonomy "
     "types fabrication; only when pairs.parquet has hallucination_type)"
@@ -18,6 +28,52 @@ _ADJ_DOC = (
     "effect of log(T_s / T_c) fitted on the clean twins, (s-c) - b log(T_s/T_c), for neff "
     "100((s/c)(T_c/T_s)^b - 1); mean over pairs"
 )
+
+# layer_metrics files have always had alpha before log10_kf: that column order is kept, any
+# other observable follows in registry order
+_METRICS_ORDER = ("neff", "alpha", "log10_kf")
+
+
+def observable_cols(observables: Iterable[Observable]) -> tuple[Col, ...]:
+    """layer_metrics' column of each observable."""
+    first = {name: i for i, name in enumerate(_METRICS_ORDER)}
+    ordered = sorted(observables, key=lambda o: first.get(o.name, len(first)))
+    return tuple(Col(o.name, F64, o.doc, o.unit) for o in ordered)
+
+
+def _table_cols() -> tuple[Col, ...]:
+    """The tables' columns of the paper's observables: per observable n, the delta, its
+    interval, median and length-adjusted value; then the paper's model and values; the signs."""
+    specs = [OBSERVABLE_SPECS[o] for o in PAPER_OBSERVABLES]
+    adj = "length-adjusted (layer_summary.delta_adj; null for pooled)"
+    cols = []
+    for o in specs:
+        d, unit = o.column, "%" if o.percent else ""
+        cols += [
+            Col(f"n_{o.name}", I64, f"pairs with a finite Delta {o.title}"),
+            Col(d, F64, f"Delta {o.title}" + ("" if o.percent else " (difference)"), unit),
+            Col(f"{d}_ci_low", F64, "its interval, lower", unit),
+            Col(f"{d}_ci_high", F64, "its interval, upper", unit),
+            Col(f"{d}_median", F64, "median over pairs (null for pooled)", unit),
+            Col(f"{d}_adj", F64, adj, unit),
+            Col(f"{d}_adj_ci_low", F64, "its interval, lower", unit),
+            Col(f"{d}_adj_ci_high", F64, "its interval, upper", unit),
+        ]
+    cols += [
+        Col("paper_model", STR, "the paper's model this row is compared with (or null)"),
+        Col("paper_match", STR, "exact, approx (a stand-in model), or null"),
+    ]
+    cols += [
+        Col(f"paper_{o.column}", F64, f"the paper's Delta {o.title}", "%" if o.percent else "")
+        for o in specs
+    ]
+    first = "sign(ours) == sign(paper)"
+    cols += [
+        Col(f"sign_agrees_{o.name}", BOOL, f"{'same' if i else first} for Delta {o.title}")
+        for i, o in enumerate(specs)
+    ]
+    return tuple(cols)
+
 
 add(
     Contract(
@@ -36,22 +92,7 @@ add(
             Col("n_rows", I32, "rows of the activation matrix (T, or L)"),
             Col("n_sv", I32, "singular values stored for the spectrum (min(T, d))"),
             Col("centered", BOOL, "column mean removed before the SVD"),
-            Col("neff", F64, "effective rank exp(H(p)) of the top K (metrics.neff_power)"),
-            Col(
-                "alpha",
-                F64,
-                "spectral alpha: minus the LSQ slope of log s_i vs log i over ranks "
-                "alpha_start+1..K (default 2..K, the tail)",
-            ),
-            Col(
-                "log10_kf",
-                F64,
-                "log10 Kirchhoff index K*sum 1/lambda_i of the top-K second-moment eigenvalues "
-                "s^2/(n_rows-1) above the relative floor (covariance eigenvalues only when the "
-                "spectra are centred)",
-                "log10(1/activation units^2)",
-            ),
-            Col("tail_energy", F64, "sum_{i>K} s_i^2 / sum_i s_i^2 over the full spectrum"),
+            *observable_cols(OBSERVABLE_SPECS.values()),
         ),
     )
 )
@@ -129,8 +170,8 @@ add(
             Col("component", STR, "cross_attn, self_attn, ffn or residual"),
             Col("prefix", I32, "0 = full length; L = length-matched on the first L rows"),
             Col("k", I32, "top-K"),
-            Col("observable", STR, "neff, log10_kf, alpha or tail_energy"),
-            Col("delta_kind", STR, "percent (neff) or difference (the others)"),
+            Col("observable", STR, _listing(OBSERVABLES, "or")),
+            Col("delta_kind", STR, f"percent ({_PERCENT}) or difference (the others)"),
             Col("n", I64, "pairs contributing (finite delta)"),
             Col("clean", F64, "clean level: mean over pairs (utterance) or pooled value"),
             Col("clean_ci_low", F64, "bootstrap CI of clean, lower"),
@@ -170,45 +211,7 @@ add(
             Col("condition", STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
             Col("k", I32, "top-K"),
             Col("n", I64, "pairs in the cell (the largest of the per-observable n)"),
-            Col("n_neff", I64, "pairs with a finite Delta N_eff"),
-            Col("d_neff_pct", F64, "Delta N_eff", "%"),
-            Col("d_neff_pct_ci_low", F64, "its interval, lower", "%"),
-            Col("d_neff_pct_ci_high", F64, "its interval, upper", "%"),
-            Col("d_neff_pct_median", F64, "median over pairs (null for pooled)", "%"),
-            Col(
-                "d_neff_pct_adj",
-                F64,
-                "length-adjusted (layer_summary.delta_adj; null for pooled)",
-                "%",
-            ),
-            Col("d_neff_pct_adj_ci_low", F64, "its interval, lower", "%"),
-            Col("d_neff_pct_adj_ci_high", F64, "its interval, upper", "%"),
-            Col("n_log10_kf", I64, "pairs with a finite Delta log10 Kf"),
-            Col("d_log10_kf", F64, "Delta log10 Kf (difference of logs)"),
-            Col("d_log10_kf_ci_low", F64, "its interval, lower"),
-            Col("d_log10_kf_ci_high", F64, "its interval, upper"),
-            Col("d_log10_kf_median", F64, "median over pairs (null for pooled)"),
-            Col(
-                "d_log10_kf_adj", F64, "length-adjusted (layer_summary.delta_adj; null for pooled)"
-            ),
-            Col("d_log10_kf_adj_ci_low", F64, "its interval, lower"),
-            Col("d_log10_kf_adj_ci_high", F64, "its interval, upper"),
-            Col("n_alpha", I64, "pairs with a finite Delta alpha"),
-            Col("d_alpha", F64, "Delta alpha (difference)"),
-            Col("d_alpha_ci_low", F64, "its interval, lower"),
-            Col("d_alpha_ci_high", F64, "its interval, upper"),
-            Col("d_alpha_median", F64, "median over pairs (null for pooled)"),
-            Col("d_alpha_adj", F64, "length-adjusted (layer_summary.delta_adj; null for pooled)"),
-            Col("d_alpha_adj_ci_low", F64, "its interval, lower"),
-            Col("d_alpha_adj_ci_high", F64, "its interval, upper"),
-            Col("paper_model", STR, "the paper's model this row is compared with (or null)"),
-            Col("paper_match", STR, "exact, approx (a stand-in model), or null"),
-            Col("paper_d_neff_pct", F64, "the paper's Delta N_eff", "%"),
-            Col("paper_d_log10_kf", F64, "the paper's Delta log10 Kf"),
-            Col("paper_d_alpha", F64, "the paper's Delta alpha"),
-            Col("sign_agrees_neff", BOOL, "sign(ours) == sign(paper) for Delta N_eff"),
-            Col("sign_agrees_log10_kf", BOOL, "same for Delta log10 Kf"),
-            Col("sign_agrees_alpha", BOOL, "same for Delta alpha"),
+            *_table_cols(),
         ),
     )
 )
@@ -224,7 +227,7 @@ add(
         "the three stresses, replicate by replicate; the tables average the replicates over "
         "layers for layer = -1. The same job writes the "
         "layer's rank profiles to pooled/{model}/layer-{layer}-profile.parquet (contract "
-        "rank_profile). delta: 100*(s-c)/c for neff, s-c for the others.",
+        f"rank_profile). delta: 100*(s-c)/c for {_PERCENT}, s-c for the others.",
         (
             Col("model", STR, "model name"),
             Col("pair_set", STR, _PAIR_SET_DOC),
@@ -236,7 +239,7 @@ add(
             Col("n_drawn", I64, "units a subsample keeps, no replacement (replicate -1: n_units)"),
             Col("replicate", I32, "-1 = point estimate; 0..B-1 = subsample replicate"),
             Col("k", I32, "top-K"),
-            Col("observable", STR, "neff, log10_kf, alpha or tail_energy"),
+            Col("observable", STR, _listing(OBSERVABLES, "or")),
             Col("clean", F64, "pooled clean value"),
             Col("stressed", F64, "pooled stressed value"),
             Col("delta", F64, "delta of the two"),
