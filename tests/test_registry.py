@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from whisper_spi import schemas
+from whisper_spi import registry, schemas
 from whisper_spi.analysis import observables as kernel
 from whisper_spi.analysis.frames import summary_frame
 from whisper_spi.analysis.layer_metrics import layer_metrics, write_layer_metrics
@@ -115,3 +115,72 @@ def test_a_new_observable_is_a_registry_entry_and_a_kernel(tmp_path, monkeypatch
     for K in (3, 5):
         assert df.filter(df["k"] == K)["spectral_norm"].to_list() == pytest.approx(want)
     write_layer_metrics(df, tmp_path / "layer-0.parquet")
+
+
+# --------------------------------------------------------------------------- conditions, methods
+
+
+def test_the_config_schema_takes_every_condition_and_method_from_the_registry():
+    from whisper_spi.config import schema
+
+    props = schema()["properties"]
+    assert list(props["stresses"]["properties"]) == list(registry.STRESSES)
+    nonspeech = props["nonspeech"]["properties"]
+    assert nonspeech["conditions"]["items"]["enum"] == list(registry.NONSPEECH)
+    assert nonspeech["conditions"]["default"] == list(registry.NONSPEECH)
+    assert all(name in nonspeech for name in registry.NONSPEECH)
+    methods = props["intervene"]["properties"]["methods"]
+    assert methods["items"]["enum"] == methods["default"] == list(registry.INTERVENTIONS)
+    components = props["decode"]["properties"]["components"]["items"]["enum"]
+    assert components == list(registry.COMPONENTS)
+
+
+def test_every_condition_has_an_implementation_and_its_defaults_come_from_the_registry():
+    from whisper_spi.config import validate
+    from whisper_spi.corpus import stress
+
+    assert set(stress.APPLY) == {*registry.CONDITIONS, *registry.NONSPEECH}
+    config = validate({"models": {"m": "dir:/x"}, "corpus": {"root": "demo"}})
+    for name in registry.STRESSES:
+        assert stress.DEFAULT_PARAMS[name] == config["stresses"][name]
+    for name in registry.NONSPEECH:
+        assert stress.DEFAULT_PARAMS[name] == config["nonspeech"][name]
+    packages = registry.NONSPEECH_PARAMS["environmental"]["properties"]["packages"]
+    assert packages["items"]["enum"] == sorted(stress.RECORDINGS)
+
+
+def test_a_stress_registered_at_runtime_reaches_the_schema_and_the_stress_stage(monkeypatch):
+    """What adding a stress takes: its registry block and its implementation, nothing else."""
+    from types import MappingProxyType
+
+    import numpy as np
+
+    from whisper_spi import config
+    from whisper_spi.corpus import stress
+
+    block = registry._block(
+        "Halve the level.", gain=registry._param("number", 0.5, "Factor.", exclusiveMinimum=0)
+    )
+    params = MappingProxyType({**registry.STRESS_PARAMS, "quiet": block})
+    monkeypatch.setattr(config, "STRESS_PARAMS", params)
+    validated = config.validate({"models": {"m": "dir:/x"}, "corpus": {"root": "demo"}})
+    assert validated["stresses"]["quiet"] == {"gain": 0.5}
+    monkeypatch.setitem(stress.DEFAULT_PARAMS, "quiet", {"gain": 0.5})
+    monkeypatch.setitem(
+        stress.APPLY, "quiet", lambda item: stress.Stressed(item.wave * item.params["gain"], 1.0)
+    )
+    monkeypatch.setattr(stress, "CONDITIONS", (*stress.CONDITIONS, "quiet"))
+    wave = np.full(1600, 0.5, np.float32)
+    out, gain, applied = stress.apply_stress("quiet", wave, 16000, "u-1", 0, {"gain": 0.5})
+    np.testing.assert_allclose(out, 0.25)
+    assert (gain, applied) == (1.0, '{"gain": 0.5}')
+
+
+def test_every_intervention_has_an_edit_and_the_contract_names_it():
+    from whisper_spi import schemas
+    from whisper_spi.mitigation import intervene
+
+    assert set(intervene.EDITS) == set(registry.INTERVENTIONS)
+    assert {n: m.component for n, m in registry.INTERVENTIONS.items()} == intervene.KINDS
+    method = next(c for c in schemas.contract("mitigation_transcripts").cols if c.name == "method")
+    assert all(name in method.doc for name in registry.INTERVENTIONS)
