@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from whisper_spi import theory
-from whisper_spi.theory.measure import _cross_attention, _DecoderMaps, _eager_attention
+from whisper_spi.theory.decoder import _cross_attention, _DecoderMaps, _eager_attention
 
 from .conftest import random_whisper
 
