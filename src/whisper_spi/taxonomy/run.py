@@ -55,9 +55,7 @@ def taxonomy_chart(counts: pl.DataFrame) -> alt.Chart:
     """Stacked bars: the share of each type per condition, one row of panels per model."""
     order = list(dict.fromkeys([*CONDITIONS, *NONSPEECH, *sorted(counts["condition"].unique())]))
     present = [c for c in order if c in set(counts["condition"])]
-    data = counts.with_columns(
-        type_rank=pl.col("type").replace_strict(TYPES, range(len(TYPES)))
-    ).to_pandas()
+    data = counts.with_columns(type_rank=pl.col("type").replace_strict(TYPES, range(len(TYPES))))
     return (
         alt.Chart(data)
         .mark_bar()
