@@ -46,8 +46,8 @@ def label_files(
     if mix_manifests:
         manifest = schemas.scan_parquet(mix_manifests, "stress_manifest", ["utt_id", "params"])
         partners = mix_partners(manifest.select("utt_id", "params").collect())
-    corpus = pl.read_parquet(corpus_manifest, columns=["utt_id", "text"])
-    references = dict(corpus.iter_rows())
+    corpus = schemas.scan_parquet([corpus_manifest], "manifest", ["utt_id", "text"])
+    references = dict(corpus.select("utt_id", "text").collect().iter_rows())
     return label_transcripts(transcripts, partners, references, options)
 
 
