@@ -73,7 +73,7 @@ def resample(wave: np.ndarray, sr: int, target_sr: int = TARGET_SR) -> np.ndarra
     if sr == target_sr:
         return wave.astype(np.float32, copy=False)
     g = gcd(sr, target_sr)
-    from scipy.signal import resample_poly  # 0.6 s to import; parsing the DAG needs no resampling
+    from scipy.signal import resample_poly  # slow to import; parsing the DAG needs no resampling
 
     return resample_poly(wave, target_sr // g, sr // g).astype(np.float32)
 

@@ -216,15 +216,13 @@ def onednn_linears(model) -> bool:
     """Run the model's nn.Linear layers on oneDNN's float32 matmul in inference mode (CPU).
 
     torch's CPU wheel computes F.linear with MKL's sgemm, which on AMD CPUs takes its AVX2
-    path; oneDNN, shipped in the same wheel, uses AVX-512 there. On the AMD EPYC used here it
-    took 0.41-0.46x the CPU time for the encoder's 12,000-row products, 0.53-0.68x for a
-    decode step's output projection and 0.65-0.87x for its other products
-    (bench/bench_decode.py --choices). The modules stay the same
-    objects (their class becomes a subclass of nn.Linear), so hooks fire as before; weights
-    are read in place, no packed copy. Values agree with F.linear to float32 rounding.
-    Outside inference mode (autograd, the theory stage's jvp / vjp) and off float32 the
-    layers run F.linear. Returns False, changing nothing, when this torch build has no
-    oneDNN linear.
+    path; oneDNN, shipped in the same wheel, uses AVX-512 there and takes less CPU time for
+    the encoder's and the decode steps' products (bench/bench_decode.py --choices). The
+    modules stay the same objects (their class becomes a subclass of nn.Linear), so hooks
+    fire as before; weights are read in place, no packed copy. Values agree with F.linear to
+    float32 rounding. Outside inference mode (autograd, the theory stage's jvp / vjp) and off
+    float32 the layers run F.linear. Returns False, changing nothing, when this torch build
+    has no oneDNN linear.
     """
     import torch
 

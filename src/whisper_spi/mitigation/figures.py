@@ -52,6 +52,12 @@ def _xy(hall: pl.DataFrame, wer: pl.DataFrame) -> pl.DataFrame:
     )  # fmt: skip
 
 
+def _finite(df: pl.DataFrame) -> pl.DataFrame:
+    """NaN and infinite floats as null (an arm without a strength has NaN): JSON has neither."""
+    floats = [name for name, dtype in df.schema.items() if dtype.is_float()]
+    return df.with_columns(pl.when(pl.col(c).is_finite()).then(pl.col(c)).alias(c) for c in floats)
+
+
 def _at(table: pl.DataFrame, condition: str, metric: str) -> pl.DataFrame:
     return table.filter((pl.col("condition") == condition) & (pl.col("metric") == metric))
 
@@ -61,9 +67,11 @@ def tradeoff_chart(table: pl.DataFrame) -> alt.TopLevelMixin:
     curves = _xy(_curves(table, STRESSED, hall), _curves(table, CLEAN, wer))
     base_rows = table.filter(pl.col("method").is_in(BASELINES))
     points = _xy(_at(base_rows, STRESSED, hall), _at(base_rows, CLEAN, wer))
-    data = pl.concat(
-        [curves.with_columns(kind=pl.lit("curve")), points.with_columns(kind=pl.lit("point"))]
-    ).to_pandas()
+    data = _finite(
+        pl.concat(
+            [curves.with_columns(kind=pl.lit("curve")), points.with_columns(kind=pl.lit("point"))]
+        )
+    )
     x = alt.X("wer:Q", title="WER on clean audio")
     y = alt.Y("hall:Q", title="hallucination rate, stressed")
     base = alt.Chart(data)
@@ -116,9 +124,11 @@ def dose_response_chart(table: pl.DataFrame, model: str) -> alt.TopLevelMixin:
     conditions = ordered(mine["condition"].to_list(), _PANEL_ORDER)
     curves = pl.concat([_curves(mine, c, metric) for c in conditions])
     level = mine.filter((pl.col("method") == FALLBACK) & (pl.col("metric") == metric))
-    data = pl.concat(
-        [curves.with_columns(kind=pl.lit("curve")), level.with_columns(kind=pl.lit("fallback"))]
-    ).to_pandas()
+    data = _finite(
+        pl.concat(
+            [curves.with_columns(kind=pl.lit("curve")), level.with_columns(kind=pl.lit("fallback"))]
+        )
+    )
     x = alt.X("strength:Q", title="strength")
     y = alt.Y("value:Q", title="hallucination rate")
     base = alt.Chart(data)

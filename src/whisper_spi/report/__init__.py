@@ -88,12 +88,16 @@ def write_report(
     """
     tables_dir = Path(tables_dir)
     tables = schemas.scan_parquet([tables_dir / "tables.parquet"], "tables").collect()
-    pair_counts = _read(pair_counts)
+    pair_counts = _read(pair_counts, "pair_counts")
     if rejected is not None and not isinstance(rejected, pl.DataFrame):
         rejected = read_rejected(rejected)
     if pairs is not None and not isinstance(pairs, pl.DataFrame):
-        pairs = pl.read_parquet([str(p) for p in pairs])
-    comparison = pl.concat([pl.read_csv(c) for c in comparisons]) if comparisons else None
+        pairs = schemas.scan_parquet(pairs, "pairs").collect()
+    comparison = (
+        pl.concat([schemas.read_csv(c, "detect_comparison") for c in comparisons])
+        if comparisons
+        else None
+    )
     versions = dict(versions or collect_versions())
     figs = _figures(figures)
     if "phase_diagram" not in figs:

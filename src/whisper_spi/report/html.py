@@ -11,6 +11,7 @@ from typing import Any
 import altair as alt
 import polars as pl
 
+from whisper_spi import schemas
 from whisper_spi.analysis.figures import FIGURES
 from whisper_spi.analysis.markdown import number
 from whisper_spi.charts import chart_svg
@@ -132,8 +133,13 @@ def _figures(figures: Mapping[str, Any] | str | Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- summary
 
 
-def _read(frame: pl.DataFrame | str | Path) -> pl.DataFrame:
+def _read(frame: pl.DataFrame | str | Path, name: str) -> pl.DataFrame:
+    """``frame`` itself, or its file (CSV or Parquet) read under contract ``name``."""
     if isinstance(frame, pl.DataFrame):
         return frame
     p = Path(frame)
-    return pl.read_csv(p) if p.suffix == ".csv" else pl.read_parquet(p)
+    return (
+        schemas.read_csv(p, name)
+        if p.suffix == ".csv"
+        else schemas.scan_parquet([p], name).collect()
+    )

@@ -46,8 +46,8 @@ def label_files(
     if mix_manifests:
         manifest = schemas.scan_parquet(mix_manifests, "stress_manifest", ["utt_id", "params"])
         partners = mix_partners(manifest.select("utt_id", "params").collect())
-    corpus = pl.read_parquet(corpus_manifest, columns=["utt_id", "text"])
-    references = dict(corpus.iter_rows())
+    corpus = schemas.scan_parquet([corpus_manifest], "manifest", ["utt_id", "text"])
+    references = dict(corpus.select("utt_id", "text").collect().iter_rows())
     return label_transcripts(transcripts, partners, references, options)
 
 
@@ -55,9 +55,7 @@ def taxonomy_chart(counts: pl.DataFrame) -> alt.Chart:
     """Stacked bars: the share of each type per condition, one row of panels per model."""
     order = list(dict.fromkeys([*CONDITIONS, *NONSPEECH, *sorted(counts["condition"].unique())]))
     present = [c for c in order if c in set(counts["condition"])]
-    data = counts.with_columns(
-        type_rank=pl.col("type").replace_strict(TYPES, range(len(TYPES)))
-    ).to_pandas()
+    data = counts.with_columns(type_rank=pl.col("type").replace_strict(TYPES, range(len(TYPES))))
     return (
         alt.Chart(data)
         .mark_bar()

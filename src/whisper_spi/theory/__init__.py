@@ -3,20 +3,17 @@
 * :mod:`.simulate`: a numpy simulator of J_l = A_l J_{l-1} + B_l, the bounds of Lemma 1 /
   Theorem 1 as stated and as corrected, the (gamma, rho) phase diagram, and the chance levels
   of the alignments.
-* :mod:`.measure`: the same quantities measured on a transformers Whisper decoder (block
-  Krylov on batched jvp / vjp).
+* :mod:`.decoder`: the same quantities on a transformers Whisper decoder (block Krylov,
+  :mod:`.krylov`, on batched jvp / vjp); :mod:`.measure`: the theory_measure stage that
+  measures them on the kept pairs' utterances.
 * :mod:`.summary`: the theory table (speaker-grouped bootstrap intervals) and the verdict on
   each regime's hypotheses; :mod:`.figure`: its figures.
 """
 
+from whisper_spi.theory.decoder import MEASURE_SCHEMA, measure_decoder
 from whisper_spi.theory.figure import phase_figure
-from whisper_spi.theory.measure import (
-    MEASURE_SCHEMA,
-    measure,
-    measure_decoder,
-    top_singular,
-    top_singular_batch,
-)
+from whisper_spi.theory.krylov import top_singular, top_singular_batch
+from whisper_spi.theory.measure import measure
 from whisper_spi.theory.simulate import (
     INJECTIONS,
     NOISES,
