@@ -76,7 +76,7 @@ def _adjusted_replicates(
 
     Linear in the slope around the point fit b0 (exact for the differences; for N_eff the
     relative error is about (db dx)^2 / 2, negligible at the slopes' spread), so a few matrix
-    products instead of a pass over the pairs per replicate (200 ms each at paper scale):
+    products instead of a pass over the pairs per replicate:
     d adj / d b is -dx, and -(adj + 100) dx for the percent delta.
     """
     n, L = adj0.shape[:2]

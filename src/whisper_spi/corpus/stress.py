@@ -371,7 +371,7 @@ def write_stress_shard(
         raise ConfigError(
             f"need shard index >= 0 and shard size >= 1, got {shard_index} and {shard_size}"
         )
-    manifest = pl.read_parquet(manifest_path).sort("utt_id")
+    manifest = schemas.scan_parquet([manifest_path], "manifest").collect().sort("utt_id")
     resolved = _resolve_params(condition, params)
     block = manifest.head(limit or manifest.height).slice(shard_index * shard_size, shard_size)
     paths = dict(manifest.select("utt_id", "path").iter_rows())
