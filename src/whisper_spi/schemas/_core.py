@@ -55,19 +55,17 @@ def add(contract: Contract) -> None:
     CONTRACTS[contract.name] = contract
 
 
-# Files the workflow writes that have no columns to check (directories, Markdown, figures,
-# the report): their paths beside the contracts', so every result path has one template.
+# Files the workflow writes that have no columns to check (directories, figures, the report):
+# their paths beside the contracts', so every result path has one template. (A table's
+# Markdown lies beside its CSV, with the suffix .md.)
 FILES: dict[str, str] = {
     "stress_audio": "stress/{condition}/shard-{shard}",
     "pooled_profile": "pooled/{model}/layer-{layer}-profile.parquet",
     "table1": "tables/table1_final_layer.csv",
     "table2": "tables/table2_layer_mean.csv",
     "pair_counts_table": "tables/pair_counts.csv",
-    "table_markdown": "tables/{name}.md",
     "figure_png": "figures/{name}.png",
     "figure_html": "figures/{name}.html",
-    "theory_markdown": "theory/theory_table.md",
-    "detect_markdown": "detect/{model}/results.md",
     "detector": "detect/{model}/detector.json",
     "roc_png": "detect/{model}/roc.png",
     "roc_html": "detect/{model}/roc.html",
@@ -76,7 +74,6 @@ FILES: dict[str, str] = {
     "model_mitigation": "mitigation/{model}/mitigation.csv",
     "dose_response_png": "mitigation/{model}/dose_response.png",
     "dose_response_html": "mitigation/{model}/dose_response.html",
-    "mitigation_markdown": "mitigation/mitigation.md",
     "tradeoff_png": "mitigation/tradeoff.png",
     "tradeoff_html": "mitigation/tradeoff.html",
     "report": "report.html",
@@ -88,7 +85,7 @@ class _Unfilled(dict):
         return "{" + key + "}"
 
 
-def result_path(results_dir: str | os.PathLike, name: str, **wildcards: object) -> str:
+def result_path(results_dir: str | os.PathLike, name: str, /, **wildcards: object) -> str:
     """Where the workflow writes ``name`` (a contract or an entry of :data:`FILES`) under
     ``results_dir``: the given wildcards filled in, the others left as ``{wildcard}`` for
     Snakemake."""
