@@ -17,24 +17,32 @@ include: "workflow/rules/common.smk"
 validate_config(config)  # before any job is planned; an error names the key
 RESULTS = config["results_dir"]
 MODELS = config["models"]
-CONDITIONS = spi_config.CONDITIONS
+CONDITIONS = registry.CONDITIONS
 NONSPEECH = config["nonspeech"]["conditions"]  # decoded and labelled, in no pair
-SHARDS, N_LAYERS = get_plan(config)
+N_UTTERANCES = get_n_utterances(config)
+SHARDS = get_shards(N_UTTERANCES, config["corpus"]["shard_size"])
+N_LAYERS = get_layers(config)
+INTERVENE_SHARDS = get_intervene_shards(config, N_UTTERANCES)
 
 
 wildcard_constraints:
     model="|".join(MODELS),
-    condition="|".join([*CONDITIONS, *NONSPEECH]),
+    condition="|".join([*registry.CONDITIONS, *registry.NONSPEECH]),
+    method="|".join(registry.INTERVENTIONS),
     shard=r"\d{3}",
     layer=r"\d+",
+    strength=r"[0-9.]+",
 
 
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/decode.smk"
 include: "workflow/rules/taxonomy.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/detect.smk"
 include: "workflow/rules/theory.smk"
 include: "workflow/rules/intervene.smk"
+include: "workflow/rules/mitigation.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

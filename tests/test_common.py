@@ -6,6 +6,7 @@ import importlib.machinery
 import importlib.util
 import json
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -31,8 +32,13 @@ def config(common):
     return cfg
 
 
+def _plan(common, config):
+    n = common.get_n_utterances(config)
+    return common.get_shards(n, config["corpus"]["shard_size"]), common.get_layers(config)
+
+
 def test_plan_and_inputs(common, config):
-    shards, layers = common.get_plan(config)
+    shards, layers = _plan(common, config)
     assert shards == ["000", "001"] and layers == {"tiny-en": 4}  # 10 utterances, 5 a shard
     got = common.get_spectra("R", shards, "tiny-en", ["clean"], [2])
     assert got == [f"R/decode/tiny-en/clean/shard-{s}/layer-2.parquet" for s in shards]
@@ -44,6 +50,36 @@ def test_plan_and_inputs(common, config):
     assert common.get_log("R", "pooled", "{model}") == "R/logs/pooled/{model}.log"
     assert common.get_benchmark("R", "tables", "tables") == "R/benchmarks/tables/tables.jsonl"
     assert common.get_final_output("R") == ["R/report.html"]
+    assert common.get_tables("R", ["prefix_counts"]) == [
+        "R/tables/prefix_counts.csv",
+        "R/tables/prefix_counts.md",
+    ]
+
+
+def test_result_paths_come_from_one_template_each():
+    from whisper_spi.schemas import CONTRACTS, FILES, result_path
+
+    assert not set(CONTRACTS) & set(FILES)
+    assert result_path("R", "spectra", model="m", layer=3) == (
+        "R/decode/m/{condition}/shard-{shard}/layer-3.parquet"
+    )
+    assert result_path("R", "figure_png", name="scree") == "R/figures/scree.png"
+
+
+def test_gpu_resources_grow_with_each_retry(common):
+    res = common.get_gpu_resources()
+    assert res["gpu"] == 1
+    assert [res["mem_mb"](None, a) for a in (1, 2, 3)] == [6000, 12000, 18000]
+    assert [res["runtime"](None, a) for a in (1, 2, 3)] == [60, 120, 180]
+
+
+def test_captions_are_package_data_the_reports_share(common):
+    from whisper_spi.analysis.figures import FIGURES
+    from whisper_spi.report.sections import EXTRA_FIGURES
+
+    for name, text in [*FIGURES.items(), ("roc", EXTRA_FIGURES["roc"])]:
+        raw = Path(common.caption_file(name)).read_text("utf-8")
+        assert " ".join(raw.split()) == text
 
 
 def test_metric_options_are_the_stage_keys(common, config):
@@ -74,7 +110,7 @@ def test_logs_and_benchmarks_live_under_results_dir(tmp_path):
 
 
 def test_non_speech_inputs_take_their_own_shards_and_parameters(common, config):
-    shards, layers = common.get_plan(config)
+    shards, layers = _plan(common, config)
     cfg = {**config, "nonspeech": {**config["nonspeech"], "n_items": 2}}
     assert common.get_condition_shards(cfg, shards, "silence") == ["000"]  # 2 items, 5 a shard
     assert common.get_condition_shards(cfg, shards, "clean") == shards
@@ -103,7 +139,7 @@ def test_intervention_shards_and_decodes_per_condition(common, config):
                       "methods": ["cross_gain"], "strengths": [0.5], "fallback": True},
     }  # fmt: skip
     # 7 of the 10 utterances in blocks of 2; a non-speech input has only its 3 items
-    by_condition = common.get_intervene_shards(cfg)
+    by_condition = common.get_intervene_shards(cfg, common.get_n_utterances(cfg))
     assert by_condition["clean"] == ["000", "001", "002", "003"]
     assert by_condition["silence"] == ["000", "001"]
     got = common.get_mitigated("R", cfg, by_condition, "tiny-en")

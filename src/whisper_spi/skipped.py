@@ -12,6 +12,8 @@ from typing import Any
 
 import polars as pl
 
+from whisper_spi.schemas import result_path
+
 __all__ = [
     "end_of_run_lines",
     "read_rejected",
@@ -93,17 +95,16 @@ def end_of_run_lines(
 
     Reads only what exists under ``results_dir`` (a run of one target may have built none).
     """
-    res = Path(results_dir)
     lines = []
-    rejected = res / "corpus" / "rejected.parquet"
+    rejected = Path(result_path(results_dir, "rejected"))
     if rejected.is_file():
         lines.append(rejected_line(read_rejected(rejected), rejected))
-    tables = res / "tables" / "tables.parquet"
-    pairs = [p for m in models if (p := res / "pairs" / m / "pairs.parquet").is_file()]
+    tables = Path(result_path(results_dir, "tables"))
+    pairs = [p for m in models if (p := Path(result_path(results_dir, "pairs", model=m))).is_file()]
     if tables.is_file() and pairs:
         found = unreached_prefixes(pl.read_parquet(tables), prefix_lengths, pl.read_parquet(pairs))
         lines += [f"whisper-spi: {unreached_line(e)}" for e in found]
-    report = res / "report.html"
+    report = Path(result_path(results_dir, "report"))
     if report.is_file():
         lines.append(f"whisper-spi: report at {report}")
     return lines

@@ -6,13 +6,17 @@ import os  # the rules' params use os.path
 import shlex
 
 from snakemake.exceptions import WorkflowError
-from snakemake.io import expand
+from snakemake.io import expand, report
 
 from whisper_spi import config as spi_config
+from whisper_spi import registry
+from whisper_spi.analysis.figures import FIGURES
 from whisper_spi.analysis.options import stage_options
+from whisper_spi.captions import caption_file
 from whisper_spi.corpus.manifest import list_utterances
 from whisper_spi.errors import WhisperSpiError
 from whisper_spi.decode.models import decoder_layers
+from whisper_spi.schemas import result_path
 
 
 def validate_config(config):
@@ -26,19 +30,30 @@ def validate_config(config):
     config.update(validated)
 
 
-def get_plan(config):
-    """(shards, per-model layer counts), known at parse time so `snakemake -n` sees all jobs."""
+# The plan is known at parse time, so `snakemake -n` sees every job.
+def get_n_utterances(config):
+    """The corpus's utterances (the one listing of the corpus a parse makes)."""
     corpus = config["corpus"]
     try:
-        ids = list_utterances(corpus["root"], corpus["splits"], corpus["limit"])
-        layers = {
+        return len(list_utterances(corpus["root"], corpus["splits"], corpus["limit"]))
+    except WhisperSpiError as exc:
+        raise WorkflowError(str(exc)) from None
+
+
+def get_shards(n, shard_size):
+    """Shard names ("000", ...) of ``n`` items in blocks of ``shard_size`` (one at least)."""
+    return [f"{i:03d}" for i in range(max(1, math.ceil(n / shard_size)))]
+
+
+def get_layers(config):
+    """model -> its decoder's layer count."""
+    try:
+        return {
             m: decoder_layers(spec, config["model_cache"])
             for m, spec in config["models"].items()
         }
     except WhisperSpiError as exc:
         raise WorkflowError(str(exc)) from None
-    n_shards = max(1, math.ceil(len(ids) / corpus["shard_size"]))
-    return [f"{i:03d}" for i in range(n_shards)], layers
 
 
 def get_log(results, rule, name):
@@ -52,20 +67,20 @@ def get_benchmark(results, rule, name):
 
 def get_stress_params(config, condition):
     """The stress's parameters as JSON (clean has none)."""
-    if condition in spi_config.NONSPEECH:
+    if condition in registry.NONSPEECH:
         return json.dumps(config["nonspeech"][condition], sort_keys=True)
     return json.dumps(config["stresses"].get(condition, {}), sort_keys=True)
 
 
 def get_stress_limit(config, condition):
     """Utterances a stress shard may draw from (0 = all): non-speech takes nonspeech.n_items."""
-    return config["nonspeech"]["n_items"] if condition in spi_config.NONSPEECH else 0
+    return config["nonspeech"]["n_items"] if condition in registry.NONSPEECH else 0
 
 
 def get_condition_shards(config, shards, condition):
     """The shards of ``condition``: all of them, or for a non-speech input those its
     nonspeech.n_items items fill."""
-    if condition not in spi_config.NONSPEECH:
+    if condition not in registry.NONSPEECH:
         return shards
     return shards[
         : math.ceil(config["nonspeech"]["n_items"] / config["corpus"]["shard_size"])
@@ -76,6 +91,39 @@ def get_decode_flags(config):
     """The boolean decode options as CLI switches."""
     switches = {"--center": "center", "--include-prompt": "include_prompt"}
     return " ".join(flag for flag, key in switches.items() if config["decode"][key])
+
+
+# Shell fragments the model-loading rules share; Snakemake fills them in, so each rule's
+# command (and its recorded code) stays the same text.
+def get_model_args():
+    """The model, its cache and the condition decoded."""
+    return " --model {params.spec:q} --cache={params.cache:q} --condition {wildcards.condition}"
+
+
+def get_stress_args():
+    """The audio decoded: the condition's stress manifests, and the corpus's."""
+    return " --stress-manifest {input.stress:q} --corpus-manifest {input.corpus:q}"
+
+
+def get_decode_args():
+    """The decode options every decoding rule passes (decode, intervene, fallback)."""
+    return (
+        " --threads {threads} --device {params.opts[device]} --dtype {params.opts[dtype]}"
+        " --batch-size {params.opts[batch_size]}"
+        " --max-new-tokens {params.opts[max_new_tokens]}"
+        " --hallucination-wer {params.opts[hallucination_wer]}"
+    )
+
+
+def get_gpu_resources():
+    """A GPU job's resources: one GPU (the profiles map it to the machine or to sbatch), and
+    memory (MB) and time (min) that grow with each retry; profiles/slurm overrides per rule.
+    """
+    return {
+        "gpu": 1,
+        "mem_mb": lambda wc, attempt: 6000 * attempt,
+        "runtime": lambda wc, attempt: 60 * attempt,
+    }
 
 
 def get_metric_options(config, stage):
@@ -97,7 +145,7 @@ def get_pair_filters(config):
 def get_spectra(results, shards, model, conditions, layers):
     """Decode spectra of one model for the given conditions and layers."""
     return expand(
-        f"{results}/decode/{{model}}/{{condition}}/shard-{{shard}}/layer-{{layer}}.parquet",
+        result_path(results, "spectra"),
         model=model,
         condition=conditions,
         shard=shards,
@@ -107,7 +155,7 @@ def get_spectra(results, shards, model, conditions, layers):
 
 def get_transcripts(results, shards, model, conditions):
     return expand(
-        f"{results}/decode/{{model}}/{{condition}}/shard-{{shard}}/transcripts.parquet",
+        result_path(results, "transcripts"),
         model=model,
         condition=conditions,
         shard=shards,
@@ -116,7 +164,7 @@ def get_transcripts(results, shards, model, conditions):
 
 def get_decoded_conditions(config):
     """Every condition decoded: clean, the stresses and the non-speech inputs."""
-    return [*spi_config.CONDITIONS, *config["nonspeech"]["conditions"]]
+    return [*registry.CONDITIONS, *config["nonspeech"]["conditions"]]
 
 
 def get_labelled_transcripts(results, config, shards, model):
@@ -131,10 +179,33 @@ def get_labelled_transcripts(results, config, shards, model):
     ]
 
 
+def get_markdown(path):
+    """The Markdown the CLIs write beside a table's CSV."""
+    return os.path.splitext(path)[0] + ".md"
+
+
+def get_tables(results, names):
+    """Each table's CSV (its contract's path), then its Markdown."""
+    csvs = [result_path(results, name) for name in names]
+    return [p for csv in csvs for p in (csv, get_markdown(csv))]
+
+
+def get_report(path, caption, category, **kwargs):
+    """``path`` flagged for the Snakemake report, with a caption of whisper_spi.captions."""
+    return report(path, caption=caption_file(caption), category=category, **kwargs)
+
+
 def get_taxonomy_options(config):
     """The taxonomy's thresholds as JSON for --options (bag_top is the summary's: changing
     it must not relabel)."""
     opts = {k: v for k, v in config["taxonomy"].items() if k != "bag_top"}
+    return json.dumps(opts, sort_keys=True)
+
+
+def get_theory_options(config):
+    """The theory stage's measurement options as JSON for --options (n_boot is the
+    summary's: changing it must not remeasure)."""
+    opts = {k: v for k, v in config["theory"].items() if k != "n_boot"}
     return json.dumps(opts, sort_keys=True)
 
 
@@ -145,7 +216,7 @@ def get_nonspeech_layer_metrics(results, config, n_layers):
 
 def get_all_layer_metrics(results, n_layers, conditions):
     return [
-        f"{results}/metrics/{m}/{c}/layer-{layer}.parquet"
+        result_path(results, "layer_metrics", model=m, condition=c, layer=layer)
         for m in n_layers
         for c in conditions
         for layer in range(n_layers[m])
@@ -157,47 +228,42 @@ def get_pooled(results, config, n_layers, kind):
     metrics.pooled is off."""
     if not config["metrics"]["pooled"]:
         return []
-    suffix = {"cells": "", "profile": "-profile"}[kind]
+    name = {"cells": "pooled_cells", "profile": "pooled_profile"}[kind]
     return [
-        f"{results}/pooled/{m}/layer-{layer}{suffix}.parquet"
+        result_path(results, name, model=m, layer=layer)
         for m in n_layers
         for layer in range(n_layers[m])
     ]
 
 
-def get_intervene_shards(config):
+def get_intervene_shards(config, n_speech):
     """condition -> the intervention stage's shards, for every decoded condition:
-    intervene.n_utterances (or every utterance; a non-speech input has nonspeech.n_items)
-    in blocks of intervene.shard_size. The corpus is listed once."""
-    corpus, iv = config["corpus"], config["intervene"]
-    try:
-        n_speech = len(
-            list_utterances(corpus["root"], corpus["splits"], corpus["limit"])
-        )
-    except WhisperSpiError as exc:
-        raise WorkflowError(str(exc)) from None
+    intervene.n_utterances (or every one of the ``n_speech`` utterances; a non-speech input
+    has nonspeech.n_items) in blocks of intervene.shard_size."""
+    iv = config["intervene"]
     out = {}
     for condition in get_decoded_conditions(config):
         n = (
             config["nonspeech"]["n_items"]
-            if condition in spi_config.NONSPEECH
+            if condition in registry.NONSPEECH
             else n_speech
         )
         if iv["n_utterances"] is not None:
             n = min(n, iv["n_utterances"])
-        out[condition] = [
-            f"{i:03d}" for i in range(max(1, math.ceil(n / iv["shard_size"])))
-        ]
+        out[condition] = get_shards(n, iv["shard_size"])
     return out
 
 
-def get_stress_inputs(config, shards, condition, manifest, audio):
-    """The stress manifests and audio directories of ``condition`` (its own shards), from
-    the stress rule's output patterns."""
+def get_stress_inputs(results, config, shards, condition):
+    """The stress manifests and audio directories of ``condition`` (its own shards)."""
     shards = get_condition_shards(config, shards, condition)
     return {
-        "stress": expand(manifest, condition=condition, shard=shards),
-        "audio": expand(audio, condition=condition, shard=shards),
+        "stress": expand(
+            result_path(results, "stress_manifest"), condition=condition, shard=shards
+        ),
+        "audio": expand(
+            result_path(results, "stress_audio"), condition=condition, shard=shards
+        ),
     }
 
 
@@ -218,13 +284,17 @@ def get_intervene_layers(config, n_layers, model):
         raise WorkflowError(str(exc)) from None
 
 
+def get_intervene_layer_args(config, n_layers, model):
+    return " ".join(map(str, get_intervene_layers(config, n_layers, model)))
+
+
 def get_intervene_inputs(results, wc):
     """project's subspaces and the detector's folds (the other interventions need neither)."""
     if wc.method != "project":
         return {}
     return {
-        "subspaces": f"{results}/intervene/{wc.model}/subspace",
-        "oof": f"{results}/detect/{wc.model}/oof_scores.csv",
+        "subspaces": result_path(results, "subspaces", model=wc.model),
+        "oof": result_path(results, "detect_oof", model=wc.model),
     }
 
 
@@ -247,7 +317,7 @@ def get_mitigated(results, config, shards_by_condition, model):
     out = []
     for condition, shards in shards_by_condition.items():
         out += expand(
-            f"{results}/intervene/{{model}}/{{method}}/{{strength}}/{{condition}}/shard-{{shard}}.parquet",
+            result_path(results, "mitigation_transcripts"),
             model=model,
             method=iv["methods"],
             strength=get_strengths(config),
@@ -256,7 +326,7 @@ def get_mitigated(results, config, shards_by_condition, model):
         )
         if iv["fallback"]:
             out += expand(
-                f"{results}/intervene/{{model}}/fallback/{{condition}}/shard-{{shard}}.parquet",
+                result_path(results, "fallback_transcripts"),
                 model=model,
                 condition=condition,
                 shard=shards,
@@ -266,60 +336,57 @@ def get_mitigated(results, config, shards_by_condition, model):
 
 def get_report_sections(results, config):
     """(title, table CSV, figure PNG) of the report's sections beyond the paper."""
+
+    def at(name, /, **wildcards):
+        return result_path(results, name, **wildcards)
+
+    models = config["models"]
     sections = [
         (
             f"Hallucination detection: {m}",
-            f"{results}/detect/{m}/results.csv",
-            f"{results}/detect/{m}/roc.png",
+            at("detect_results", model=m),
+            at("roc_png", model=m),
         )
-        for m in config["models"]
+        for m in models
     ]
     sections += [
-        (
-            f"Detection by hallucination type: {m}",
-            f"{results}/detect/{m}/by_type.csv",
-            None,
-        )
-        for m in config["models"]
+        (f"Detection by hallucination type: {m}", at("detect_by_type", model=m), None)
+        for m in models
     ]
-    sections += [
+    sections.append(
         (
             "Hallucination types",
-            f"{results}/tables/taxonomy_counts.csv",
-            f"{results}/figures/taxonomy.png",
-        ),
-    ]
+            at("taxonomy_counts"),
+            at("figure_png", name="taxonomy"),
+        )
+    )
     if config["nonspeech"]["conditions"]:
         sections += [
-            ("Non-speech inputs", f"{results}/tables/nonspeech_rate.csv", None),
-            (
-                "Bag of hallucinations",
-                f"{results}/tables/bag_of_hallucinations.csv",
-                None,
-            ),
+            ("Non-speech inputs", at("nonspeech_rate"), None),
+            ("Bag of hallucinations", at("bag_of_hallucinations"), None),
         ]
     if config["theory"]["n_utterances"] != 0:  # null = every kept pair
         sections.append(
             (
                 "Theorem 1, measured",
-                f"{results}/theory/theory_table.csv",
-                f"{results}/figures/theory_phase.png",
+                at("theory_table"),
+                at("figure_png", name="theory_phase"),
             )
         )
     if config["intervene"]["methods"] or config["intervene"]["fallback"]:
         sections += [
             (
                 f"Mitigation: {m}",
-                f"{results}/mitigation/{m}/summary.csv",
-                f"{results}/mitigation/{m}/dose_response.png",
+                at("mitigation_summary", model=m),
+                at("dose_response_png", model=m),
             )
-            for m in config["models"]
+            for m in models
         ]
         sections.append(
             (
                 "Mitigation vs Whisper's fallback",
-                f"{results}/mitigation/verdict.csv",
-                f"{results}/mitigation/tradeoff.png",
+                at("mitigation_verdict"),
+                at("tradeoff_png"),
             )
         )
     return sections
@@ -342,7 +409,7 @@ def get_report_extra_args(results, config):
 
 
 def get_final_output(results):
-    return [f"{results}/report.html"]
+    return [result_path(results, "report")]
 
 
 def print_end_of_run(results, config, models):

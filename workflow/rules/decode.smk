@@ -5,13 +5,13 @@ for _model, _spec in MODELS.items():
         name:
             f"decode_{_model.replace('-', '_')}"
         input:
-            stress=f"{RESULTS}/stress/{{condition}}/shard-{{shard}}.parquet",
-            audio=f"{RESULTS}/stress/{{condition}}/shard-{{shard}}",
+            stress=result_path(RESULTS, "stress_manifest"),
+            audio=result_path(RESULTS, "stress_audio"),
             corpus=rules.corpus.output.manifest,
         output:
-            transcripts=f"{RESULTS}/decode/{_model}/{{condition}}/shard-{{shard}}/transcripts.parquet",
+            transcripts=result_path(RESULTS, "transcripts", model=_model),
             spectra=[
-                f"{RESULTS}/decode/{_model}/{{condition}}/shard-{{shard}}/layer-{layer}.parquet"
+                result_path(RESULTS, "spectra", model=_model, layer=layer)
                 for layer in range(N_LAYERS[_model])
             ],
         log:
@@ -22,9 +22,7 @@ for _model, _spec in MODELS.items():
             "../../envs/gpu.yaml"
         threads: config["decode"]["threads"]
         resources:
-            gpu=1,
-            mem_mb=lambda wc, attempt: 6000 * attempt,
-            runtime=lambda wc, attempt: 60 * attempt,
+            **get_gpu_resources(),
         params:
             name=_model,
             spec=_spec,
@@ -32,23 +30,11 @@ for _model, _spec in MODELS.items():
             opts=config["decode"],
             flags=get_decode_flags(config),
         shell:
-            "whisper-spi decode"
-            " --model-name {params.name:q}"
-            " --model {params.spec:q}"
-            " --cache={params.cache:q}"
-            " --condition {wildcards.condition}"
-            " --stress-manifest {input.stress:q}"
-            " --corpus-manifest {input.corpus:q}"
-            " --transcripts {output.transcripts:q}"
-            " --spectra {output.spectra:q}"
-            " --threads {threads}"
-            " --device {params.opts[device]}"
-            " --dtype {params.opts[dtype]}"
-            " --batch-size {params.opts[batch_size]}"
-            " --max-new-tokens {params.opts[max_new_tokens]}"
-            " --hallucination-wer {params.opts[hallucination_wer]}"
-            " --tokens {params.opts[tokens]}"
-            " --components {params.opts[components]}"
-            " --prefix-lengths {params.opts[prefix_lengths]}"
-            " {params.flags}"
+            "whisper-spi decode --model-name {params.name:q}"
+            + get_model_args()
+            + get_stress_args()
+            + " --transcripts {output.transcripts:q} --spectra {output.spectra:q}"
+            + get_decode_args()
+            + " --tokens {params.opts[tokens]} --components {params.opts[components]}"
+            " --prefix-lengths {params.opts[prefix_lengths]} {params.flags}"
             " > {log:q} 2>&1"

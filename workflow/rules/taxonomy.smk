@@ -4,12 +4,10 @@ rule taxonomy:
         transcripts=lambda wc: get_labelled_transcripts(
             RESULTS, config, SHARDS, wc.model
         ),
-        mix=expand(
-            f"{RESULTS}/stress/speaker_mix/shard-{{shard}}.parquet", shard=SHARDS
-        ),
+        mix=expand(rules.stress.output.manifest, condition="speaker_mix", shard=SHARDS),
         corpus=rules.corpus.output.manifest,
     output:
-        labels=f"{RESULTS}/taxonomy/{{model}}/labels.parquet",
+        labels=result_path(RESULTS, "taxonomy"),
     log:
         get_log(RESULTS, "taxonomy", "{model}"),
     conda:
@@ -18,12 +16,9 @@ rule taxonomy:
         options=get_taxonomy_options(config),
         wer=config["decode"]["hallucination_wer"],
     shell:
-        "whisper-spi taxonomy"
-        " --transcripts {input.transcripts:q}"
-        " --mix-manifests {input.mix:q}"
-        " --corpus-manifest {input.corpus:q}"
-        " --options {params.options:q}"
-        " --wer-threshold {params.wer}"
+        "whisper-spi taxonomy --transcripts {input.transcripts:q}"
+        " --mix-manifests {input.mix:q} --corpus-manifest {input.corpus:q}"
+        " --options {params.options:q} --wer-threshold {params.wer}"
         " --out {output.labels:q}"
         " > {log:q} 2>&1"
 
@@ -32,17 +27,13 @@ rule taxonomy_summary:
     input:
         expand(rules.taxonomy.output.labels, model=MODELS),
     output:
-        tables=expand(
-            f"{RESULTS}/tables/{{name}}.{{ext}}",
-            name=["taxonomy_counts", "nonspeech_rate", "bag_of_hallucinations"],
-            ext=["csv", "md"],
+        tables=get_tables(
+            RESULTS, ["taxonomy_counts", "nonspeech_rate", "bag_of_hallucinations"]
         ),
-        figure=report(
-            f"{RESULTS}/figures/taxonomy.png",
-            caption="../report/taxonomy.rst",
-            category="Figures",
+        figure=get_report(
+            result_path(RESULTS, "figure_png", name="taxonomy"), "taxonomy", "Figures"
         ),
-        html=f"{RESULTS}/figures/taxonomy.html",
+        html=result_path(RESULTS, "figure_html", name="taxonomy"),
     log:
         get_log(RESULTS, "taxonomy_summary", "summary"),
     conda:
@@ -53,10 +44,7 @@ rule taxonomy_summary:
         tables_dir=lambda wc, output: os.path.dirname(output.tables[0]),
         stem=lambda wc, output: os.path.splitext(output.figure)[0],
     shell:
-        "whisper-spi taxonomy-summary"
-        " --labels {input:q}"
-        " --nonspeech {params.nonspeech:q}"
-        " --top {params.top}"
-        " --tables-dir {params.tables_dir:q}"
-        " --figure {params.stem:q}"
+        "whisper-spi taxonomy-summary --labels {input:q}"
+        " --nonspeech {params.nonspeech:q} --top {params.top}"
+        " --tables-dir {params.tables_dir:q} --figure {params.stem:q}"
         " > {log:q} 2>&1"

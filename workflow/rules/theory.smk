@@ -1,3 +1,4 @@
+# Theorem 1's quantities measured on the real decoders (a GPU stage), and their summary.
 rule theory_measure:
     input:
         stress=lambda wc: expand(
@@ -7,14 +8,11 @@ rule theory_measure:
             rules.stress.output.audio, condition=wc.condition, shard=SHARDS
         ),
         pairs=rules.pairs.output.pairs,
-        transcripts=lambda wc: expand(
-            f"{RESULTS}/decode/{{model}}/{{condition}}/shard-{{shard}}/transcripts.parquet",
-            model=wc.model,
-            condition=wc.condition,
-            shard=SHARDS,
+        transcripts=lambda wc: get_transcripts(
+            RESULTS, SHARDS, wc.model, [wc.condition]
         ),
     output:
-        f"{RESULTS}/theory/{{model}}/{{condition}}.parquet",
+        result_path(RESULTS, "theory_measurements"),
     log:
         get_log(RESULTS, "theory_measure", "{model}/{condition}"),
     benchmark:
@@ -23,30 +21,18 @@ rule theory_measure:
         "../../envs/gpu.yaml"
     threads: config["decode"]["threads"]
     resources:
-        gpu=1,
-        mem_mb=lambda wc, attempt: 6000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        **get_gpu_resources(),
     params:
         spec=lambda wc: MODELS[wc.model],
         cache=config["model_cache"] or "",
-        opts=json.dumps(
-            {k: v for k, v in config["theory"].items() if k != "n_boot"},
-            sort_keys=True,
-        ),
+        opts=get_theory_options(config),
         seed=config["seed"],
     shell:
-        "whisper-spi theory-measure"
-        " --model-name {wildcards.model}"
-        " --model {params.spec:q}"
-        " --cache={params.cache:q}"
-        " --condition {wildcards.condition}"
-        " --stress-manifests {input.stress:q}"
-        " --pairs {input.pairs:q}"
-        " --transcripts {input.transcripts:q}"
-        " --options {params.opts:q}"
-        " --seed {params.seed}"
-        " --threads {threads}"
-        " --out {output:q}"
+        "whisper-spi theory-measure --model-name {wildcards.model}"
+        + get_model_args()
+        + " --stress-manifests {input.stress:q} --pairs {input.pairs:q}"
+        " --transcripts {input.transcripts:q} --options {params.opts:q}"
+        " --seed {params.seed} --threads {threads} --out {output:q}"
         " > {log:q} 2>&1"
 
 
@@ -54,17 +40,13 @@ rule theory_summary:
     input:
         expand(rules.theory_measure.output, model=MODELS, condition=CONDITIONS),
     output:
-        table=report(
-            f"{RESULTS}/theory/theory_table.csv",
-            caption="../report/theory_table.rst",
-            category="Theory",
-        ),
-        markdown=f"{RESULTS}/theory/theory_table.md",
-        html=f"{RESULTS}/figures/theory_phase.html",
-        png=report(
-            f"{RESULTS}/figures/theory_phase.png",
-            caption="../report/theory_phase.rst",
-            category="Theory",
+        table=get_report(result_path(RESULTS, "theory_table"), "theory_table", "Theory"),
+        markdown=get_markdown(result_path(RESULTS, "theory_table")),
+        html=result_path(RESULTS, "figure_html", name="theory_phase"),
+        png=get_report(
+            result_path(RESULTS, "figure_png", name="theory_phase"),
+            "theory_phase",
+            "Theory",
         ),
     log:
         get_log(RESULTS, "theory_summary", "theory_summary"),
@@ -76,10 +58,7 @@ rule theory_summary:
         out_dir=lambda wc, output: os.path.dirname(output.table),
         stem=lambda wc, output: os.path.splitext(output.html)[0],
     shell:
-        "whisper-spi theory-summary"
-        " --measurements {input:q}"
-        " --seed {params.seed}"
-        " --n-boot {params.n_boot}"
-        " --out-dir {params.out_dir:q}"
-        " --figure {params.stem:q}"
+        "whisper-spi theory-summary --measurements {input:q}"
+        " --seed {params.seed} --n-boot {params.n_boot}"
+        " --out-dir {params.out_dir:q} --figure {params.stem:q}"
         " > {log:q} 2>&1"

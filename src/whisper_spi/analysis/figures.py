@@ -19,6 +19,7 @@ import altair as alt
 import polars as pl
 
 from whisper_spi.analysis.options import MetricOptions
+from whisper_spi.captions import captions
 from whisper_spi.charts import save_chart
 from whisper_spi.registry import CLEAN, COMPONENTS, HELL, OBSERVABLE_SPECS, OBSERVABLES, STRESSES
 
@@ -31,17 +32,7 @@ __all__ = [
     "trajectories_chart",
 ]
 
-FIGURES: dict[str, str] = {
-    "trajectories": "Figure 1. Layer-wise trajectories of N_eff, log10 Kf, alpha and tail "
-    "energy (mean over the kept pairs, 95% bootstrap band): clean twins of the hell pairs vs "
-    "each stress and hell.",
-    "phase_diagram": "Figure 2. Spectral phase diagram: N_eff against alpha at the final decoder "
-    "layer, one point per model and condition (clean = the clean twins of the hell pairs), "
-    "95% bootstrap CIs over utterances.",
-    "tail_energy": "Figure 3. Energy per rank, hell over clean: the ratio of the mean normalised "
-    "energy s_i^2 / sum s^2 at each rank i, final decoder layer.",
-    "scree": "Mean singular values per rank (log-log), clean twins vs hell, final decoder layer.",
-}
+FIGURES: dict[str, str] = captions("trajectories", "phase_diagram", "tail_energy", "scree")
 
 SERIES_ORDER = [CLEAN, *STRESSES, HELL]
 _WIDTH, _HEIGHT = 170, 130

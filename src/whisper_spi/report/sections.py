@@ -20,6 +20,7 @@ from whisper_spi.analysis.markdown import (
 from whisper_spi.analysis.markdown import signed as _num
 from whisper_spi.analysis.options import MetricOptions
 from whisper_spi.analysis.tables import PAPER_K, TABLE_NAMES
+from whisper_spi.captions import captions
 from whisper_spi.registry import HELL, OBSERVABLE_SPECS, PAPER_OBSERVABLES
 from whisper_spi.report.html import _caption, _esc, _figure_html, _frame_html
 from whisper_spi.report.mitigation import MITIGATION_FIGURES, mitigation_html
@@ -40,12 +41,7 @@ _THEORY_SHOWN = (
 
 # Captions of the figures the sections beyond the paper bring (keyed by the PNG's stem).
 EXTRA_FIGURES: dict[str, str] = {
-    "roc": "ROC curves of the spectral detector (ours: logistic regression on one decode "
-    "pass's spectral features) and of Whisper's own heuristics, from out-of-fold scores on "
-    "speaker-grouped folds; one panel per setting (all decodes, or stressed ones only).",
-    "theory_phase": "Theorem 1's phase diagram: the simulated singular-value ratio of the "
-    "context Jacobian over effective gain gamma and alignment rho (log axes), with the "
-    "measured decoders placed at their median gamma and rho.",
+    **captions("roc", "theory_phase"),
     **TAXONOMY_FIGURES,
     **MITIGATION_FIGURES,
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from whisper_spi.schemas._core import (
     CONTRACTS,
+    FILES,
     Col,
     Contract,
     check_parquet,
@@ -18,6 +19,7 @@ from whisper_spi.schemas._core import (
     contract,
     frame_from_rows,
     read_csv,
+    result_path,
     scan_parquet,
     to_markdown,
     write_csv,
@@ -34,6 +36,7 @@ from whisper_spi.schemas.theory import THEORY_QUANTITIES  # noqa: E402
 
 __all__ = [
     "CONTRACTS",
+    "FILES",
     "THEORY_QUANTITIES",
     "Col",
     "Contract",
@@ -42,6 +45,7 @@ __all__ = [
     "contract",
     "frame_from_rows",
     "read_csv",
+    "result_path",
     "scan_parquet",
     "to_markdown",
     "write_csv",

@@ -50,9 +50,47 @@ CONTRACTS: dict[str, Contract] = {}
 
 
 def add(contract: Contract) -> None:
-    if contract.name in CONTRACTS:
+    if contract.name in CONTRACTS or contract.name in FILES:
         raise ValueError(f"data contract {contract.name!r} declared twice")
     CONTRACTS[contract.name] = contract
+
+
+# Files the workflow writes that have no columns to check (directories, figures, the report):
+# their paths beside the contracts', so every result path has one template. (A table's
+# Markdown lies beside its CSV, with the suffix .md.)
+FILES: dict[str, str] = {
+    "stress_audio": "stress/{condition}/shard-{shard}",
+    "pooled_profile": "pooled/{model}/layer-{layer}-profile.parquet",
+    "table1": "tables/table1_final_layer.csv",
+    "table2": "tables/table2_layer_mean.csv",
+    "pair_counts_table": "tables/pair_counts.csv",
+    "figure_png": "figures/{name}.png",
+    "figure_html": "figures/{name}.html",
+    "detector": "detect/{model}/detector.json",
+    "roc_png": "detect/{model}/roc.png",
+    "roc_html": "detect/{model}/roc.html",
+    "subspaces": "intervene/{model}/subspace",
+    "fallback_transcripts": "intervene/{model}/fallback/{condition}/shard-{shard}.parquet",
+    "model_mitigation": "mitigation/{model}/mitigation.csv",
+    "dose_response_png": "mitigation/{model}/dose_response.png",
+    "dose_response_html": "mitigation/{model}/dose_response.html",
+    "tradeoff_png": "mitigation/tradeoff.png",
+    "tradeoff_html": "mitigation/tradeoff.html",
+    "report": "report.html",
+}
+
+
+class _Unfilled(dict):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def result_path(results_dir: str | os.PathLike, name: str, /, **wildcards: object) -> str:
+    """Where the workflow writes ``name`` (a contract or an entry of :data:`FILES`) under
+    ``results_dir``: the given wildcards filled in, the others left as ``{wildcard}`` for
+    Snakemake."""
+    template = CONTRACTS[name].path if name in CONTRACTS else FILES[name]
+    return f"{results_dir}/{template.format_map(_Unfilled(wildcards))}"
 
 
 def contract(name: str) -> Contract:
