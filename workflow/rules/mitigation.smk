@@ -40,7 +40,7 @@ rule mitigation_summary:
         table=get_report(result_path(RESULTS, "mitigation"), "mitigation", "Mitigation"),
         markdown=get_markdown(result_path(RESULTS, "mitigation")),
         verdict=result_path(RESULTS, "mitigation_verdict"),
-        png=get_report(result_path(RESULTS, "tradeoff_png"), "mitigation", "Mitigation"),
+        png=get_report(result_path(RESULTS, "tradeoff_png"), "tradeoff", "Mitigation"),
         html=result_path(RESULTS, "tradeoff_html"),
     log:
         get_log(RESULTS, "mitigation_summary", "mitigation_summary"),

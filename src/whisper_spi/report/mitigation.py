@@ -5,19 +5,12 @@ from __future__ import annotations
 
 import polars as pl
 
+from whisper_spi.captions import captions
 from whisper_spi.report.html import _frame_html
 
 __all__ = ["MITIGATION_FIGURES", "mitigation_html"]
 
-MITIGATION_FIGURES = {
-    "tradeoff": "Hallucination rate on the stressed audio (every stress pooled) against WER "
-    "on clean audio: one curve per intervention over its strengths, from the plain decode "
-    "(strength 0); Whisper's temperature fallback, no-speech gating and the plain decode as "
-    "black points. Bars: 95% speaker-bootstrap CIs. Down and left is better.",
-    "dose_response": "Dose-response: hallucination rate per condition against intervention "
-    "strength (0 = the plain decode), 95% speaker-bootstrap bands; dashed: Whisper's "
-    "temperature fallback. Regime I predicts that cross_gain lowers it, Regime II self_damp.",
-}
+MITIGATION_FIGURES = captions("tradeoff", "dose_response")
 
 
 def mitigation_html(df: pl.DataFrame) -> str | None:

@@ -6,20 +6,14 @@ from __future__ import annotations
 import polars as pl
 
 from whisper_spi.analysis.markdown import with_interval
+from whisper_spi.captions import captions
 from whisper_spi.registry import CONDITIONS, NONSPEECH
 from whisper_spi.report.html import _frame_html
 from whisper_spi.taxonomy.labels import TYPES
 
 __all__ = ["TAXONOMY_FIGURES", "taxonomy_html"]
 
-TAXONOMY_FIGURES = {
-    "taxonomy": "Share of decodes of each error type per condition (one panel per model). "
-    "Types, first match wins: correct (WER ≤ threshold; for a non-speech input: no words), "
-    "omission (most reference words deleted, a short output), looping (a phrase repeated back "
-    "to back over most of the output, or the token cap), other_speaker (most words grounded, "
-    "more of them in a mix partner than in the target), grounded_error (most words aligned "
-    "to words of a source in the audio), fabrication (most words grounded in no source).",
-}
+TAXONOMY_FIGURES = captions("taxonomy")
 
 
 def _counts(df: pl.DataFrame) -> str:
