@@ -12,6 +12,7 @@ from typing import Any
 
 import polars as pl
 
+from whisper_spi import schemas
 from whisper_spi.schemas import result_path
 
 __all__ = [
@@ -25,7 +26,11 @@ __all__ = [
 
 def read_rejected(path: str | Path) -> pl.DataFrame:
     """corpus/rejected.parquet (contract ``rejected``): path, reason."""
-    return pl.read_parquet(path, columns=["path", "reason"])
+    return (
+        schemas.scan_parquet([path], "rejected", ["path", "reason"])
+        .select("path", "reason")
+        .collect()
+    )
 
 
 def rejected_line(rejected: pl.DataFrame, where: str | Path) -> str:
@@ -102,7 +107,11 @@ def end_of_run_lines(
     tables = Path(result_path(results_dir, "tables"))
     pairs = [p for m in models if (p := Path(result_path(results_dir, "pairs", model=m))).is_file()]
     if tables.is_file() and pairs:
-        found = unreached_prefixes(pl.read_parquet(tables), prefix_lengths, pl.read_parquet(pairs))
+        found = unreached_prefixes(
+            schemas.scan_parquet([tables], "tables").collect(),
+            prefix_lengths,
+            schemas.scan_parquet(pairs, "pairs").collect(),
+        )
         lines += [f"whisper-spi: {unreached_line(e)}" for e in found]
     report = Path(result_path(results_dir, "report"))
     if report.is_file():
