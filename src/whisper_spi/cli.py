@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 
 from whisper_spi.analysis.options import MetricOptions
 from whisper_spi.analysis.spectra import ObservableOptions
 from whisper_spi.errors import WhisperSpiError
+from whisper_spi.tuning import tune_process
 
 
 def _quiet_transformers() -> None:
@@ -26,50 +26,13 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
-def keep_freed_memory() -> None:
-    """Let glibc keep freed memory for reuse instead of returning it to the kernel at once.
-
-    An encoder pass allocates and frees tensors of 18-73 MB per op. glibc maps those above
-    its mmap threshold (at most 32 MB) afresh and unmaps them on free, and trims a freed
-    heap top, so an op first pays page faults and the kernel's zeroing of its output
-    (copies ran at ~1 GB/s). Kept in the heap, later ops mostly reuse the pages: the tiny.en
-    encoder's CPU time fell 6-18 % (bench/bench_decode.py --choices). A no-op where the C
-    library is not glibc.
-    """
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_max = -1, -4  # glibc's malloc.h
-    mallopt(m_mmap_max, 0)
-    mallopt(m_trim_threshold, 2**31 - 1)
-
-
-def _threads(n: int | None) -> None:
-    """Make torch use exactly the rule's threads, so -j N jobs do not oversubscribe cores;
-    and keep freed memory in the process (:func:`keep_freed_memory`)."""
-    # OpenMP threads that spin at every barrier burn CPU the other jobs on the node need,
-    # and the decode loop's per-step ops are small: one barrier each. Sleeping at once cut
-    # a decode step's CPU time 6x on a loaded node (bench/bench_decode.py; README
-    # Performance). libgomp reads this when torch is imported, hence before the import.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    keep_freed_memory()
-    import torch
-
-    n = n or int(os.environ.get("WHISPER_SPI_THREADS", "0")) or None
-    if n:
-        torch.set_num_threads(n)
-
-
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from whisper_spi.corpus.audio import load_audio
     from whisper_spi.decode.loop import transcribe
     from whisper_spi.decode.models import load_model
 
     _quiet_transformers()
-    _threads(args.threads)
+    tune_process(args.threads)
     bundle = load_model(args.model, device=args.device, dtype=args.dtype)
     waves = [load_audio(path) for path in args.files]
     edit = contextlib.nullcontext()
@@ -93,7 +56,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from whisper_spi.schemas import write_rows
 
     _quiet_transformers()
-    _threads(args.threads)
+    tune_process(args.threads)
     bundle = load_model(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache)
     if len(args.spectra) != bundle.n_decoder_layers:
         raise WhisperSpiError(
@@ -306,7 +269,7 @@ def cmd_theory_measure(args: argparse.Namespace) -> int:
     )
     stress = schemas.scan_parquet(args.stress_manifests, "stress_manifest", ["utt_id", "path"])
     _quiet_transformers()
-    _threads(args.threads)
+    tune_process(args.threads)
     bundle = load_model(args.model, device=args.device, cache_dir=args.cache)
     out = measure_condition(
         bundle,
@@ -338,7 +301,7 @@ def cmd_detect_audio(args: argparse.Namespace) -> int:
     from whisper_spi.detect import feature_kwargs, features_from_capture, load_detector, probability
 
     _quiet_transformers()
-    _threads(args.threads)
+    tune_process(args.threads)
     try:
         detector = load_detector(args.detector)
     except (OSError, ValueError, KeyError) as exc:
@@ -373,7 +336,7 @@ def cmd_intervene(args: argparse.Namespace) -> int:
     from whisper_spi.mitigation.run import run_shard
 
     _quiet_transformers()
-    _threads(args.threads)
+    tune_process(args.threads)
     bundle = load_model(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache)
     with tqdm(desc=f"{args.method} {args.model_name}/{args.condition}", file=sys.stderr,
               mininterval=5) as bar:  # fmt: skip
