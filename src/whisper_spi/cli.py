@@ -340,14 +340,45 @@ def cmd_intervene(args: argparse.Namespace) -> int:
     bundle = load_model(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache)
     with tqdm(desc=f"{args.method} {args.model_name}/{args.condition}", file=sys.stderr,
               mininterval=5) as bar:  # fmt: skip
-        run_shard(bundle, args, bar)
+        run_shard(
+            bundle,
+            model_name=args.model_name,
+            condition=args.condition,
+            stress_manifests=args.stress_manifest,
+            corpus_manifest=args.corpus_manifest,
+            out=args.out,
+            method=args.method,
+            strength=args.strength,
+            layers=args.layers,
+            subspaces=args.subspaces,
+            oof=args.oof,
+            plain=args.plain,
+            n_utterances=args.n_utterances,
+            shard=args.shard,
+            shard_size=args.shard_size,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            threshold=args.hallucination_wer,
+            progress=bar,
+        )
     return 0
 
 
 def cmd_mitigation(args: argparse.Namespace) -> int:
     from whisper_spi.mitigation.table import run_mitigation
 
-    run_mitigation(args)
+    run_mitigation(
+        model_name=args.model_name,
+        transcripts=args.transcripts,
+        mitigated=args.mitigated,
+        stress_manifests=args.stress_manifests,
+        corpus_manifest=args.corpus_manifest,
+        out_dir=args.out_dir,
+        threshold=args.threshold,
+        seed=args.seed,
+        n_boot=args.n_boot,
+    )
     return 0
 
 
