@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from whisper_spi.cli import _parser
+from whisper_spi.cli import build_parser
 
 WHISPER_SPI = str(Path(sys.executable).parent / "whisper-spi")
 
 
 def _subcommands() -> list[str]:
-    (action,) = (a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    (action,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return sorted(action.choices)
 
 
