@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import os
 
-# As a decode job (whisper_spi.cli._threads) runs, for both engines: libgomp reads it when
-# loaded, so before torch and ctranslate2 are imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from whisper_spi.tuning import keep_freed_memory, wait_passively
+
+# As a decode job (whisper_spi.tuning.tune_process) runs, for both engines: libgomp reads it
+# when loaded, so before torch and ctranslate2 are imported.
+wait_passively()
 
 import argparse
 import json
@@ -48,7 +50,6 @@ import polars as pl
 import soundfile as sf
 import torch
 
-from whisper_spi.cli import keep_freed_memory
 from whisper_spi.corpus.manifest import write_manifest
 from whisper_spi.corpus.stress import DEFAULT_PARAMS, write_stress_shard
 from whisper_spi.decode.capture import DecodeOptions, decode_shard
@@ -319,7 +320,7 @@ def print_model(name: str, r: dict) -> bool:
 # One encoder measurement in a fresh process: malloc settings cannot be undone in-process.
 ENCODER_CHILD = """
 import sys, time, soundfile as sf, torch
-from whisper_spi.cli import keep_freed_memory
+from whisper_spi.tuning import keep_freed_memory
 if sys.argv[1] == "keep":
     keep_freed_memory()
 from whisper_spi.decode.loop import encode, log_mel
@@ -387,7 +388,7 @@ def bench_choices(spec: str, data, threads: int) -> None:
             text=True,
             check=True,
         ).stdout
-        label = "freed memory kept (cli.keep_freed_memory)" if arm == "keep" else "glibc default"
+        label = "freed memory kept (tuning.keep_freed_memory)" if arm == "keep" else "glibc default"
         print(f"  {label}: {float(out.split()[-1]):.3f}")
     enc = encode(bundle, log_mel(bundle, [u["wave"] for u in data["speaker_mix"][:8]]))
     print(f"\nspeaker_mix batch of {enc.shape[0]}, steps after the first on n threads:")
@@ -413,7 +414,7 @@ def main() -> None:
         "--choices", action="store_true", help="only the linear-kernel, memory and thread checks"
     )
     args = ap.parse_args()
-    keep_freed_memory()  # as a decode job does (whisper_spi.cli._threads), for both engines
+    keep_freed_memory()  # as a decode job does (whisper_spi.tuning.tune_process), for both engines
     torch.set_num_threads(args.threads)
     results = {}
     with tempfile.TemporaryDirectory() as tmpdir:

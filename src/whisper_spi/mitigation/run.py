@@ -206,43 +206,68 @@ def select_utterances(ids: Sequence[str], n: int | None, shard: int, shard_size:
     return chosen[shard * shard_size : (shard + 1) * shard_size]
 
 
-def run_shard(bundle, args, progress=None) -> None:
-    """The ``intervene`` subcommand: one shard under ``args.method``, written to ``args.out``."""
+def run_shard(
+    bundle,
+    *,
+    model_name: str,
+    condition: str,
+    stress_manifests: Sequence[str | Path],
+    corpus_manifest: str | Path,
+    out: str | Path,
+    method: str,
+    strength: float = 0.0,
+    layers: Sequence[int] | None = None,
+    subspaces: str | Path | None = None,
+    oof: str | Path | None = None,
+    plain: Sequence[str | Path] | None = None,
+    n_utterances: int | None = None,
+    shard: int = 0,
+    shard_size: int = 16,
+    seed: int = 0,
+    batch_size: int = 8,
+    max_new_tokens: int = 224,
+    threshold: float = 0.5,
+    progress=None,
+) -> None:
+    """The intervention stage's job: shard ``shard`` (:func:`select_utterances`) of the
+    condition's stressed utterances, decoded under ``method`` and written to ``out``.
+
+    An intervention edits ``layers`` (empty or None: every layer; ``project`` takes its
+    layers from the ``subspaces`` of intervene-fit, applied per speaker fold of ``oof``);
+    the fallback reuses the ``plain`` transcripts as its temperature-0 pass where given.
+    ``threshold``: a decode hallucinates when its WER exceeds it.
+    """
     from whisper_spi import schemas
 
-    ids = pl.read_parquet(args.stress_manifest, columns=["utt_id"])["utt_id"].to_list()
-    chosen = select_utterances(ids, args.n_utterances, args.shard, args.shard_size)
-    utts = read_shard(args.stress_manifest, args.corpus_manifest, chosen, args.condition)
+    ids = pl.read_parquet(stress_manifests, columns=["utt_id"])["utt_id"].to_list()
+    chosen = select_utterances(ids, n_utterances, shard, shard_size)
+    utts = read_shard(stress_manifests, corpus_manifest, chosen, condition)
     if progress is not None:
         progress.reset(total=len(utts))
     common = dict(
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        threshold=args.hallucination_wer,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        threshold=threshold,
         progress=progress,
     )
-    if args.method == FALLBACK:
-        plain = None
-        if args.plain:
-            frame = schemas.scan_parquet(args.plain, "transcripts").collect()
-            plain = {r["utt_id"]: decoded_from_row(r) for r in frame.iter_rows(named=True)}
-        rows = fallback_shard(
-            bundle, utts, args.model_name, args.condition, args.seed, plain, **common
-        )
+    if method == FALLBACK:
+        first = None
+        if plain:
+            frame = schemas.scan_parquet(plain, "transcripts").collect()
+            first = {r["utt_id"]: decoded_from_row(r) for r in frame.iter_rows(named=True)}
+        rows = fallback_shard(bundle, utts, model_name, condition, seed, first, **common)
     else:
-        layers = layer_list(args.layers or None, bundle.n_decoder_layers)
-        if args.method == "project":
-            if not (args.subspaces and args.oof):
+        resolved = layer_list(layers or None, bundle.n_decoder_layers)
+        if method == "project":
+            if not (subspaces and oof):
                 raise WhisperSpiError("intervene --method project needs --subspaces and --oof")
-            specs = load_subspaces(args.subspaces, args.strength)
-            folds = speaker_folds_of(args.oof)
+            specs = load_subspaces(subspaces, strength)
+            folds = speaker_folds_of(oof)
         else:
-            specs = {ALL_FOLDS: Intervention(args.method, args.strength, layers)}
+            specs = {ALL_FOLDS: Intervention(method, strength, resolved)}
             folds = None
-        rows = intervene_shard(
-            bundle, utts, args.model_name, args.condition, specs, folds, **common
-        )
-    schemas.write_rows(rows, "mitigation_transcripts", args.out)
+        rows = intervene_shard(bundle, utts, model_name, condition, specs, folds, **common)
+    schemas.write_rows(rows, "mitigation_transcripts", out)
 
 
 def layer_list(spec: Sequence[int] | None, n_layers: int) -> tuple[int, ...]:

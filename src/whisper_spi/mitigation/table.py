@@ -17,6 +17,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from itertools import product
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -343,39 +344,48 @@ def markdown(summary_df: pl.DataFrame, verdict_df: pl.DataFrame, ci: float = 0.9
     return "\n".join(lines)
 
 
-def run_mitigation(args) -> None:
-    """The ``mitigation`` subcommand: one model's table (CSV), summary (CSV) and
-    dose-response figure, into ``args.out_dir``."""
-    from pathlib import Path
-
+def run_mitigation(
+    model_name: str,
+    transcripts: Sequence[str | Path],
+    mitigated: Sequence[str | Path],
+    stress_manifests: Sequence[str | Path],
+    corpus_manifest: str | Path,
+    out_dir: str | Path,
+    *,
+    threshold: float = 0.5,
+    seed: int = 0,
+    n_boot: int = 1000,
+) -> None:
+    """The ``mitigation`` stage: one model's table (CSV), summary (CSV) and dose-response
+    figure, into ``out_dir``, from its plain decode ``transcripts``, the intervention stage's
+    ``mitigated`` transcripts (none: the baselines only) and the ``stress_manifests`` (their
+    speaker_mix partners); ``threshold``: a decode hallucinates when its WER exceeds it."""
     from whisper_spi.charts import save_chart
     from whisper_spi.mitigation.figures import dose_response_chart
     from whisper_spi.taxonomy.labels import mix_partners
 
-    plain = schemas.scan_parquet(args.transcripts, "transcripts").collect()
-    mitigated = (
-        schemas.scan_parquet(args.mitigated, "mitigation_transcripts").collect()
-        if args.mitigated
-        else None
+    plain = schemas.scan_parquet(transcripts, "transcripts").collect()
+    edited = (
+        schemas.scan_parquet(mitigated, "mitigation_transcripts").collect() if mitigated else None
     )
     partners: dict[str, list[str]] = {}
-    for path in args.stress_manifests:
+    for path in stress_manifests:
         manifest = schemas.scan_parquet([path], "stress_manifest").collect()
         partners |= mix_partners(manifest.filter(pl.col("stress") == "speaker_mix"))
-    corpus = schemas.scan_parquet([args.corpus_manifest], "manifest").collect()
+    corpus = schemas.scan_parquet([corpus_manifest], "manifest").collect()
     references = dict(corpus.select("utt_id", "text").iter_rows())
-    if mitigated is None:
-        mitigated = plain.clear().with_columns(method=pl.lit(""), strength=pl.lit(0.0))
+    if edited is None:
+        edited = plain.clear().with_columns(method=pl.lit(""), strength=pl.lit(0.0))
     else:  # every arm on the utterances the intervention stage decoded
         plain = plain.join(
-            mitigated.select("condition", "utt_id").unique(), on=["condition", "utt_id"]
+            edited.select("condition", "utt_id").unique(), on=["condition", "utt_id"]
         )
-    arms = arms_frame(plain, mitigated, partners, references, args.threshold)
-    table = mitigation_table(arms, args.seed, args.n_boot)
-    out = Path(args.out_dir)
+    arms = arms_frame(plain, edited, partners, references, threshold)
+    table = mitigation_table(arms, seed, n_boot)
+    out = Path(out_dir)
     schemas.write_csv(table, "mitigation", out / "mitigation.csv")
     schemas.write_csv(summary(table), "mitigation_summary", out / "summary.csv")
-    save_chart(dose_response_chart(table, args.model_name), out / "dose_response")
+    save_chart(dose_response_chart(table, model_name), out / "dose_response")
 
 
 def run_summary(tables: Sequence[str], out_dir) -> None:

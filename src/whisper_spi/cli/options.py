@@ -1,0 +1,82 @@
+"""The option groups that several subcommands share, each declared once as an argparse parent
+(``add_parser(..., parents=[MODEL, ...])``), and the parsing of the JSON options."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from whisper_spi.errors import WhisperSpiError
+from whisper_spi.taxonomy.labels import DEFINITIONS
+
+
+def _group() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(add_help=False)
+
+
+# A Whisper model loaded in this process, and the threads its ops run on.
+MODEL = _group()
+MODEL.add_argument("--model", required=True, help="model spec: hf:<id>, dir:<path>, ct2:<dir|pkg>")
+MODEL.add_argument("--device", default="auto")
+MODEL.add_argument(
+    "--threads", type=int, default=None, help="torch threads (default $WHISPER_SPI_THREADS)"
+)
+
+CACHE = _group()
+CACHE.add_argument("--cache", default=None, help="ct2 conversion cache directory")
+
+BATCH = _group()
+BATCH.add_argument("--batch-size", type=int, default=8)
+
+# A greedy decode's precision and length.
+DECODE = _group()
+DECODE.add_argument("--dtype", default="float32")
+DECODE.add_argument("--max-new-tokens", type=int, default=224)
+
+HALLUCINATION_WER = _group()
+HALLUCINATION_WER.add_argument(
+    "--hallucination-wer", type=float, default=0.5, help="a decode hallucinates: WER > this"
+)
+
+# Which model (its config name) and condition a stage's outputs belong to.
+MODEL_NAME = _group()
+MODEL_NAME.add_argument("--model-name", required=True)
+
+CONDITION = _group()
+CONDITION.add_argument("--condition", required=True)
+
+# The hallucination definition of a label (config hallucination.*).
+LABELS = _group()
+LABELS.add_argument("--threshold", type=float, default=0.5)
+LABELS.add_argument("--labels", nargs="*", default=[], help="taxonomy/<model>/labels.parquet")
+LABELS.add_argument("--definition", choices=DEFINITIONS, default="wer")
+LABELS.add_argument("--her-threshold", type=float, default=0.5)
+
+SEED = _group()
+SEED.add_argument("--seed", type=int, default=0)
+
+# The config section a stage reads, as JSON (parsed by json_object or options_of).
+OPTIONS = _group()
+OPTIONS.add_argument("--options", default="{}", help="JSON of the stage's config options")
+
+OUT_DIR = _group()
+OUT_DIR.add_argument("--out-dir", required=True)
+
+
+def json_object(text: str, flag: str) -> dict:
+    """``text``, the value of ``flag``, as a JSON object; else a WhisperSpiError."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise WhisperSpiError(f"{flag}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise WhisperSpiError(f"{flag}: expected a JSON object, got {text!r}")
+    return value
+
+
+def options_of(text: str, cls):
+    """The --options JSON as ``cls`` (MetricOptions, or ObservableOptions for the kernel)."""
+    try:
+        return cls.from_dict(json_object(text, "--options"))
+    except ValueError as exc:
+        raise WhisperSpiError(str(exc)) from None
