@@ -5,7 +5,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The demo's config only when no --configfile is given: a user's config is the whole config
+# (every key it leaves out takes the schema's default), never merged over the demo's models
+# and corpus limit.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"
@@ -23,6 +28,8 @@ N_UTTERANCES = get_n_utterances(config)
 SHARDS = get_shards(N_UTTERANCES, config["corpus"]["shard_size"])
 N_LAYERS = get_layers(config)
 INTERVENE_SHARDS = get_intervene_shards(config, N_UTTERANCES)
+if workflow.is_main_process:  # what this run is, before any job (dry runs too)
+    print(get_run_summary(config, N_UTTERANCES, N_LAYERS))
 
 
 wildcard_constraints:

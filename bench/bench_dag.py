@@ -128,7 +128,6 @@ def dry_run(config: Path, workdir: Path) -> tuple[float, dict[str, int]]:
         "--snakefile", str(ROOT / "Snakefile"),
         "--directory", str(workdir),
         "--configfile", str(config),
-        "--replace-workflow-config",
         "--profile", str(ROOT / "profiles" / "local"),
         "-j", "8",
     ]  # fmt: skip

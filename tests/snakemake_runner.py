@@ -23,7 +23,6 @@ def command(workdir: Path, *args: str, config: Path = CONFIG) -> list[str]:
         "--directory", str(workdir),
         "--profile", str(ROOT / "profiles" / "local"),
         "--configfile", str(config),
-        "--replace-workflow-config",
         *args,
     ]  # fmt: skip
 

@@ -50,7 +50,6 @@ def test_slurm_profile_run_stops_at_once(tmp_path):
             "--directory", str(tmp_path / "run"),
             "--profile", str(ROOT / "profiles" / "slurm"),
             "--configfile", str(CONFIG),
-            "--replace-workflow-config",
         ],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip

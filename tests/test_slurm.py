@@ -89,7 +89,7 @@ def _snakemake(profile: str, workdir: Path) -> str:
         "--configfile": CONFIG,
         "--directory": workdir,
     }
-    flags = ["--replace-workflow-config"]
+    flags = []
     if profile == "slurm":
         flags.append("--slurm-keep-successful-logs")  # kept as evidence of the sbatch jobs
     run = subprocess.run(

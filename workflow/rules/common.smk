@@ -40,6 +40,22 @@ def get_n_utterances(config):
         raise WorkflowError(str(exc)) from None
 
 
+def get_run_summary(config, n_utterances, layers):
+    """The resolved run in a few lines: the models with their decoder depth, the corpus
+    (root, splits, limit) and how many utterances it holds."""
+    corpus = config["corpus"]
+    models = "\n".join(
+        f"  {name}: {spec} ({layers[name]} decoder layers)"
+        for name, spec in config["models"].items()
+    )
+    limit = "every utterance" if corpus["limit"] is None else f"limit {corpus['limit']}"
+    return (
+        f"whisper-spi: models\n{models}\n"
+        f"whisper-spi: corpus {corpus['root']} splits {', '.join(corpus['splits'])} "
+        f"({limit}): {n_utterances} utterances; results in {config['results_dir']}"
+    )
+
+
 def get_shards(n, shard_size):
     """Shard names ("000", ...) of ``n`` items in blocks of ``shard_size`` (one at least)."""
     return [f"{i:03d}" for i in range(max(1, math.ceil(n / shard_size)))]
