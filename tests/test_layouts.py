@@ -90,8 +90,8 @@ def test_special_token_ids_are_the_papers(layout):
     assert gen.lang_to_id["<|en|>"] == ids["<|en|>"]
     assert bundle.suppress_ids_begin == [220, 50257]
     assert len(bundle.suppress_ids) == 88
-    # the suppress list holds every special token after <|startoftranscript|> but the prompt's
-    # language and task ones, <|notimestamps|> and the language tokens
+    # its tail: <|startoftranscript|>, <|translate|>, <|transcribe|>, <|startoflm|>,
+    # <|startofprev|> and the no-speech token (shifted by one in v3)
     tail = bundle.suppress_ids[-7:]
     if name == "large-v3-turbo":
         assert tail == V3_SUPPRESS_TAIL
