@@ -17,10 +17,9 @@ Run:  .venv/bin/python bench/bench_dtype.py [--n 8] [--max-new-tokens 224] [--ba
 # ruff: noqa: E402  (the environment is set before the imports that read it)
 from __future__ import annotations
 
-import os
+from whisper_spi.tuning import keep_freed_memory, quiet_transformers, wait_passively
 
-# As a decode job sets it (whisper_spi.cli._threads); libgomp reads it when torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+wait_passively()  # as a job's process does, before torch loads OpenMP
 
 import argparse
 import time
@@ -34,7 +33,6 @@ from whisper_spi.analysis.spectra import (
     pack_spectra,
     sort_descending,
 )
-from whisper_spi.cli import _quiet_transformers, keep_freed_memory
 from whisper_spi.corpus.audio import TARGET_SR, load_audio
 from whisper_spi.corpus.manifest import build_manifest
 from whisper_spi.corpus.stress import apply_stress
@@ -167,7 +165,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=224)
     ap.add_argument("--batch", type=int, default=8)
     args = ap.parse_args()
-    _quiet_transformers()  # as a decode job does
+    quiet_transformers()  # as a decode job does
     keep_freed_memory()
 
     tr, obs = decode_all(utterances(args.n), args.max_new_tokens, args.batch)

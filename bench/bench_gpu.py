@@ -20,10 +20,9 @@ Run:  .venv/bin/python bench/bench_gpu.py [--device auto] [--batch 16] [--n 32]
 # ruff: noqa: E402  (the environment is set before the imports that read it)
 from __future__ import annotations
 
-import os
+from whisper_spi.tuning import keep_freed_memory, quiet_transformers, wait_passively
 
-# As a decode job sets it (whisper_spi.cli._threads); libgomp reads it when torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+wait_passively()  # as a job's process does, before torch loads OpenMP
 
 import argparse
 import multiprocessing
@@ -35,7 +34,6 @@ from pathlib import Path
 
 import torch
 
-from whisper_spi.cli import _quiet_transformers, keep_freed_memory
 from whisper_spi.corpus.audio import load_audio
 from whisper_spi.corpus.manifest import build_manifest
 from whisper_spi.decode.capture import DecodeOptions, decode_shard
@@ -96,7 +94,7 @@ def _generate(bundle, utts, batch: int, max_new_tokens: int) -> list[list[int]]:
 
 def run_engine(engine, spec, device, dtype, threads, batch, max_new_tokens, utts) -> dict:
     """One engine in this (fresh) process: warm up on one batch, then time all of ``utts``."""
-    _quiet_transformers()  # as a decode job does
+    quiet_transformers()  # as a decode job does
     keep_freed_memory()
     if threads:
         torch.set_num_threads(threads)
@@ -136,7 +134,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = ap.parse_args()
 
-    _quiet_transformers()
+    quiet_transformers()
     device = str(pick_device(args.device))
     utts = demo_utterances(args.n)
     print(

@@ -41,6 +41,15 @@ def keep_freed_memory() -> None:
     mallopt(m_trim_threshold, 2**31 - 1)
 
 
+def quiet_transformers() -> None:
+    """No weight-loading progress bars or warnings from transformers: they would drown a
+    job's one-line-per-file log."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def tune_process(threads: int | None = None) -> None:
     """Tune the process for a compute job: :func:`wait_passively`, :func:`keep_freed_memory`,
     and torch on exactly ``threads`` threads (else $WHISPER_SPI_THREADS, else torch's
@@ -54,4 +63,4 @@ def tune_process(threads: int | None = None) -> None:
         torch.set_num_threads(threads)
 
 
-__all__ = ["keep_freed_memory", "tune_process", "wait_passively"]
+__all__ = ["keep_freed_memory", "quiet_transformers", "tune_process", "wait_passively"]

@@ -16,6 +16,7 @@ import sys
 
 from whisper_spi.cli import decoding, stages
 from whisper_spi.errors import WhisperSpiError
+from whisper_spi.tuning import wait_passively
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    wait_passively()  # before any subcommand imports torch, which loads OpenMP
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

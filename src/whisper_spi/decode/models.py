@@ -328,11 +328,9 @@ def _converted_dir(target: str, cache_dir: Path) -> Path:
 def convert_ct2(files: Ct2Files, out_dir: Path) -> None:
     """Convert a CTranslate2 Whisper checkpoint into a transformers model directory."""
     from transformers import (
-        GenerationConfig,
         WhisperConfig,
         WhisperFeatureExtractor,
         WhisperForConditionalGeneration,
-        WhisperProcessor,
         WhisperTokenizer,
     )
 
@@ -372,35 +370,50 @@ def convert_ct2(files: Ct2Files, out_dir: Path) -> None:
         )
     model.load_state_dict(state, strict=False, assign=True)
     model.tie_weights()
+    save_whisper_dir(
+        out_dir,
+        model,
+        tokenizer,
+        WhisperFeatureExtractor(feature_size=kwargs["num_mel_bins"]),
+        lang_ids=meta["lang_ids"] if multilingual else None,
+        alignment_heads=meta.get("alignment_heads"),
+    )
+
+
+def save_whisper_dir(
+    out_dir, model, tokenizer, feature_extractor, *, lang_ids=None, alignment_heads=None
+) -> None:
+    """A ``save_pretrained`` directory that :func:`load_model` reads as ``dir:``: the model,
+    Whisper's generation settings from its config and tokenizer, and the processor.
+
+    ``lang_ids``: the language tokens' ids, for a multilingual model only (transformers runs
+    language detection on a model that carries them, which fails on an English-only one).
+    """
+    from transformers import GenerationConfig, WhisperProcessor
+
+    ids = tokenizer.convert_tokens_to_ids
+    config = model.config
     gen = GenerationConfig(
-        decoder_start_token_id=sot,
-        eos_token_id=eot,
-        pad_token_id=eot,
-        bos_token_id=eot,
-        suppress_tokens=suppress,
-        begin_suppress_tokens=begin_suppress,
+        decoder_start_token_id=config.decoder_start_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+        bos_token_id=config.bos_token_id,
+        suppress_tokens=list(config.suppress_tokens),
+        begin_suppress_tokens=list(config.begin_suppress_tokens),
         no_timestamps_token_id=ids("<|notimestamps|>"),
         prev_sot_token_id=ids("<|startofprev|>"),
         max_initial_timestamp_index=50,
-        max_length=kwargs["max_target_positions"],
-        is_multilingual=multilingual,
-        alignment_heads=meta.get("alignment_heads"),
+        max_length=config.max_target_positions,
+        is_multilingual=lang_ids is not None,
+        alignment_heads=alignment_heads,
     )
-    if multilingual:
-        # English-only models must not carry these at all: transformers would run language
-        # detection on them and fail.
-        gen.lang_to_id = {
-            tok: i
-            for tok, i in zip(
-                tokenizer.convert_ids_to_tokens(meta["lang_ids"]), meta["lang_ids"], strict=True
-            )
-        }
+    if lang_ids is not None:
+        langs = tokenizer.convert_ids_to_tokens(lang_ids)
+        gen.lang_to_id = dict(zip(langs, lang_ids, strict=True))
         gen.task_to_id = {"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")}
     model.generation_config = gen
     model.save_pretrained(out_dir, safe_serialization=True)
     gen.save_pretrained(out_dir)
-    processor = WhisperProcessor(
-        feature_extractor=WhisperFeatureExtractor(feature_size=kwargs["num_mel_bins"]),
-        tokenizer=tokenizer,
+    WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(
+        out_dir
     )
-    processor.save_pretrained(out_dir)
