@@ -53,8 +53,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 def cmd_decode(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from whisper_spi.corpus.stress import read_stress_shard
     from whisper_spi.decode.capture import DecodeOptions, SpectrumOptions, decode_shard
-    from whisper_spi.mitigation.run import read_shard
     from whisper_spi.schemas import write_rows
 
     bundle = _load(args.model, args.device, args.threads, dtype=args.dtype, cache_dir=args.cache)
@@ -63,7 +63,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
             f"{args.model}: {bundle.n_decoder_layers} decoder layers but "
             f"{len(args.spectra)} --spectra outputs given"
         )
-    utterances = read_shard(args.stress_manifest, args.corpus_manifest, condition=args.condition)
+    utterances = read_stress_shard(
+        args.stress_manifest, args.corpus_manifest, condition=args.condition
+    )
     opts = DecodeOptions(
         max_new_tokens=args.max_new_tokens,
         hallucination_wer=args.hallucination_wer,

@@ -339,6 +339,33 @@ APPLY: dict[str, Callable[[_Item], Stressed]] = {
 }
 
 
+def read_stress_shard(
+    stress_manifests: str | Path | Sequence[str | Path],
+    corpus_manifest: str | Path,
+    ids: Sequence[str] | None = None,
+    condition: str | None = None,
+) -> list[dict]:
+    """Stressed utterances (utt_id, path, speaker, text, wave) of the manifests, sorted by
+    utt_id; only ``ids`` if given. A non-speech ``condition`` has an empty reference: nothing
+    is said, so any transcript is a hallucination."""
+    import soundfile as sf
+
+    paths = [stress_manifests] if isinstance(stress_manifests, str | Path) else stress_manifests
+    shard = schemas.scan_parquet(paths, "stress_manifest", ["utt_id", "path"])
+    if ids is not None:
+        shard = shard.filter(pl.col("utt_id").is_in(list(ids)))
+    columns = ["utt_id", "speaker", "text"]
+    corpus = schemas.scan_parquet([corpus_manifest], "manifest", columns).select(columns)
+    rows = shard.select("utt_id", "path").join(corpus, on="utt_id", how="left")
+    rows = rows.sort("utt_id").collect()
+    if condition in NONSPEECH:
+        rows = rows.with_columns(text=pl.lit(""))
+    return [
+        dict(row, wave=sf.read(row["path"], dtype="float32")[0])
+        for row in rows.iter_rows(named=True)
+    ]
+
+
 def n_shards(n_utterances: int, shard_size: int) -> int:
     """How many shards of ``shard_size`` utterances cover ``n_utterances``."""
     if shard_size < 1:

@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import polars as pl
-
+from whisper_spi.corpus.stress import read_stress_shard
 from whisper_spi.decode.loop import Decoded, encode, greedy_decode, log_mel
 from whisper_spi.errors import WhisperSpiError
 from whisper_spi.mitigation.fallback import OPENAI, FallbackOptions, fallback_decode, needs_fallback
@@ -169,33 +168,6 @@ def fallback_shard(
     return rows
 
 
-def read_shard(
-    stress_manifests: str | Path | Sequence[str | Path],
-    corpus_manifest: str | Path,
-    ids: Sequence[str] | None = None,
-    condition: str | None = None,
-) -> list[dict]:
-    """Stressed utterances (utt_id, path, speaker, text, wave) of the manifests, sorted by
-    utt_id; only ``ids`` if given. A non-speech ``condition`` has an empty reference: nothing
-    is said, so any transcript is a hallucination."""
-    import soundfile as sf
-
-    from whisper_spi.registry import NONSPEECH
-
-    paths = [stress_manifests] if isinstance(stress_manifests, str | Path) else stress_manifests
-    shard = pl.read_parquet([str(p) for p in paths], columns=["utt_id", "path"])
-    if ids is not None:
-        shard = shard.filter(pl.col("utt_id").is_in(list(ids)))
-    corpus = pl.read_parquet(corpus_manifest, columns=["utt_id", "speaker", "text"])
-    rows = shard.join(corpus, on="utt_id", how="left").sort("utt_id")
-    if condition in NONSPEECH:
-        rows = rows.with_columns(text=pl.lit(""))
-    return [
-        dict(row, wave=sf.read(row["path"], dtype="float32")[0])
-        for row in rows.iter_rows(named=True)
-    ]
-
-
 def select_utterances(ids: Sequence[str], n: int | None, shard: int, shard_size: int) -> list[str]:
     """The intervention stage's shard ``shard``: of the ``n`` utterances with the smallest
     stable hash (every one if n is None; spread over speakers, unlike the sorted decode
@@ -239,9 +211,10 @@ def run_shard(
     """
     from whisper_spi import schemas
 
-    ids = pl.read_parquet(stress_manifests, columns=["utt_id"])["utt_id"].to_list()
+    ids = schemas.scan_parquet(stress_manifests, "stress_manifest", ["utt_id"])
+    ids = ids.select("utt_id").collect()["utt_id"].to_list()
     chosen = select_utterances(ids, n_utterances, shard, shard_size)
-    utts = read_shard(stress_manifests, corpus_manifest, chosen, condition)
+    utts = read_stress_shard(stress_manifests, corpus_manifest, chosen, condition)
     if progress is not None:
         progress.reset(total=len(utts))
     common = dict(
@@ -287,7 +260,6 @@ __all__ = [
     "fallback_shard",
     "intervene_shard",
     "layer_list",
-    "read_shard",
     "run_shard",
     "select_utterances",
 ]

@@ -9,6 +9,7 @@ from typing import Any
 
 import polars as pl
 
+from whisper_spi import schemas
 from whisper_spi.analysis.figures import FIGURES
 from whisper_spi.analysis.markdown import (
     DIGITS,
@@ -412,7 +413,7 @@ def _theory_html(table: pl.DataFrame) -> str:
 def _extra_html(
     title: str, table: str | Path, png: str | Path | None, comparison: pl.DataFrame | None
 ) -> str:
-    df = pl.read_csv(table)
+    df = schemas.read_csv(table)  # whichever table's contract its header names
     if (typed := taxonomy_html(df)) is not None or (typed := mitigation_html(df)) is not None:
         body = typed
     elif {"method", "auroc"} <= set(df.columns):

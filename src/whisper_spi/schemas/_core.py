@@ -189,14 +189,24 @@ def scan_parquet(
     return pl.scan_parquet(check_parquet(paths, name, columns))
 
 
-def read_csv(path: str | os.PathLike, name: str) -> pl.DataFrame:
+def read_csv(path: str | os.PathLike, name: str | None = None) -> pl.DataFrame:
     """A CSV file written under contract ``name``, with the contract's types; a missing or
-    unparsable column raises :class:`DataError` naming the file and the column."""
-    c = contract(name)
+    unparsable column raises :class:`DataError` naming the file and the column. Without
+    ``name``, the CSV contract whose columns are exactly the file's header."""
     try:
         raw = pl.read_csv(path, infer_schema=False)
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+    if name is None:
+        found = [
+            c.name
+            for c in CONTRACTS.values()
+            if c.path.endswith(".csv") and list(c.names) == raw.columns
+        ]
+        if len(found) != 1:
+            raise DataError(f"{path}: its columns match {len(found)} CSV contracts, not one")
+        name = found[0]
+    c = contract(name)
     cols = []
     for col in c.cols:
         if col.name not in raw.columns:
