@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from whisper_spi.registry import OBSERVABLE_SPECS, OBSERVABLES, PAPER_OBSERVABLES, Observable
+from whisper_spi.registry import (
+    HELL,
+    OBSERVABLE_SPECS,
+    OBSERVABLES,
+    PAPER_OBSERVABLES,
+    STRESSES,
+    Observable,
+)
 from whisper_spi.schemas._core import BOOL, F64, I32, I64, STR, Col, Contract, add
 
 
@@ -13,6 +20,7 @@ def _listing(names: Sequence[str], last: str) -> str:
     return f"{', '.join(names[:-1])} {last} {names[-1]}" if len(names) > 1 else names[0]
 
 
+_STRESSED_CONDITIONS = f"{', '.join(STRESSES)}, or {HELL}"
 _PERCENT = _listing([o for o in OBSERVABLES if OBSERVABLE_SPECS[o].percent], "and")
 _DIFFERENCE = _listing([o for o in OBSERVABLES if not OBSERVABLE_SPECS[o].percent], "and")
 _DELTA_DOC = (
@@ -107,7 +115,7 @@ add(
         "repeats every kept pair of the three stresses (their union).",
         (
             Col("model", STR, "model name"),
-            Col("condition", STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
+            Col("condition", STR, _STRESSED_CONDITIONS),
             Col("stress", STR, "the stress actually applied (= condition unless hell)"),
             Col("utt_id", STR, "utterance id"),
             Col("speaker", STR, "speaker id"),
@@ -135,7 +143,7 @@ add(
         "survive the stressed-WER threshold. hell sums the three stresses.",
         (
             Col("model", STR, "model name"),
-            Col("condition", STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
+            Col("condition", STR, _STRESSED_CONDITIONS),
             Col("n_total", I64, "pairs with both a clean and a stressed transcript"),
             Col("n_pairs", I64, "pairs kept (stressed WER > threshold)"),
             Col("frac_kept", F64, "n_pairs / n_total"),
@@ -165,7 +173,7 @@ add(
             Col("scope", STR, "utterance or pooled"),
             Col("model", STR, "model name"),
             Col("pair_set", STR, _PAIR_SET_DOC),
-            Col("condition", STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
+            Col("condition", STR, _STRESSED_CONDITIONS),
             Col("layer", I32, "decoder layer, 0-based; -1 = mean over the model's layers"),
             Col("component", STR, "cross_attn, self_attn, ffn or residual"),
             Col("prefix", I32, "0 = full length; L = length-matched on the first L rows"),
@@ -208,7 +216,7 @@ add(
             Col("model", STR, "model name"),
             Col("layer", I32, "final decoder layer (table 1); -1 = mean over layers (table 2)"),
             Col("component", STR, "cross_attn, self_attn, ffn or residual"),
-            Col("condition", STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
+            Col("condition", STR, _STRESSED_CONDITIONS),
             Col("k", I32, "top-K"),
             Col("n", I64, "pairs in the cell (the largest of the per-observable n)"),
             *_table_cols(),
@@ -231,7 +239,7 @@ add(
         (
             Col("model", STR, "model name"),
             Col("pair_set", STR, _PAIR_SET_DOC),
-            Col("condition", STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
+            Col("condition", STR, _STRESSED_CONDITIONS),
             Col("layer", I32, "decoder layer, 0-based"),
             Col("component", STR, "cross_attn, self_attn, ffn or residual"),
             Col("n", I64, "pairs pooled (rows of the N x d matrix; hell: the stresses' sum)"),
@@ -255,7 +263,7 @@ add(
         "the scree and tail-energy figures.",
         (
             Col("model", STR, "model name"),
-            Col("condition", STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
+            Col("condition", STR, _STRESSED_CONDITIONS),
             Col("layer", I32, "decoder layer, 0-based"),
             Col("component", STR, "cross_attn, self_attn, ffn or residual"),
             Col("rank", I32, "1-based rank i"),
@@ -278,7 +286,7 @@ add(
         "prefixes no longer than the median stressed decode of the model's kept pairs.",
         (
             Col("model", STR, "model name"),
-            Col("condition", STR, "time_stretch, speaker_mix, gaussian_noise, or hell"),
+            Col("condition", STR, _STRESSED_CONDITIONS),
             Col("prefix", I32, "L, the first L decoded rows"),
             Col("n_pairs", I64, "pairs with both spectra at prefix L (final layer)"),
             Col("n_full", I64, "pairs at full length"),

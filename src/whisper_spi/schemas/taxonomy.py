@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from whisper_spi.registry import NONSPEECH
 from whisper_spi.schemas._core import BOOL, F64, I32, I64, STR, Col, Contract, add
 
 _TYPE_DOC = "correct, omission, grounded_error, other_speaker, looping or fabrication"
@@ -65,7 +66,7 @@ add(
         "model writes something, per condition.",
         (
             Col("model", STR, "model name"),
-            Col("condition", STR, "silence, noise_only or environmental"),
+            Col("condition", STR, f"{', '.join(NONSPEECH[:-1])} or {NONSPEECH[-1]}"),
             Col("n_decodes", I64, "non-speech inputs decoded"),
             Col("n_hallucinated", I64, "decodes with a non-empty normalised transcript"),
             Col("rate", F64, "n_hallucinated / n_decodes"),
@@ -82,7 +83,7 @@ add(
         "condition (taxonomy.bag_top of them).",
         (
             Col("model", STR, "model name"),
-            Col("condition", STR, "silence, noise_only or environmental"),
+            Col("condition", STR, f"{', '.join(NONSPEECH[:-1])} or {NONSPEECH[-1]}"),
             Col("hypothesis", STR, "normalised transcript"),
             Col("n", I64, "decodes with exactly this transcript"),
             Col("n_decodes", I64, "decodes of the model x condition"),
