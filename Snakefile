@@ -35,10 +35,8 @@ if workflow.is_main_process:  # what this run is, before any job (dry runs too)
 wildcard_constraints:
     model="|".join(MODELS),
     condition="|".join([*registry.CONDITIONS, *registry.NONSPEECH]),
-    method="|".join(registry.INTERVENTIONS),
     shard=r"\d{3}",
     layer=r"\d+",
-    strength=r"[0-9.]+",
 
 
 include: "workflow/rules/corpus.smk"

@@ -269,3 +269,31 @@ def test_transcribe_cli_applies_an_intervention_file(tmp_path, tiny_en, librivox
     assert main(["transcribe", "--model", f"dir:{model_dir}", "--device", "cpu",
                  "--intervention", str(tmp_path / "bad.json"), str(wav)]) == 2  # fmt: skip
     assert "d_model" in capsys.readouterr().err
+
+
+def test_one_job_decodes_every_arm_as_separate_jobs_would(tmp_path, tiny_en):
+    """The intervention job decodes its arms in turn with the model loaded once; each arm's
+    file equals that arm decoded alone."""
+    from whisper_spi.cli import main
+    from whisper_spi.corpus.manifest import write_manifest
+    from whisper_spi.corpus.stress import write_stress_shard
+    from whisper_spi.mitigation.run import run_shard
+
+    corpus, shard = tmp_path / "manifest.parquet", tmp_path / "shard-000.parquet"
+    write_manifest("demo", ["test-clean"], 3, "skip", corpus, tmp_path / "rejected.parquet")
+    write_stress_shard(corpus, "gaussian_noise", 0, 3, 0, None, tmp_path / "audio", shard)
+    common = dict(model_name="tiny-en", condition="gaussian_noise", stress_manifests=[shard],
+                  corpus_manifest=corpus, max_new_tokens=32)  # fmt: skip
+    arms = [("cross_gain", 0.5, tmp_path / "a.parquet"), ("self_damp", 0.2, tmp_path / "b.parquet")]
+    run_shard(tiny_en, arms=arms, **common)
+    for method, strength, together in arms:
+        alone = tmp_path / f"alone-{method}.parquet"
+        run_shard(tiny_en, arms=[(method, strength, alone)], **common)
+        assert pl.read_parquet(together).equals(pl.read_parquet(alone))
+        assert pl.read_parquet(alone)["method"].unique().to_list() == [method]
+    # arms and outputs must pair up, before any model is loaded
+    bad = ["intervene", "--model-name", "m", "--model", "dir:/none", "--condition", "clean",
+           "--stress-manifest", str(shard), "--corpus-manifest", str(corpus),
+           "--method", "cross_gain", "self_damp", "--strength", "0.1", "0.2", "0.3",
+           "--out", "a.parquet", "b.parquet"]  # fmt: skip
+    assert main(bad) == 2

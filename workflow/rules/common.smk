@@ -304,9 +304,28 @@ def get_intervene_layer_args(config, n_layers, model):
     return " ".join(map(str, get_intervene_layers(config, n_layers, model)))
 
 
-def get_intervene_inputs(results, wc):
+def get_intervene_arms(config):
+    """(method, strength) of every intervention arm, in the one order of its job's outputs."""
+    iv = config["intervene"]
+    return [(m, s) for m in iv["methods"] for s in get_strengths(config)]
+
+
+def get_intervene_outputs(results, config):
+    """An intervention job's outputs: one file per arm (model, condition, shard wildcards)."""
+    return [
+        result_path(results, "mitigation_transcripts", method=m, strength=s)
+        for m, s in get_intervene_arms(config)
+    ]
+
+
+def get_intervene_arm_args(config):
+    arms = get_intervene_arms(config)
+    return f"--method {' '.join(m for m, _ in arms)} --strength {' '.join(s for _, s in arms)}"
+
+
+def get_intervene_inputs(results, config, wc):
     """project's subspaces and the detector's folds (the other interventions need neither)."""
-    if wc.method != "project":
+    if "project" not in config["intervene"]["methods"]:
         return {}
     return {
         "subspaces": result_path(results, "subspaces", model=wc.model),
@@ -314,8 +333,8 @@ def get_intervene_inputs(results, wc):
     }
 
 
-def get_intervene_flags(wc, input):
-    if wc.method != "project":
+def get_intervene_flags(config, input):
+    if "project" not in config["intervene"]["methods"]:
         return ""
     return f"--subspaces {shlex.quote(input.subspaces)} --oof {shlex.quote(input.oof)}"
 

@@ -1,6 +1,7 @@
 # Interventions during decoding and Whisper's own mitigations (issue 17): project's subspaces
-# (fitted out of detector fold), one decode per model x intervention x strength x condition
-# x shard, and OpenAI's fallback per model x condition x shard.
+# (fitted out of detector fold), one job per model x condition x shard decoding every
+# intervention x strength with the model loaded once, and OpenAI's fallback per model x
+# condition x shard.
 rule intervene_fit:
     input:
         spectra=lambda wc: get_spectra(
@@ -30,45 +31,40 @@ rule intervene_fit:
         " > {log:q} 2>&1"
 
 
-rule intervene:
-    input:
-        unpack(lambda wc: get_intervene_inputs(RESULTS, wc)),
-        unpack(lambda wc: get_stress_inputs(RESULTS, config, SHARDS, wc.condition)),
-        corpus=rules.corpus.output.manifest,
-    output:
-        result_path(RESULTS, "mitigation_transcripts"),
-    log:
-        get_log(
-            RESULTS,
-            "intervene",
-            "{model}/{method}/{strength}/{condition}/shard-{shard}",
-        ),
-    benchmark:
-        get_benchmark(
-            RESULTS,
-            "intervene",
-            "{model}/{method}/{strength}/{condition}/shard-{shard}",
-        )
-    conda:
-        "../../envs/gpu.yaml"
-    threads: config["decode"]["threads"]
-    resources:
-        **get_gpu_resources(),
-    params:
-        spec=lambda wc: MODELS[wc.model],
-        cache=config["model_cache"] or "",
-        opts=config["decode"],
-        select=get_intervene_selection(config),
-        layers=lambda wc: get_intervene_layer_args(config, N_LAYERS, wc.model),
-        extra=lambda wc, input: get_intervene_flags(wc, input),
-    shell:
-        "whisper-spi intervene --model-name {wildcards.model}"
-        + get_model_args()
-        + get_stress_args()
-        + " --shard {wildcards.shard} {params.select} --method {wildcards.method}"
-        " --strength {wildcards.strength} --layers {params.layers} {params.extra}"
-        + get_decode_args()
-        + " --out {output:q} > {log:q} 2>&1"
+if config["intervene"]["methods"]:  # [] = no intervention jobs
+
+    rule intervene:
+        input:
+            unpack(lambda wc: get_intervene_inputs(RESULTS, config, wc)),
+            unpack(lambda wc: get_stress_inputs(RESULTS, config, SHARDS, wc.condition)),
+            corpus=rules.corpus.output.manifest,
+        output:
+            get_intervene_outputs(RESULTS, config),
+        log:
+            get_log(RESULTS, "intervene", "{model}/{condition}/shard-{shard}"),
+        benchmark:
+            get_benchmark(RESULTS, "intervene", "{model}/{condition}/shard-{shard}")
+        conda:
+            "../../envs/gpu.yaml"
+        threads: config["decode"]["threads"]
+        resources:
+            **get_gpu_resources(),
+        params:
+            spec=lambda wc: MODELS[wc.model],
+            cache=config["model_cache"] or "",
+            opts=config["decode"],
+            select=get_intervene_selection(config),
+            arms=get_intervene_arm_args(config),
+            layers=lambda wc: get_intervene_layer_args(config, N_LAYERS, wc.model),
+            extra=lambda wc, input: get_intervene_flags(config, input),
+        shell:
+            "whisper-spi intervene --model-name {wildcards.model}"
+            + get_model_args()
+            + get_stress_args()
+            + " --shard {wildcards.shard} {params.select} {params.arms}"
+            " --layers {params.layers} {params.extra}"
+            + get_decode_args()
+            + " --out {output:q} > {log:q} 2>&1"
 
 
 rule fallback:

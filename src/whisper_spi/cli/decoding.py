@@ -140,18 +140,21 @@ def cmd_intervene(args: argparse.Namespace) -> int:
 
     from whisper_spi.mitigation.run import run_shard
 
+    strengths = args.strength * len(args.method) if len(args.strength) == 1 else args.strength
+    if not len(args.method) == len(strengths) == len(args.out):
+        raise WhisperSpiError(
+            f"intervene: {len(args.method)} --method, {len(args.strength)} --strength and "
+            f"{len(args.out)} --out values; give one strength for all, or one per method"
+        )
     bundle = _load(args.model, args.device, args.threads, dtype=args.dtype, cache_dir=args.cache)
-    with tqdm(desc=f"{args.method} {args.model_name}/{args.condition}", file=sys.stderr,
-              mininterval=5) as bar:  # fmt: skip
+    with tqdm(file=sys.stderr, mininterval=5) as bar:
         run_shard(
             bundle,
             model_name=args.model_name,
             condition=args.condition,
             stress_manifests=args.stress_manifest,
             corpus_manifest=args.corpus_manifest,
-            out=args.out,
-            method=args.method,
-            strength=args.strength,
+            arms=list(zip(args.method, strengths, args.out, strict=True)),
             layers=args.layers,
             subspaces=args.subspaces,
             oof=args.oof,
@@ -223,18 +226,21 @@ def register(sub) -> None:
     p = sub.add_parser(
         "intervene",
         parents=[MODEL_NAME, MODEL, CONDITION, CACHE, BATCH, DECODE, HALLUCINATION_WER, SEED],
-        help="decode one shard under an intervention or fallback",
+        help="decode one shard under interventions (one output each) or the fallback",
     )
     p.add_argument("--stress-manifest", nargs="+", required=True, help="the condition's shards")
     p.add_argument("--corpus-manifest", required=True)
     p.add_argument("--n-utterances", type=int, default=None, help="of the smallest stable hash")
     p.add_argument("--shard", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=16)
-    p.add_argument("--method", required=True, choices=[*INTERVENTIONS, FALLBACK])
-    p.add_argument("--strength", type=float, default=0.0)
+    p.add_argument(
+        "--method", nargs="+", required=True, choices=[*INTERVENTIONS, FALLBACK],
+        help="one arm per value, decoded in turn with the model loaded once",
+    )  # fmt: skip
+    p.add_argument("--strength", type=float, nargs="+", default=[0.0], help="one, or per arm")
     p.add_argument("--layers", type=int, nargs="*", default=[], help="default: every layer")
     p.add_argument("--subspaces", help="project: the intervene-fit directory")
     p.add_argument("--oof", help="project: detect/<model>/oof_scores.csv (speaker folds)")
     p.add_argument("--plain", nargs="*", help="fallback: plain transcripts (its T = 0 pass)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", nargs="+", required=True, help="one per arm")
     p.set_defaults(func=cmd_intervene)

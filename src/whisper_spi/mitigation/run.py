@@ -185,9 +185,7 @@ def run_shard(
     condition: str,
     stress_manifests: Sequence[str | Path],
     corpus_manifest: str | Path,
-    out: str | Path,
-    method: str,
-    strength: float = 0.0,
+    arms: Sequence[tuple[str, float, str | Path]],
     layers: Sequence[int] | None = None,
     subspaces: str | Path | None = None,
     oof: str | Path | None = None,
@@ -202,7 +200,8 @@ def run_shard(
     progress=None,
 ) -> None:
     """The intervention stage's job: shard ``shard`` (:func:`select_utterances`) of the
-    condition's stressed utterances, decoded under ``method`` and written to ``out``.
+    condition's stressed utterances, decoded under each arm (method, strength, out) in turn
+    with the one loaded model, each arm's rows written to its ``out``.
 
     An intervention edits ``layers`` (empty or None: every layer; ``project`` takes its
     layers from the ``subspaces`` of intervene-fit, applied per speaker fold of ``oof``);
@@ -215,32 +214,43 @@ def run_shard(
     ids = ids.select("utt_id").collect()["utt_id"].to_list()
     chosen = select_utterances(ids, n_utterances, shard, shard_size)
     utts = read_stress_shard(stress_manifests, corpus_manifest, chosen, condition)
-    if progress is not None:
-        progress.reset(total=len(utts))
     common = dict(
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         threshold=threshold,
         progress=progress,
     )
-    if method == FALLBACK:
-        first = None
-        if plain:
-            frame = schemas.scan_parquet(plain, "transcripts").collect()
-            first = {r["utt_id"]: decoded_from_row(r) for r in frame.iter_rows(named=True)}
-        rows = fallback_shard(bundle, utts, model_name, condition, seed, first, **common)
-    else:
-        resolved = layer_list(layers or None, bundle.n_decoder_layers)
-        if method == "project":
-            if not (subspaces and oof):
-                raise WhisperSpiError("intervene --method project needs --subspaces and --oof")
-            specs = load_subspaces(subspaces, strength)
-            folds = speaker_folds_of(oof)
+    for method, strength, out in arms:
+        if progress is not None:
+            progress.reset(total=len(utts))
+            progress.set_description(f"{method} {strength:g} {model_name}/{condition}")
+        if method == FALLBACK:
+            first = None
+            if plain:
+                frame = schemas.scan_parquet(plain, "transcripts").collect()
+                first = {r["utt_id"]: decoded_from_row(r) for r in frame.iter_rows(named=True)}
+            rows = fallback_shard(bundle, utts, model_name, condition, seed, first, **common)
         else:
-            specs = {ALL_FOLDS: Intervention(method, strength, resolved)}
-            folds = None
-        rows = intervene_shard(bundle, utts, model_name, condition, specs, folds, **common)
-    schemas.write_rows(rows, "mitigation_transcripts", out)
+            rows = intervene_shard(
+                bundle,
+                utts,
+                model_name,
+                condition,
+                *_specs(method, strength, layers, bundle.n_decoder_layers, subspaces, oof),
+                **common,
+            )
+        schemas.write_rows(rows, "mitigation_transcripts", out)
+
+
+def _specs(method, strength, layers, n_layers, subspaces, oof):
+    """(fold -> intervention, speaker -> fold or None) of one intervention arm."""
+    if method != "project":
+        return {
+            ALL_FOLDS: Intervention(method, strength, layer_list(layers or None, n_layers))
+        }, None
+    if not (subspaces and oof):
+        raise WhisperSpiError("intervene --method project needs --subspaces and --oof")
+    return load_subspaces(subspaces, strength), speaker_folds_of(oof)
 
 
 def layer_list(spec: Sequence[int] | None, n_layers: int) -> tuple[int, ...]:
