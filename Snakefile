@@ -26,7 +26,9 @@ CONDITIONS = registry.CONDITIONS
 NONSPEECH = config["nonspeech"]["conditions"]  # decoded and labelled, in no pair
 N_UTTERANCES = get_n_utterances(config)
 SHARDS = get_shards(N_UTTERANCES, config["corpus"]["shard_size"])
-N_LAYERS = get_layers(config)
+MODEL_CONFIGS = get_model_configs(config)
+N_LAYERS = get_layers(MODEL_CONFIGS)
+GPU_RESOURCES = get_gpu_resources(config, MODEL_CONFIGS, N_UTTERANCES)
 INTERVENE_SHARDS = get_intervene_shards(config, N_UTTERANCES)
 if workflow.is_main_process:  # what this run is, before any job (dry runs too)
     print(get_run_summary(config, N_UTTERANCES, N_LAYERS))

@@ -34,7 +34,8 @@ def config(common):
 
 def _plan(common, config):
     n = common.get_n_utterances(config)
-    return common.get_shards(n, config["corpus"]["shard_size"]), common.get_layers(config)
+    layers = common.get_layers(common.get_model_configs(config))
+    return common.get_shards(n, config["corpus"]["shard_size"]), layers
 
 
 def test_plan_and_inputs(common, config):
@@ -66,11 +67,29 @@ def test_result_paths_come_from_one_template_each():
     assert result_path("R", "figure_png", name="scree") == "R/figures/scree.png"
 
 
-def test_gpu_resources_grow_with_each_retry(common):
-    res = common.get_gpu_resources()
-    assert res["gpu"] == 1
-    assert [res["mem_mb"](None, a) for a in (1, 2, 3)] == [6000, 12000, 18000]
-    assert [res["runtime"](None, a) for a in (1, 2, 3)] == [60, 120, 180]
+def test_gpu_resources_fit_the_model_and_grow_with_each_retry(common, config):
+    from types import SimpleNamespace
+
+    from whisper_spi.plan import job_resources, parameter_count
+
+    configs = {"small": {"d_model": 16, "vocab_size": 100, "num_mel_bins": 8,
+                         "max_source_positions": 8, "max_target_positions": 8,
+                         "encoder_layers": 1, "decoder_layers": 1,
+                         "encoder_ffn_dim": 32, "decoder_ffn_dim": 32}}  # fmt: skip
+    configs["big"] = {**configs["small"], "d_model": 4096, "decoder_layers": 8}
+    resources = common.get_gpu_resources(config, configs, 10)
+    intervene = resources("intervene")
+    assert intervene["gpu"] == 1
+    small, big = SimpleNamespace(model="small"), SimpleNamespace(model="big")
+    n_arms = len(config["intervene"]["methods"]) * len(config["intervene"]["strengths"])
+    mem, minutes = job_resources(
+        "intervene", parameter_count(configs["big"]), config["intervene"]["shard_size"] * n_arms
+    )
+    assert [intervene["mem_mb"](big, a) for a in (1, 2, 3)] == [mem, 2 * mem, 3 * mem]
+    assert [intervene["runtime"](big, a) for a in (1, 2, 3)] == [minutes, 2 * minutes, 3 * minutes]
+    assert intervene["mem_mb"](small, 1) < mem and intervene["runtime"](small, 1) <= minutes
+    decode = resources("decode", "big")  # a decode rule names its model
+    assert decode["mem_mb"](SimpleNamespace(), 1) == intervene["mem_mb"](big, 1)
 
 
 def test_captions_are_package_data_the_reports_share(common):

@@ -13,21 +13,32 @@ import soundfile as sf
 
 from tests.snakemake_runner import BIN, ENV, ROOT
 
-# decoder depth of each paper model (config.json facts of openai/whisper-*)
-PAPER_MODELS = {"tiny": 4, "small": 12, "large-v3-turbo": 4}
+# config.json facts of openai/whisper-* (encoder, decoder layers, d_model, ffn, mels, vocab)
+PAPER_MODELS = {
+    "tiny": (4, 4, 384, 1536, 80, 51865),
+    "small": (12, 12, 768, 3072, 80, 51865),
+    "large-v3-turbo": (32, 4, 1280, 5120, 128, 51866),
+}
+
+
+def _config_json(name: str) -> dict:
+    enc, dec, d, ffn, mels, vocab = PAPER_MODELS[name]
+    return {"model_type": "whisper", "encoder_layers": enc, "decoder_layers": dec,
+            "d_model": d, "encoder_ffn_dim": ffn, "decoder_ffn_dim": ffn, "num_mel_bins": mels,
+            "vocab_size": vocab, "max_source_positions": 1500,
+            "max_target_positions": 448}  # fmt: skip
 
 
 def _hub_cache(home: Path) -> None:
     """A Hugging Face cache holding only the paper models' config.json, as a cluster node
     has it after pre-fetching (read offline)."""
-    for name, layers in PAPER_MODELS.items():
+    for name in PAPER_MODELS:
         repo = home / "hub" / f"models--openai--whisper-{name}"
         (repo / "refs").mkdir(parents=True)
         (repo / "refs" / "main").write_text("0" * 40)
         snapshot = repo / "snapshots" / ("0" * 40)
         snapshot.mkdir(parents=True)
-        config = {"model_type": "whisper", "decoder_layers": layers}
-        (snapshot / "config.json").write_text(json.dumps(config))
+        (snapshot / "config.json").write_text(json.dumps(_config_json(name)))
 
 
 def _librispeech(root: Path, per_split: int = 3) -> int:
@@ -83,7 +94,7 @@ def test_the_readme_paper_command_plans_exactly_the_paper_models(tmp_path):
         env,
     )  # fmt: skip
     assert _decode_rules(out) == {"decode_tiny", "decode_small", "decode_large_v3_turbo"}
-    for name, layers in PAPER_MODELS.items():
+    for name, (_, layers, *_) in PAPER_MODELS.items():
         assert f"  {name}: hf:openai/whisper-{name} ({layers} decoder layers)" in out
     assert "splits test-clean, test-other (every utterance)" in out
     assert f": {n} utterances" in out
@@ -104,3 +115,57 @@ def test_a_user_config_without_a_limit_processes_every_utterance(tmp_path):
     # the schema's defaults: shards of 16; 8 items of each of the 3 non-speech inputs
     jobs = 4 * -(-every // 16) + 3
     assert re.search(rf"^decode_tiny_en\s+{jobs}$", out, re.M)
+
+
+def _job_resources(out: str) -> list[tuple[str, dict, dict]]:
+    """(rule, wildcards, resources) of every job a dry run prints."""
+    jobs, rule, wildcards = [], None, {}
+    for line in out.splitlines():
+        if m := re.match(r"^(?:local)?rule (\w+):", line):
+            rule, wildcards = m.group(1), {}
+        elif m := re.match(r"^\s+wildcards: (.*)", line):
+            wildcards = dict(kv.split("=", 1) for kv in m.group(1).split(", "))
+        elif (m := re.match(r"^\s+resources: (.*)", line)) and rule:
+            resources = dict(kv.split("=", 1) for kv in m.group(1).split(", "))
+            jobs.append((rule, wildcards, resources))
+    return jobs
+
+
+def test_slurm_resources_of_every_model_job_follow_the_model(tmp_path):
+    """The SLURM profile's dry run of the paper config: each decode, intervene, fallback and
+    theory job asks for the memory and time of its own model (whisper_spi.plan), with no
+    per-model row in the profile."""
+    from whisper_spi.plan import job_resources, parameter_count
+
+    _librispeech(tmp_path / "LibriSpeech")
+    _hub_cache(tmp_path / "hf")
+    env = dict(ENV, HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
+    out = _dry_run(
+        tmp_path,
+        ["-n", "--profile", str(ROOT / "profiles" / "slurm"),
+         "--configfile", str(ROOT / "config" / "paper.yaml"),
+         "--directory", str(tmp_path / "run"),
+         "--config", f"corpus={{root: {tmp_path / 'LibriSpeech'}}}"],
+        env,
+    )  # fmt: skip
+    seen = {}
+    for rule, wildcards, resources in _job_resources(out):
+        if rule.startswith("decode_"):
+            model = next(m for m in PAPER_MODELS if rule == f"decode_{m.replace('-', '_')}")
+        elif rule in ("intervene", "fallback", "theory_measure"):
+            model = wildcards["model"]
+        else:
+            assert "gpu" not in resources, rule  # only the model rules ask for a GPU
+            continue
+        assert resources["gpu"] == "1"
+        stage = {"theory_measure": "theory"}.get(rule, rule.split("_")[0])
+        mem, minutes = int(resources["mem_mb"]), int(resources["runtime"])
+        n_params = parameter_count(_config_json(model))
+        want_mem = job_resources(stage, n_params, 1)[0]  # memory does not depend on the items
+        assert mem == want_mem, (rule, model)
+        seen.setdefault(stage, {})[model] = (mem, minutes)
+    assert set(seen) == {"decode", "intervene", "fallback", "theory"}
+    for stage, by_model in seen.items():
+        assert set(by_model) == set(PAPER_MODELS), stage
+        tiny, small, turbo = (by_model[m] for m in PAPER_MODELS)
+        assert tiny[0] < small[0] < turbo[0] and tiny[1] <= small[1] <= turbo[1], stage

@@ -15,7 +15,8 @@ from whisper_spi.analysis.options import stage_options
 from whisper_spi.captions import caption_file
 from whisper_spi.corpus.manifest import list_utterances
 from whisper_spi.errors import WhisperSpiError
-from whisper_spi.decode.models import decoder_layers
+from whisper_spi.decode.models import model_config
+from whisper_spi.plan import job_resources, parameter_count
 from whisper_spi.schemas import result_path
 
 
@@ -61,15 +62,30 @@ def get_shards(n, shard_size):
     return [f"{i:03d}" for i in range(max(1, math.ceil(n / shard_size)))]
 
 
-def get_layers(config):
-    """model -> its decoder's layer count."""
+def get_model_configs(config):
+    """model -> its config.json (as a dict), read once at parse time."""
     try:
         return {
-            m: decoder_layers(spec, config["model_cache"])
+            m: model_config(spec, config["model_cache"])
             for m, spec in config["models"].items()
         }
     except WhisperSpiError as exc:
         raise WorkflowError(str(exc)) from None
+
+
+def get_layers(model_configs):
+    """model -> its decoder's layer count."""
+    return {m: int(c["decoder_layers"]) for m, c in model_configs.items()}
+
+
+def get_job_items(config, stage, n_utterances):
+    """Utterances one job of a model ``stage`` decodes (times its arms, for intervene)."""
+    if stage == "decode":
+        return config["corpus"]["shard_size"]
+    if stage == "theory":
+        return config["theory"]["n_utterances"] or n_utterances
+    items = config["intervene"]["shard_size"]
+    return items * len(get_intervene_arms(config)) if stage == "intervene" else items
 
 
 def get_log(results, rule, name):
@@ -131,15 +147,26 @@ def get_decode_args():
     )
 
 
-def get_gpu_resources():
-    """A GPU job's resources: one GPU (the profiles map it to the machine or to sbatch), and
-    memory (MB) and time (min) that grow with each retry; profiles/slurm overrides per rule.
-    """
-    return {
-        "gpu": 1,
-        "mem_mb": lambda wc, attempt: 6000 * attempt,
-        "runtime": lambda wc, attempt: 60 * attempt,
-    }
+def get_gpu_resources(config, model_configs, n_utterances):
+    """``resources(stage, model=None)``: a GPU job's resources, one GPU (the profiles map it
+    to the machine or to sbatch) and memory (MB) and time (min) for the job's model
+    (``model``, else the {model} wildcard) and its utterances (:func:`get_job_items`;
+    whisper_spi.plan.job_resources), growing with each retry."""
+
+    def resources(stage, model=None):
+        items = get_job_items(config, stage, n_utterances)
+
+        def need(wc, attempt, which):
+            n_params = parameter_count(model_configs[model or wc.model])
+            return attempt * job_resources(stage, n_params, items)[which]
+
+        return {
+            "gpu": 1,
+            "mem_mb": lambda wc, attempt: need(wc, attempt, 0),
+            "runtime": lambda wc, attempt: need(wc, attempt, 1),
+        }
+
+    return resources
 
 
 def get_metric_options(config, stage):

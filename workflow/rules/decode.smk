@@ -22,7 +22,7 @@ for _model, _spec in MODELS.items():
             "../../envs/gpu.yaml"
         threads: config["decode"]["threads"]
         resources:
-            **get_gpu_resources(),
+            **GPU_RESOURCES("decode", _model),
         params:
             name=_model,
             spec=_spec,

@@ -48,7 +48,7 @@ if config["intervene"]["methods"]:  # [] = no intervention jobs
             "../../envs/gpu.yaml"
         threads: config["decode"]["threads"]
         resources:
-            **get_gpu_resources(),
+            **GPU_RESOURCES("intervene"),
         params:
             spec=lambda wc: MODELS[wc.model],
             cache=config["model_cache"] or "",
@@ -87,7 +87,7 @@ rule fallback:
         "../../envs/gpu.yaml"
     threads: config["decode"]["threads"]
     resources:
-        **get_gpu_resources(),
+        **GPU_RESOURCES("fallback"),
     params:
         spec=lambda wc: MODELS[wc.model],
         cache=config["model_cache"] or "",

@@ -21,7 +21,7 @@ rule theory_measure:
         "../../envs/gpu.yaml"
     threads: config["decode"]["threads"]
     resources:
-        **get_gpu_resources(),
+        **GPU_RESOURCES("theory"),
     params:
         spec=lambda wc: MODELS[wc.model],
         cache=config["model_cache"] or "",

@@ -121,8 +121,8 @@ def load_model(
     return _load_transformers(spec, str(model_dir), str(tokenizer_dir), device, torch_dtype)
 
 
-def decoder_layers(spec: str, cache_dir: str | os.PathLike | None = None) -> int:
-    """Number of decoder layers of ``spec``, from its config alone (for planning the DAG).
+def model_config(spec: str, cache_dir: str | os.PathLike | None = None) -> dict:
+    """The model's config.json as a dict, from its config alone (for planning the DAG).
 
     A ct2 checkpoint is converted (and cached) on first use; a hub id reads only config.json
     (through transformers, for the hub's cache, auth and offline mode); a local directory's
@@ -139,14 +139,19 @@ def decoder_layers(spec: str, cache_dir: str | os.PathLike | None = None) -> int
             config = json.loads(local.read_text())
             if config.get("model_type") != "whisper" or "decoder_layers" not in config:
                 raise ValueError(f"{local} is not a Whisper config")
-            return int(config["decoder_layers"])
+            return config
         from transformers import WhisperConfig
 
-        return WhisperConfig.from_pretrained(target).decoder_layers
+        return WhisperConfig.from_pretrained(target).to_dict()
     except (OSError, ValueError) as exc:
         raise ModelSpecError(
             f"model spec {spec!r}: no Whisper config at {target!r}: {exc}"
         ) from None
+
+
+def decoder_layers(spec: str, cache_dir: str | os.PathLike | None = None) -> int:
+    """Number of decoder layers of ``spec`` (:func:`model_config`)."""
+    return int(model_config(spec, cache_dir)["decoder_layers"])
 
 
 def _load_transformers(spec, model_dir, tokenizer_dir, device, dtype) -> WhisperBundle:
