@@ -52,3 +52,39 @@ def test_job_resources_grow_with_the_model_and_the_work():
         assert job_resources(stage, 39_000_000, 1600)[0] == small_mem
     # the weights three times over in fp32: turbo's 3.2 GB of weights need > 9.6 GB
     assert job_resources("decode", 809_000_000, 1)[0] > 3 * 809e6 * 4 / 2**20
+
+
+@pytest.mark.parametrize("config_name", ["config.yaml", "paper-shaped"])
+def test_the_plans_job_counts_are_snakemakes(tmp_path, config_name):
+    """`whisper-spi plan`'s jobs per model stage equal Snakemake's own dry run (the demo
+    config, and a small config of the paper's shape: both splits' worth of sharding, every
+    stage on, theory on a few pairs)."""
+    import yaml
+
+    from tests.snakemake_runner import ROOT, job_counts, snakemake
+    from whisper_spi.config import validate
+    from whisper_spi.corpus.manifest import list_utterances
+    from whisper_spi.decode.models import model_config
+    from whisper_spi.plan import cost_plan
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    if config_name == "paper-shaped":
+        config["corpus"].update(limit=40, shard_size=12)
+        config["models"] = {"tiny-en": config["models"]["tiny-en"]}
+        config["nonspeech"]["n_items"] = 30
+        config["intervene"].update(n_utterances=20, shard_size=7, strengths=[0.2, 0.5])
+        config["theory"]["n_utterances"] = 2
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    counts = job_counts(snakemake(tmp_path, "-n", config=path))
+    config = validate(config)
+    corpus = config["corpus"]
+    n = len(list_utterances(corpus["root"], corpus["splits"], corpus["limit"]))
+    models = {m: model_config(s, config["model_cache"]) for m, s in config["models"].items()}
+    plan = cost_plan(config, n, models)
+    jobs = {(r["stage"], r["model"]): r["jobs"] for r in plan.iter_rows(named=True)}
+    for model in models:
+        assert jobs["decode", model] == counts[f"decode_{model.replace('-', '_')}"]
+    for stage, rule in (("intervene", "intervene"), ("fallback", "fallback"),
+                        ("theory", "theory_measure")):  # fmt: skip
+        assert sum(jobs[stage, m] for m in models) == counts.get(rule, 0), stage

@@ -1,5 +1,6 @@
 """What a run will cost, from the models' configs and the config alone: each model's size,
-and the memory and time a job of a model stage asks the scheduler for.
+the memory and time a job of a model stage asks the scheduler for, and the whole run's plan
+(jobs, decodes, hours and disk per model stage).
 
 Per-utterance costs are CPU seconds of a tiny-sized model (39 M parameters) measured on 2
 cores by the benches (bench/bench_decode.py, bench/bench_intervene.py, bench/bench_theory.py,
@@ -14,7 +15,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["COST_S", "job_resources", "parameter_count"]
+import polars as pl
+
+from whisper_spi.registry import CONDITIONS
+
+__all__ = ["COST_S", "cost_plan", "job_resources", "parameter_count"]
 
 REFERENCE_PARAMS = 39e6  # whisper-tiny, on which COST_S was measured
 # CPU seconds per utterance (per arm for intervene) of the reference model, rounded up
@@ -55,3 +60,63 @@ def job_resources(stage: str, n_params: int, n_items: int) -> tuple[int, int]:
     weights_mb = 4 * n_params / 2**20
     minutes = n_items * COST_S[stage] * n_params / REFERENCE_PARAMS / 60
     return math.ceil(BASE_MB + 3 * weights_mb), math.ceil(BASE_MIN + minutes)
+
+
+def _shards(n: int, size: int) -> int:
+    return max(1, math.ceil(n / size))  # as the workflow plans them: one at least
+
+
+def cost_plan(
+    config: Mapping[str, Any],
+    n_utterances: int,
+    model_configs: Mapping[str, Mapping[str, Any]],
+    mean_tokens: int = 60,
+) -> pl.DataFrame:
+    """One row per model stage x model: its jobs, its utterance decodes (per arm), the CPU
+    hours they take at :data:`COST_S` scaled to the model (an upper bound for a GPU), and
+    the disk its outputs take (the decode's spectra shards: every layer and component,
+    ``mean_tokens`` rows on average; the others' transcripts are small).
+
+    ``config`` is a validated config; ``n_utterances`` the corpus's usable utterances.
+    Theory's decodes are an upper bound: it measures up to theory.n_utterances kept pairs.
+    """
+    corpus, ns, iv = config["corpus"], config["nonspeech"], config["intervene"]
+    speech = len(CONDITIONS) * [n_utterances]
+    nonspeech = len(ns["conditions"]) * [min(ns["n_items"], n_utterances)]
+    cap = iv["n_utterances"] or n_utterances
+    chosen = [min(n, cap) for n in speech + nonspeech]
+    arms = len(iv["methods"]) * len(iv["strengths"])
+    theory = config["theory"]["n_utterances"]
+    theory_n = n_utterances if theory is None else min(theory, n_utterances)
+    stages = {  # stage -> (jobs, decodes)
+        "decode": (sum(_shards(n, corpus["shard_size"]) for n in speech + nonspeech),
+                   sum(speech + nonspeech)),
+        "intervene": (sum(_shards(n, iv["shard_size"]) for n in chosen) if arms else 0,
+                      arms * sum(chosen)),
+        "fallback": (sum(_shards(n, iv["shard_size"]) for n in chosen) if iv["fallback"] else 0,
+                     sum(chosen) if iv["fallback"] else 0),
+        "theory": (len(CONDITIONS) if theory_n else 0, len(CONDITIONS) * theory_n),
+    }  # fmt: skip
+    prefixes = sum(config["decode"]["prefix_lengths"])
+    rows = []
+    for model, model_config in model_configs.items():
+        n_params = parameter_count(model_config)
+        d, layers = model_config["d_model"], model_config["decoder_layers"]
+        # float64 singular values of the full rows and the prefixes, a float32 row mean
+        per_decode = (
+            layers
+            * len(config["decode"]["components"])
+            * (8 * (min(mean_tokens, d) + prefixes) + 4 * d)
+        )
+        for stage, (jobs, decodes) in stages.items():
+            rows.append(
+                {
+                    "stage": stage,
+                    "model": model,
+                    "jobs": jobs,
+                    "decodes": decodes,
+                    "cpu_hours": decodes * COST_S[stage] * n_params / REFERENCE_PARAMS / 3600,
+                    "disk_gb": decodes * per_decode / 1e9 if stage == "decode" else 0.0,
+                }
+            )
+    return pl.DataFrame(rows)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+import polars as pl
 
 from whisper_spi.cli.options import (
     CONDITION,
@@ -229,6 +232,38 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    import yaml
+
+    from whisper_spi.config import validate
+    from whisper_spi.corpus.manifest import list_utterances
+    from whisper_spi.decode.models import model_config
+    from whisper_spi.errors import WhisperSpiError
+    from whisper_spi.plan import cost_plan
+
+    try:
+        raw = yaml.safe_load(Path(args.configfile).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise WhisperSpiError(f"{args.configfile}: not a readable config ({exc})") from None
+    n = args.n_utterances
+    if n is not None:  # the corpus is not read, so its root need not exist here
+        raw.setdefault("corpus", {})["root"] = "demo"
+    config = validate(raw)
+    if n is None:
+        corpus = config["corpus"]
+        n = len(list_utterances(corpus["root"], corpus["splits"], corpus["limit"]))
+    models = {m: model_config(spec, config["model_cache"]) for m, spec in config["models"].items()}
+    plan = cost_plan(config, n, models, args.mean_tokens)
+    totals = plan.group_by("stage", maintain_order=True).agg(
+        pl.lit("all").alias("model"), pl.col("jobs", "decodes", "cpu_hours", "disk_gb").sum()
+    )
+    with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, float_precision=1):
+        print(f"{args.configfile}: {n} utterances, {len(models)} models")
+        print(pl.concat([plan, totals]))
+        print(f"total: {plan['cpu_hours'].sum():.1f} CPU hours, {plan['disk_gb'].sum():.1f} GB")
+    return 0
+
+
 def register(sub) -> None:
     """Add these subcommands to ``sub``, the subparsers of ``whisper-spi``."""
     p = sub.add_parser("corpus", help="scan a LibriSpeech-layout corpus into a manifest")
@@ -395,3 +430,11 @@ def register(sub) -> None:
 
     p = sub.add_parser("schemas", help="print the Parquet data contracts as Markdown")
     p.set_defaults(func=cmd_schemas)
+
+    p = sub.add_parser(
+        "plan", help="a config's jobs, decodes, CPU hours and disk per model stage and model"
+    )
+    p.add_argument("configfile", help="a config file (config/paper.yaml, ...)")
+    p.add_argument("--n-utterances", type=int, help="instead of listing the corpus")
+    p.add_argument("--mean-tokens", type=int, default=60, help="decoded rows per utterance")
+    p.set_defaults(func=cmd_plan)
