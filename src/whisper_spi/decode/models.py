@@ -347,20 +347,10 @@ def convert_ct2(files: Ct2Files, out_dir: Path) -> None:
     kwargs = whisper_config_kwargs(ckpt)
     tokenizer = WhisperTokenizer(tokenizer_file=str(files.tokenizer_json))
     ids = tokenizer.convert_tokens_to_ids
-    eot, sot = ids("<|endoftext|>"), ids("<|startoftranscript|>")
     multilingual = kwargs["vocab_size"] >= 51865
     suppress = list(meta.get("suppress_ids", []))
-    begin_suppress = list(meta.get("suppress_ids_begin", [220, eot]))
-    config = WhisperConfig(
-        **kwargs,
-        pad_token_id=eot,
-        bos_token_id=eot,
-        eos_token_id=eot,
-        decoder_start_token_id=sot,
-        suppress_tokens=suppress,
-        begin_suppress_tokens=begin_suppress,
-        tie_word_embeddings=True,
-    )
+    begin_suppress = list(meta.get("suppress_ids_begin", [220, ids("<|endoftext|>")]))
+    config = WhisperConfig(**kwargs, **token_config(tokenizer, suppress, begin_suppress))
     import torch
 
     with torch.device("meta"):
@@ -383,6 +373,20 @@ def convert_ct2(files: Ct2Files, out_dir: Path) -> None:
         lang_ids=meta["lang_ids"] if multilingual else None,
         alignment_heads=meta.get("alignment_heads"),
     )
+
+
+def token_config(tokenizer, suppress: list[int], begin_suppress: list[int]) -> dict:
+    """A WhisperConfig's special-token settings for ``tokenizer`` (tied output projection)."""
+    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    return {
+        "pad_token_id": eot,
+        "bos_token_id": eot,
+        "eos_token_id": eot,
+        "decoder_start_token_id": tokenizer.convert_tokens_to_ids("<|startoftranscript|>"),
+        "suppress_tokens": suppress,
+        "begin_suppress_tokens": begin_suppress,
+        "tie_word_embeddings": True,
+    }
 
 
 def save_whisper_dir(
