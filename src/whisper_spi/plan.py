@@ -19,7 +19,7 @@ import polars as pl
 
 from whisper_spi.registry import CONDITIONS
 
-__all__ = ["COST_S", "cost_plan", "job_resources", "parameter_count"]
+__all__ = ["COST_S", "cost_plan", "job_resources", "parameter_count", "planned_shards"]
 
 REFERENCE_PARAMS = 39e6  # whisper-tiny, on which COST_S was measured
 # CPU seconds per utterance (per arm for intervene) of the reference model, rounded up
@@ -62,8 +62,9 @@ def job_resources(stage: str, n_params: int, n_items: int) -> tuple[int, int]:
     return math.ceil(BASE_MB + 3 * weights_mb), math.ceil(BASE_MIN + minutes)
 
 
-def _shards(n: int, size: int) -> int:
-    return max(1, math.ceil(n / size))  # as the workflow plans them: one at least
+def planned_shards(n: int, size: int) -> int:
+    """Shards of ``size`` that the workflow plans for ``n`` items: one at least."""
+    return max(1, math.ceil(n / size))
 
 
 def cost_plan(
@@ -88,13 +89,13 @@ def cost_plan(
     arms = len(iv["methods"]) * len(iv["strengths"])
     theory = config["theory"]["n_utterances"]
     theory_n = n_utterances if theory is None else min(theory, n_utterances)
+    iv_jobs = sum(planned_shards(n, iv["shard_size"]) for n in chosen)
+    fallback = iv["fallback"]
     stages = {  # stage -> (jobs, decodes)
-        "decode": (sum(_shards(n, corpus["shard_size"]) for n in speech + nonspeech),
+        "decode": (sum(planned_shards(n, corpus["shard_size"]) for n in speech + nonspeech),
                    sum(speech + nonspeech)),
-        "intervene": (sum(_shards(n, iv["shard_size"]) for n in chosen) if arms else 0,
-                      arms * sum(chosen)),
-        "fallback": (sum(_shards(n, iv["shard_size"]) for n in chosen) if iv["fallback"] else 0,
-                     sum(chosen) if iv["fallback"] else 0),
+        "intervene": (iv_jobs if arms else 0, arms * sum(chosen)),
+        "fallback": (iv_jobs if fallback else 0, sum(chosen) if fallback else 0),
         "theory": (len(CONDITIONS) if theory_n else 0, len(CONDITIONS) * theory_n),
     }  # fmt: skip
     prefixes = sum(config["decode"]["prefix_lengths"])

@@ -16,7 +16,7 @@ from whisper_spi.captions import caption_file
 from whisper_spi.corpus.manifest import list_utterances
 from whisper_spi.errors import WhisperSpiError
 from whisper_spi.decode.models import model_config
-from whisper_spi.plan import job_resources, parameter_count
+from whisper_spi.plan import job_resources, parameter_count, planned_shards
 from whisper_spi.schemas import result_path
 
 
@@ -59,7 +59,7 @@ def get_run_summary(config, n_utterances, layers):
 
 def get_shards(n, shard_size):
     """Shard names ("000", ...) of ``n`` items in blocks of ``shard_size`` (one at least)."""
-    return [f"{i:03d}" for i in range(max(1, math.ceil(n / shard_size)))]
+    return [f"{i:03d}" for i in range(planned_shards(n, shard_size))]
 
 
 def get_model_configs(config):
