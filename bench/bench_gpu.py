@@ -11,7 +11,8 @@ at the same batch size, max_new_tokens, dtype and device, each in a fresh proces
 memory is its own). Printed: utterances per second, peak memory (CUDA: max_memory_allocated,
 weights included; CPU: the process' peak RSS, loading included) and ours / generate ratios,
 plus how many utterances got the same tokens from both (a correctness check: both decode
-greedily with the same prompt and suppression).
+greedily with the same prompt and suppression) and, on CUDA, decode.batch_size auto's memory
+estimate per utterance beside the measured one (whisper_spi.decode.batching).
 
 Run:  .venv/bin/python bench/bench_gpu.py [--device auto] [--batch 16] [--n 32]
           [--max-new-tokens 224] [--dtype float32] [--d-model 64] [--layouts tiny small]
@@ -36,6 +37,7 @@ import torch
 
 from whisper_spi.corpus.audio import load_audio
 from whisper_spi.corpus.manifest import build_manifest
+from whisper_spi.decode.batching import bytes_per_utterance
 from whisper_spi.decode.capture import DecodeOptions, decode_shard
 from whisper_spi.decode.layouts import LAYOUTS, write_layout
 from whisper_spi.decode.loop import log_mel
@@ -113,7 +115,11 @@ def run_engine(engine, spec, device, dtype, threads, batch, max_new_tokens, utts
         peak = torch.cuda.max_memory_allocated(dev)
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    return {"seconds": seconds, "peak": peak, "tokens": tokens, "device": str(dev)}
+    weights = sum(p.numel() * p.element_size() for p in bundle.model.parameters())
+    element = torch.empty((), dtype=bundle.dtype).element_size()
+    estimate = bytes_per_utterance(bundle.model.config.to_dict(), max_new_tokens, element)
+    return {"seconds": seconds, "peak": peak, "tokens": tokens, "device": str(dev),
+            "weights": weights, "estimate": estimate}  # fmt: skip
 
 
 def in_fresh_process(*args) -> dict:
@@ -150,7 +156,7 @@ def main() -> None:
         f"{'layout':<15} {'ours utt/s':>10} {'gen utt/s':>10} {'speed ratio':>11} "
         f"{'ours ' + mem:>17} {'gen ' + mem:>16} {'mem ratio':>9} {'same tokens':>11}"
     )
-    lines = []
+    lines, memory = [], []
     for name in args.layouts:
         with tempfile.TemporaryDirectory() as tmp:
             spec = f"dir:{write_layout(name, Path(tmp) / name, d_model=args.d_model)}"
@@ -165,10 +171,17 @@ def main() -> None:
             f"{ours['peak'] / 2**20:>17.0f} {gen['peak'] / 2**20:>16.0f} "
             f"{ours['peak'] / gen['peak']:>9.2f} {f'{same}/{args.n}':>11}"
         )
+        if device.startswith("cuda"):  # decode.batch_size auto's estimate against the peak
+            measured = (ours["peak"] - ours["weights"]) / args.batch
+            memory.append(
+                f"{name}: decode.batch_size auto's estimate {ours['estimate'] / 2**20:.0f} MiB per "
+                f"utterance; measured (peak - weights) / batch {measured / 2**20:.0f} MiB"
+            )
         print(f"{name}: done", flush=True)
     print(header)
     print("\n".join(lines))
     print("speed ratio = ours+capture utt/s / generate utt/s; mem ratio = ours / generate peak")
+    print("\n".join(memory))
 
 
 if __name__ == "__main__":

@@ -23,20 +23,27 @@ from whisper_spi.registry import COMPONENTS, FALLBACK, INTERVENTIONS
 from whisper_spi.tuning import quiet_transformers, tune_process
 
 
-def _load(model: str, device: str, threads: int | None, **kwargs):
-    """The model, in a process tuned for the job (:func:`whisper_spi.tuning.tune_process`)."""
-    from whisper_spi.decode.models import load_model
+def _load(args: argparse.Namespace, **kwargs):
+    """``args.model`` on ``args.device``, in a process tuned for the job
+    (:func:`whisper_spi.tuning.tune_process`); an ``auto`` ``args.batch_size`` becomes the
+    batch that fits the model on its device (:mod:`whisper_spi.decode.batching`)."""
+    from whisper_spi.decode.batching import resolve_batch_size
+    from whisper_spi.decode.models import MAX_NEW_TOKENS, load_model
 
     quiet_transformers()
-    tune_process(threads)
-    return load_model(model, device=device, **kwargs)
+    tune_process(args.threads)
+    bundle = load_model(args.model, device=args.device, **kwargs)
+    if "batch_size" in args:
+        tokens = getattr(args, "max_new_tokens", MAX_NEW_TOKENS)
+        args.batch_size = resolve_batch_size(args.batch_size, bundle, tokens)
+    return bundle
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from whisper_spi.corpus.audio import load_audio
     from whisper_spi.decode.loop import transcribe
 
-    bundle = _load(args.model, args.device, args.threads, dtype=args.dtype)
+    bundle = _load(args, dtype=args.dtype)
     waves = [load_audio(path) for path in args.files]
     edit = contextlib.nullcontext()
     if args.intervention:
@@ -57,7 +64,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from whisper_spi.decode.capture import DecodeOptions, SpectrumOptions, decode_shard
     from whisper_spi.schemas import write_rows
 
-    bundle = _load(args.model, args.device, args.threads, dtype=args.dtype, cache_dir=args.cache)
+    bundle = _load(args, dtype=args.dtype, cache_dir=args.cache)
     if len(args.spectra) != bundle.n_decoder_layers:
         raise WhisperSpiError(
             f"{args.model}: {bundle.n_decoder_layers} decoder layers but "
@@ -99,7 +106,7 @@ def cmd_theory_measure(args: argparse.Namespace) -> int:
         args.transcripts, "transcripts", ["utt_id", "condition", "token_ids", "hit_max_length"]
     )
     stress = schemas.scan_parquet(args.stress_manifests, "stress_manifest", ["utt_id", "path"])
-    bundle = _load(args.model, args.device, args.threads, cache_dir=args.cache)
+    bundle = _load(args, cache_dir=args.cache)
     out = measure_condition(
         bundle,
         args.model_name,
@@ -123,7 +130,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         detector = load_detector(args.detector)
     except (OSError, ValueError, KeyError) as exc:
         raise WhisperSpiError(f"{args.detector}: not a usable detector ({exc})") from None
-    bundle = _load(args.model, args.device, args.threads)
+    bundle = _load(args)
     # Unlabelled audio: no reference, so no WER; only full-length spectra are features.
     utts = [{"utt_id": p, "speaker": "", "text": "", "wave": load_audio(p)} for p in args.files]
     opts = DecodeOptions(spectra=SpectrumOptions(prefix_lengths=()))
@@ -146,7 +153,7 @@ def cmd_intervene(args: argparse.Namespace) -> int:
             f"intervene: {len(args.method)} --method, {len(args.strength)} --strength and "
             f"{len(args.out)} --out values; give one strength for all, or one per method"
         )
-    bundle = _load(args.model, args.device, args.threads, dtype=args.dtype, cache_dir=args.cache)
+    bundle = _load(args, dtype=args.dtype, cache_dir=args.cache)
     with tqdm(file=sys.stderr, mininterval=5) as bar:
         run_shard(
             bundle,

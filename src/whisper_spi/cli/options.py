@@ -10,6 +10,21 @@ from whisper_spi.errors import WhisperSpiError
 from whisper_spi.taxonomy.labels import DEFINITIONS
 
 
+def batch_size(text: str) -> int | str:
+    """--batch-size: a positive count, or ``auto`` (whisper_spi.decode.batching)."""
+    from whisper_spi.decode.batching import AUTO
+
+    if text == AUTO:
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or {AUTO}, got {text!r}")
+    return n
+
+
 def _group() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(add_help=False)
 
@@ -26,7 +41,9 @@ CACHE = _group()
 CACHE.add_argument("--cache", default=None, help="ct2 conversion cache directory")
 
 BATCH = _group()
-BATCH.add_argument("--batch-size", type=int, default=8)
+BATCH.add_argument(
+    "--batch-size", type=batch_size, default=8, help="utterances per batch, or auto (GPU memory)"
+)
 
 # A greedy decode's precision and length.
 DECODE = _group()

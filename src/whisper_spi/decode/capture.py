@@ -215,15 +215,16 @@ def decode_shard(
 
     ``utterances``: dicts with utt_id, speaker, text (reference) and wave (16 kHz mono).
     """
+    from whisper_spi.decode.batching import in_batches
     from whisper_spi.text import hallucinated, wer
 
     transcripts = []
     spectra: dict[int, list[dict]] = {i: [] for i in range(bundle.n_decoder_layers)}
-    for start in range(0, len(utterances), batch_size):
-        batch = utterances[start : start + batch_size]
-        decoded, matrices = decode_batch(
-            bundle, [u["wave"] for u in batch], [u["text"] for u in batch], opts
-        )
+
+    def run(batch):
+        return decode_batch(bundle, [u["wave"] for u in batch], [u["text"] for u in batch], opts)
+
+    for batch, (decoded, matrices) in in_batches(utterances, batch_size, run):
         for utt, dec, mats in zip(batch, decoded, matrices, strict=True):
             err = wer(utt["text"], dec.text)
             transcripts.append(

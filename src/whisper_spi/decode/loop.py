@@ -334,8 +334,9 @@ def transcribe(
     max_new_tokens: int = MAX_NEW_TOKENS,
 ) -> list[Decoded]:
     """Greedy transcripts of 16 kHz mono waves, in batches."""
-    out: list[Decoded] = []
-    for start in range(0, len(waves), batch_size):
-        chunk = waves[start : start + batch_size]
-        out += greedy_decode(bundle, encode(bundle, log_mel(bundle, chunk)), max_new_tokens)
-    return out
+    from whisper_spi.decode.batching import in_batches
+
+    def run(chunk):
+        return greedy_decode(bundle, encode(bundle, log_mel(bundle, chunk)), max_new_tokens)
+
+    return [d for _, decoded in in_batches(waves, batch_size, run) for d in decoded]

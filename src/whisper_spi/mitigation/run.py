@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from whisper_spi.corpus.stress import read_stress_shard
+from whisper_spi.decode.batching import in_batches
 from whisper_spi.decode.loop import Decoded, encode, greedy_decode, log_mel
 from whisper_spi.errors import WhisperSpiError
 from whisper_spi.mitigation.fallback import OPENAI, FallbackOptions, fallback_decode, needs_fallback
@@ -80,6 +81,11 @@ def intervene_shard(
         if fold not in specs:
             raise WhisperSpiError(f"no intervention for fold {fold} (speaker {utt['speaker']})")
         groups.setdefault(fold, []).append(utt)
+
+    def run(batch):
+        enc = encode(bundle, log_mel(bundle, [u["wave"] for u in batch]))
+        return greedy_decode(bundle, enc, max_new_tokens)
+
     rows = []
     for fold, utts in sorted(groups.items()):
         spec = specs[fold]
@@ -93,10 +99,8 @@ def intervene_shard(
             "dropped": False,
         }
         with Intervene(bundle.model, spec):
-            for start in range(0, len(utts), batch_size):
-                batch = utts[start : start + batch_size]
-                enc = encode(bundle, log_mel(bundle, [u["wave"] for u in batch]))
-                for utt, d in zip(batch, greedy_decode(bundle, enc, max_new_tokens), strict=True):
+            for batch, decoded in in_batches(utts, batch_size, run):
+                for utt, d in zip(batch, decoded, strict=True):
                     rows.append(_row(utt, d, model, condition, threshold, **applied))
                 if progress is not None:
                     progress.update(len(batch))
@@ -119,9 +123,8 @@ def fallback_shard(
 ) -> list[dict]:
     """Decode ``utterances`` with OpenAI's temperature fallback; ``plain``: utt_id -> its plain
     greedy decode (the temperature-0 pass, then reused; only failing rows are re-encoded)."""
-    rows = []
-    for start in range(0, len(utterances), batch_size):
-        batch = list(utterances[start : start + batch_size])
+
+    def run(batch):
         ids = [u["utt_id"] for u in batch]
         first = [plain[i] for i in ids] if plain is not None else None
         if first is not None:  # only the rows that fall back need the encoder
@@ -152,6 +155,10 @@ def fallback_shard(
             )
             for i, r in zip(redo, got, strict=True):
                 results[i] = r
+        return results
+
+    rows = []
+    for batch, results in in_batches(utterances, batch_size, run):
         for utt, r in zip(batch, results, strict=True):
             applied = {
                 "method": FALLBACK,
