@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # The CPU wheel this project is tested with; an unpinned torch would pull a multi-GB CUDA build.
 TORCH_CPU := torch==2.13.0
-JOBS ?= 8
+JOBS ?= $(shell nproc)  # Snakemake's cores: the machine's
 
 .PHONY: demo test setup system lint clean
 

@@ -77,9 +77,13 @@ def test_gpu_resources_fit_the_model_and_grow_with_each_retry(common, config):
                          "encoder_layers": 1, "decoder_layers": 1,
                          "encoder_ffn_dim": 32, "decoder_ffn_dim": 32}}  # fmt: skip
     configs["big"] = {**configs["small"], "d_model": 4096, "decoder_layers": 8}
-    resources = common.get_gpu_resources(config, configs, 10)
+    on_gpu = {**config, "decode": {**config["decode"], "device": "auto"}}
+    resources = common.get_gpu_resources(on_gpu, configs, 10)
     intervene = resources("intervene")
     assert intervene["gpu"] == 1
+    # a run on the CPU asks for no GPU: its model jobs are limited by the cores alone
+    on_cpu = {**config, "decode": {**config["decode"], "device": "cpu"}}
+    assert "gpu" not in common.get_gpu_resources(on_cpu, configs, 10)("intervene")
     small, big = SimpleNamespace(model="small"), SimpleNamespace(model="big")
     n_arms = len(config["intervene"]["methods"]) * len(config["intervene"]["strengths"])
     mem, minutes = job_resources(

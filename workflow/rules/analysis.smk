@@ -32,6 +32,7 @@ rule pairs:
         counts=result_path(RESULTS, "pair_counts"),
     log:
         get_log(RESULTS, "pairs", "{model}"),
+    priority: PRIORITY["gate"]
     conda:
         "../../envs/cpu.yaml"
     params:

@@ -19,6 +19,14 @@ from whisper_spi.decode.models import model_config
 from whisper_spi.plan import job_resources, parameter_count, planned_shards
 from whisper_spi.schemas import result_path
 
+# Job priorities (the schedulers start the highest first): the cheap jobs that open others
+# (stress, taxonomy, pairs, detect, intervene_fit) as soon as they can run, then the theory's
+# model jobs, which wait on the pairs and would otherwise run last of all. Everything else
+# stays level, so the light jobs run between the model jobs: held back, they wait in the
+# ready queue, whose input files Snakemake stats at every scheduling round (in the demo that
+# doubled its own CPU time and cost a minute of wall time, issue 28).
+PRIORITY = {"gate": 20, "theory": 10}
+
 
 def validate_config(config):
     """Validate ``config`` in place (defaults filled, keys in the schema's order: params must
@@ -151,7 +159,11 @@ def get_gpu_resources(config, model_configs, n_utterances):
     """``resources(stage, model=None)``: a GPU job's resources, one GPU (the profiles map it
     to the machine or to sbatch) and memory (MB) and time (min) for the job's model
     (``model``, else the {model} wildcard) and its utterances (:func:`get_job_items`;
-    whisper_spi.plan.job_resources), growing with each retry."""
+    whisper_spi.plan.job_resources), growing with each retry.
+
+    A run with ``decode.device: cpu`` asks for no GPU (its jobs never use one): its model
+    jobs are limited by their ``threads`` and the cores alone, so two one-thread jobs share
+    a 2-core machine rather than queueing for a GPU slot it does not have."""
 
     def resources(stage, model=None):
         items = get_job_items(config, stage, n_utterances)
@@ -160,8 +172,9 @@ def get_gpu_resources(config, model_configs, n_utterances):
             n_params = parameter_count(model_configs[model or wc.model])
             return attempt * job_resources(stage, n_params, items)[which]
 
+        gpu = {} if config["decode"]["device"] == "cpu" else {"gpu": 1}
         return {
-            "gpu": 1,
+            **gpu,
             "mem_mb": lambda wc, attempt: need(wc, attempt, 0),
             "runtime": lambda wc, attempt: need(wc, attempt, 1),
         }

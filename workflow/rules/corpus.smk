@@ -29,6 +29,7 @@ rule stress:
         get_log(RESULTS, "stress", "{condition}/shard-{shard}"),
     benchmark:
         get_benchmark(RESULTS, "stress", "{condition}/shard-{shard}")
+    priority: PRIORITY["gate"]
     conda:
         "../../envs/cpu.yaml"
     params:

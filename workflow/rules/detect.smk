@@ -26,6 +26,7 @@ rule detect:
         get_log(RESULTS, "detect", "{model}"),
     benchmark:
         get_benchmark(RESULTS, "detect", "{model}")
+    priority: PRIORITY["gate"]
     conda:
         "../../envs/cpu.yaml"
     params:

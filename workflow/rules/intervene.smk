@@ -17,6 +17,7 @@ rule intervene_fit:
         directory(result_path(RESULTS, "subspaces")),
     log:
         get_log(RESULTS, "intervene_fit", "{model}"),
+    priority: PRIORITY["gate"]
     conda:
         "../../envs/cpu.yaml"
     params:

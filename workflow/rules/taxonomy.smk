@@ -10,6 +10,7 @@ rule taxonomy:
         labels=result_path(RESULTS, "taxonomy"),
     log:
         get_log(RESULTS, "taxonomy", "{model}"),
+    priority: PRIORITY["gate"]
     conda:
         "../../envs/cpu.yaml"
     params:

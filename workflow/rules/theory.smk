@@ -17,6 +17,7 @@ rule theory_measure:
         get_log(RESULTS, "theory_measure", "{model}/{condition}"),
     benchmark:
         get_benchmark(RESULTS, "theory_measure", "{model}/{condition}")
+    priority: PRIORITY["theory"]
     conda:
         "../../envs/gpu.yaml"
     threads: config["decode"]["threads"]
