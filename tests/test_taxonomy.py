@@ -91,6 +91,13 @@ def test_looping_phrase_and_token_cap():
     )
 
 
+def test_a_loop_on_a_number_cut_by_the_cap_is_looping_not_omission():
+    # the normaliser turns the loop into one word, "1111...": short, so omission would match
+    loop = "one " * 60
+    assert normalize(loop) == "1" * 60
+    assert classify(TARGET, loop, hit_max_length=True).type == "looping"
+
+
 def test_fabrication_invented_sentence():
     label = classify(TARGET, "I'll see you in the next one.")
     assert label.type == "fabrication"
@@ -102,6 +109,9 @@ def test_non_speech_any_words_are_a_hallucination():
     assert classify("", "").type == "correct"
     assert classify("", "Thank you.").type == "fabrication"
     assert classify("", "thank you " * 5).type == "looping"
+    # a filler is said, though the normaliser deletes it; punctuation alone is not
+    assert classify("", "Hmm. Hmm hmm.").type == "fabrication"
+    assert classify("", " . ").type == "correct"
     assert math.isnan(classify("", "Thank you.").wer)
 
 

@@ -1,4 +1,6 @@
-"""Word error rate as the Whisper papers compute it: jiwer after Whisper's English normaliser."""
+"""Word error rate as the Whisper papers compute it: jiwer after Whisper's English normaliser
+(the whisper-normalizer package, pinned: tests/test_text.py checks it on OpenAI's published
+normaliser cases)."""
 
 from __future__ import annotations
 
@@ -30,9 +32,10 @@ def wer(reference: str, hypothesis: str) -> float:
 
 
 def spoke(hypothesis: str) -> bool:
-    """Whether a transcript says anything (after normalisation): on a non-speech input, any
-    transcript that does is a hallucination."""
-    return bool(normalize(hypothesis).strip())
+    """Whether a transcript says anything: any letter or digit, before normalisation. On a
+    non-speech input any transcript that does is a hallucination, a filler ("hmm hmm hmm",
+    which the English normaliser deletes) too; punctuation alone ("." on silence) is not."""
+    return any(c.isalnum() for c in hypothesis)
 
 
 def hallucinated(reference: str, hypothesis: str, err: float, threshold: float) -> bool:

@@ -7,13 +7,15 @@ speaker mix, its partners. A hypothesis word is *grounded* in a source when the 
 pairs it with the same word, or substitutes it for a word it nearly spells (character error
 rate below ``near_match_cer``: "gather" for "gathered"). Types, first match wins:
 
-- ``correct``: WER against the target <= ``wer_threshold`` (no words, for no words said);
-- ``omission``: most reference words deleted and the hypothesis short or empty;
+- ``correct``: WER against the target <= ``wer_threshold`` (nothing said, for no words said);
 - ``looping``: the decode hit the token cap, or one phrase repeated back to back covers
-  most of the hypothesis;
+  most of the hypothesis (tried before omission: a loop on a number, "one one one ...",
+  normalises to one word, "1111...");
+- ``omission``: most reference words deleted and the hypothesis short or empty;
 - ``other_speaker``: most words grounded, and more of them only in a partner than in the target;
 - ``grounded_error``: most words grounded in some source;
-- ``fabrication``: most words grounded in no source.
+- ``fabrication``: most words grounded in no source; on a non-speech input, anything said,
+  a filler the normaliser deletes ("hmm hmm") too (:func:`whisper_spi.text.spoke`).
 
 HER (our hallucination error rate) is the share of hypothesis words grounded in no source.
 """
@@ -29,7 +31,7 @@ import numpy as np
 import polars as pl
 
 from whisper_spi import schemas
-from whisper_spi.text import normalize
+from whisper_spi.text import normalize, spoke
 from whisper_spi.text import wer as text_wer
 
 TYPES = ("correct", "omission", "grounded_error", "other_speaker", "looping", "fabrication")
@@ -161,17 +163,17 @@ def classify(
     def label(kind: str) -> Label:
         return Label(kind, wer, 1.0 - grounded, grounded, shares, partner_only, n, len(ref), loop)
 
-    if (not ref and not hyp) or (ref and wer <= options.wer_threshold):
+    if (not ref and not spoke(hypothesis)) or (ref and wer <= options.wer_threshold):
         return label("correct")
+    looping = loop.repeats >= options.loop_min_repeats and loop.share >= options.loop_share
+    if looping or (hit_max_length and options.cap_is_looping):
+        return label("looping")
     if (
         ref
         and ref_deleted >= options.omission_deleted
         and n <= options.omission_max_ratio * len(ref)
     ):
         return label("omission")
-    looping = loop.repeats >= options.loop_min_repeats and loop.share >= options.loop_share
-    if looping or (hit_max_length and options.cap_is_looping):
-        return label("looping")
     if grounded > options.grounded_share:
         return label("other_speaker" if partner_only > shares[0] else "grounded_error")
     return label("fabrication")
