@@ -170,6 +170,7 @@ def test_project_subspace_is_fitted_on_the_other_folds_only(tmp_path):
     from whisper_spi.mitigation.fit import (
         ALL_FOLDS,
         fit_fold_subspaces,
+        hallucinated_stressed,
         load_subspaces,
         save_subspaces,
     )
@@ -177,7 +178,7 @@ def test_project_subspace_is_fitted_on_the_other_folds_only(tmp_path):
     rng = np.random.default_rng(0)
     planted = {0: _orthonormal(16, 1, 10)[0], 1: _orthonormal(16, 1, 11)[0]}
     folds = {"s0": 0, "s1": 0, "s2": 1, "s3": 1}
-    spectra, transcripts = [], []
+    spectra, labels = [], []
     for speaker, fold in folds.items():
         for k in range(4):
             utt = f"{speaker}-{k}"
@@ -189,18 +190,29 @@ def test_project_subspace_is_fitted_on_the_other_folds_only(tmp_path):
             spectra.append(
                 _spectra_rows(utt, "time_stretch", 0, clean + 9 * rng.standard_normal(16))
             )
-            for cond, hall in (("clean", False), ("speaker_mix", True), ("time_stretch", False)):
-                transcripts.append({"utt_id": utt, "speaker": speaker, "condition": cond,
-                                    "hallucination": hall})  # fmt: skip
+            # speaker_mix hallucinates by WER (a grounded error); time_stretch is a
+            # fabrication below the WER threshold: only the definition "fabrication" takes it
+            for cond, wer, kind in (
+                ("clean", 0.0, "correct"),
+                ("speaker_mix", 0.9, "grounded_error"),
+                ("time_stretch", 0.4, "fabrication"),
+            ):
+                labels.append({"utt_id": utt, "speaker": speaker, "condition": cond,
+                               "wer": wer, "type": kind, "n_ref_words": 8})  # fmt: skip
+        # a non-speech input with the length of s*-0: said words, but no clean twin to fit on
+        labels.append({"utt_id": f"{speaker}-0", "speaker": speaker, "condition": "silence",
+                       "wer": float("nan"), "type": "fabrication", "n_ref_words": 0})  # fmt: skip
     schemas.write_rows(spectra, "spectra", tmp_path / "layer-0.parquet")
-    tr = pl.DataFrame(transcripts)
-    cols = schemas.contract("transcripts").names
-    full = tr.with_columns(*[pl.lit(None).alias(c) for c in cols if c not in tr.columns]).select(
-        cols
-    )
-    schemas.write_parquet(full, "transcripts", tmp_path / "transcripts.parquet")
+    lab = pl.DataFrame(labels)
+    cols = schemas.contract("taxonomy").names
+    full = lab.with_columns(*[pl.lit(None).alias(c) for c in cols if c not in lab.columns])
+    schemas.write_parquet(full.select(cols), "taxonomy", tmp_path / "labels.parquet")
+    by_wer = hallucinated_stressed([tmp_path / "labels.parquet"])
+    assert set(by_wer["condition"]) == {"speaker_mix"} and by_wer.height == 16
+    by_type = hallucinated_stressed([tmp_path / "labels.parquet"], definition="fabrication")
+    assert set(by_type["condition"]) == {"time_stretch"} and by_type.height == 16
     subspaces = fit_fold_subspaces(
-        [tmp_path / "layer-0.parquet"], [tmp_path / "transcripts.parquet"], folds, [0],
+        [tmp_path / "layer-0.parquet"], [tmp_path / "labels.parquet"], folds, [0],
         "self_attn", rank=1,
     )  # fmt: skip
     assert set(subspaces) == {0, 1, ALL_FOLDS}
@@ -213,7 +225,7 @@ def test_project_subspace_is_fitted_on_the_other_folds_only(tmp_path):
     assert (tmp_path / "subspace" / "all.json").is_file()
     with pytest.raises(WhisperSpiError, match="fewer than intervene.rank"):
         fit_fold_subspaces(
-            [tmp_path / "layer-0.parquet"], [tmp_path / "transcripts.parquet"], folds, [0],
+            [tmp_path / "layer-0.parquet"], [tmp_path / "labels.parquet"], folds, [0],
             "self_attn", rank=9,
         )  # fmt: skip
 

@@ -90,6 +90,16 @@ def test_arms_frame_values_against_their_definitions():
     assert gated["rate:omission"].item() == 1.0 and gated["hypothesis"].item() == ""
     h, w, _ = got["plain", "silence", "c"]
     assert h == 1.0 and np.isnan(w)
+    # the config's definition decides, as for the pairs: under "fabrication" the gated
+    # omission is no hallucination, the fabrication and the non-speech words still are
+    fab = arms_frame(
+        frame, schemas.frame_from_rows(mit, "mitigation_transcripts"), {}, {}, 0.5,
+        definition="fabrication",
+    )  # fmt: skip
+    cols = ["method", "condition", "utt_id", "hallucination_rate"]
+    flags = {(m, c, u): h for m, c, u, h in fab.select(cols).iter_rows()}
+    assert flags["gating", "gaussian_noise", "b"] == 0.0
+    assert flags["plain", "gaussian_noise", "a"] == 1.0 and flags["plain", "silence", "c"] == 1.0
 
 
 def _synthetic_arms(rng, n_speakers=12, per=5, p=0.3, effect=0.0, model="m"):

@@ -36,14 +36,11 @@ rule pairs:
     conda:
         "../../envs/cpu.yaml"
     params:
-        threshold=config["decode"]["hallucination_wer"],
-        definition=config["hallucination"]["definition"],
-        her_threshold=config["hallucination"]["her_threshold"],
+        definition=get_definition_args(config),
         filters=get_pair_filters(config),
     shell:
         "whisper-spi pairs --transcripts {input.transcripts:q} --labels {input.labels:q}"
-        " --definition {params.definition} --her-threshold {params.her_threshold}"
-        " --threshold {params.threshold} {params.filters}"
+        " {params.definition} {params.filters}"
         " --pairs {output.pairs:q} --counts {output.counts:q}"
         " > {log:q} 2>&1"
 

@@ -189,6 +189,18 @@ def get_metric_options(config, stage):
     return stage_options(config["metrics"], stage)
 
 
+def get_definition_args(config):
+    """What counts as a hallucination (config hallucination.*, decode.hallucination_wer) as
+    CLI flags: every rule that decides it (pairs, detect, intervene_fit, mitigation) passes
+    these to whisper_spi.taxonomy.labels.hallucination_expr, so changing it reruns them all.
+    """
+    h = config["hallucination"]
+    return (
+        f"--definition {h['definition']} --her-threshold {h['her_threshold']}"
+        f" --threshold {config['decode']['hallucination_wer']}"
+    )
+
+
 def get_pair_filters(config):
     """The pair filters of config ``pairs`` as CLI flags (whisper-spi pairs)."""
     p = config["pairs"]

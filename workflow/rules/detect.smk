@@ -31,17 +31,14 @@ rule detect:
         "../../envs/cpu.yaml"
     params:
         seed=config["seed"],
-        threshold=config["decode"]["hallucination_wer"],
         options=get_metric_options(config, "detect"),
         n_boot=config["detect"]["n_boot"],
-        definition=config["hallucination"]["definition"],
-        her_threshold=config["hallucination"]["her_threshold"],
+        definition=get_definition_args(config),
         out_dir=lambda wc, output: os.path.dirname(output.results),
     shell:
         "whisper-spi detect-eval --spectra {input.spectra:q}"
         " --transcripts {input.transcripts:q} --labels {input.labels:q}"
-        " --definition {params.definition} --her-threshold {params.her_threshold}"
-        " --seed {params.seed} --threshold {params.threshold}"
+        " {params.definition} --seed {params.seed}"
         " --options {params.options:q} --n-boot {params.n_boot}"
         " --out-dir {params.out_dir:q}"
         " > {log:q} 2>&1"

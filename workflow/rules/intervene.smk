@@ -11,7 +11,7 @@ rule intervene_fit:
             CONDITIONS,
             get_intervene_layers(config, N_LAYERS, wc.model),
         ),
-        transcripts=lambda wc: get_transcripts(RESULTS, SHARDS, wc.model, CONDITIONS),
+        labels=rules.taxonomy.output.labels,
         oof=rules.detect.output.oof,
     output:
         directory(result_path(RESULTS, "subspaces")),
@@ -24,9 +24,10 @@ rule intervene_fit:
         layers=lambda wc: get_intervene_layer_args(config, N_LAYERS, wc.model),
         component=config["intervene"]["component"],
         rank=config["intervene"]["rank"],
+        definition=get_definition_args(config),
     shell:
         "whisper-spi intervene-fit --model-name {wildcards.model}"
-        " --spectra {input.spectra:q} --transcripts {input.transcripts:q}"
+        " --spectra {input.spectra:q} --labels {input.labels:q} {params.definition}"
         " --oof {input.oof:q} --layers {params.layers}"
         " --component {params.component} --rank {params.rank} --out-dir {output:q}"
         " > {log:q} 2>&1"

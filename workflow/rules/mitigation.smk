@@ -20,7 +20,7 @@ rule mitigation:
     conda:
         "../../envs/cpu.yaml"
     params:
-        threshold=config["decode"]["hallucination_wer"],
+        definition=get_definition_args(config),
         seed=config["seed"],
         n_boot=config["intervene"]["n_boot"],
         out_dir=lambda wc, output: os.path.dirname(output.table),
@@ -28,7 +28,7 @@ rule mitigation:
         "whisper-spi mitigation --model-name {wildcards.model}"
         " --transcripts {input.transcripts:q} --mitigated {input.mitigated:q}"
         " --stress-manifests {input.stress:q} --corpus-manifest {input.corpus:q}"
-        " --threshold {params.threshold} --seed {params.seed}"
+        " {params.definition} --seed {params.seed}"
         " --n-boot {params.n_boot} --out-dir {params.out_dir:q}"
         " > {log:q} 2>&1"
 

@@ -15,7 +15,7 @@ from whisper_spi.taxonomy.labels import hallucination_expr
 __all__ = ["pairs_and_counts", "write_pairs"]
 
 _READ = ("utt_id", "speaker", "model", "condition", "wer", "n_tokens", "hit_max_length")
-_LABELS = ("model", "condition", "utt_id", "type", "her")
+_LABELS = ("model", "condition", "utt_id", "type", "her", "n_ref_words")
 
 
 def pairs_and_counts(
@@ -64,19 +64,22 @@ def pairs_and_counts(
             pl.col("condition").alias("stress"),
             pl.col("type").alias("hallucination_type"),
             "her",
+            "n_ref_words",
         )
         stressed = stressed.join(types, on=["model", "stress", "utt_id"], how="left")
     elif definition != "wer":
         raise ValueError(f"pairs: definition {definition!r} needs the taxonomy labels")
     else:
         stressed = stressed.with_columns(
-            hallucination_type=pl.lit(None, pl.String), her=pl.lit(None, pl.Float64)
+            hallucination_type=pl.lit(None, pl.String),
+            her=pl.lit(None, pl.Float64),
+            n_ref_words=pl.lit(None, pl.Int32),  # unknown: the speech rule (WER) decides
         )
     # the definition reads the taxonomy's column names (wer, type, her) of the stressed decode
     stressed = stressed.with_columns(wer=pl.col("wer_stressed"), type=pl.col("hallucination_type"))
     stressed = stressed.with_columns(
         hallucinated=hallucination_expr(definition, threshold, her_threshold)
-    ).drop("wer", "type", "her")
+    ).drop("wer", "type", "her", "n_ref_words")
     above = pl.col("hallucinated")
     usable = pl.lit(True)
     if clean_max_wer is not None:

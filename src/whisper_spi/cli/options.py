@@ -62,12 +62,15 @@ MODEL_NAME.add_argument("--model-name", required=True)
 CONDITION = _group()
 CONDITION.add_argument("--condition", required=True)
 
-# The hallucination definition of a label (config hallucination.*).
+# The hallucination definition (config hallucination.*; taxonomy.labels.hallucination_expr).
+DEFINITION = _group()
+DEFINITION.add_argument("--threshold", type=float, default=0.5, help="WER threshold")
+DEFINITION.add_argument("--definition", choices=DEFINITIONS, default="wer")
+DEFINITION.add_argument("--her-threshold", type=float, default=0.5)
+
+# The taxonomy labels the definition is applied to.
 LABELS = _group()
-LABELS.add_argument("--threshold", type=float, default=0.5)
 LABELS.add_argument("--labels", nargs="*", default=[], help="taxonomy/<model>/labels.parquet")
-LABELS.add_argument("--definition", choices=DEFINITIONS, default="wer")
-LABELS.add_argument("--her-threshold", type=float, default=0.5)
 
 SEED = _group()
 SEED.add_argument("--seed", type=int, default=0)

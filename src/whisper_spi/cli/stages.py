@@ -12,6 +12,7 @@ import polars as pl
 
 from whisper_spi.cli.options import (
     CONDITION,
+    DEFINITION,
     LABELS,
     MODEL_NAME,
     OPTIONS,
@@ -20,6 +21,7 @@ from whisper_spi.cli.options import (
     json_object,
     options_of,
 )
+from whisper_spi.errors import WhisperSpiError
 
 
 def cmd_corpus(args: argparse.Namespace) -> int:
@@ -173,10 +175,13 @@ def cmd_theory_summary(args: argparse.Namespace) -> int:
 def cmd_intervene_fit(args: argparse.Namespace) -> int:
     from whisper_spi.mitigation.fit import fit_fold_subspaces, save_subspaces, speaker_folds_of
 
+    if not args.labels:
+        raise WhisperSpiError("intervene-fit: --labels (the model's taxonomy labels) is required")
     folds = speaker_folds_of(args.oof)
     subspaces = fit_fold_subspaces(
-        args.spectra, args.transcripts, folds, args.layers, args.component, args.rank
-    )
+        args.spectra, args.labels, folds, args.layers, args.component, args.rank,
+        definition=args.definition, threshold=args.threshold, her_threshold=args.her_threshold,
+    )  # fmt: skip
     save_subspaces(subspaces, args.out_dir, model=args.model_name, rank=args.rank)
     return 0
 
@@ -194,6 +199,8 @@ def cmd_mitigation(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         seed=args.seed,
         n_boot=args.n_boot,
+        definition=args.definition,
+        her_threshold=args.her_threshold,
     )
     return 0
 
@@ -238,7 +245,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from whisper_spi.config import validate
     from whisper_spi.corpus.manifest import list_utterances
     from whisper_spi.decode.models import model_config
-    from whisper_spi.errors import WhisperSpiError
     from whisper_spi.plan import cost_plan
 
     try:
@@ -307,7 +313,9 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_taxonomy_summary)
 
     p = sub.add_parser(
-        "pairs", parents=[LABELS], help="clean/stressed pairs of one model and their counts"
+        "pairs",
+        parents=[DEFINITION, LABELS],
+        help="clean/stressed pairs of one model and their counts",
     )
     p.add_argument("--transcripts", nargs="+", required=True)
     p.add_argument("--clean-max-wer", type=float, default=None, help="config pairs.clean_max_wer")
@@ -359,7 +367,7 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "detect-eval",
-        parents=[LABELS, OPTIONS, SEED, OUT_DIR],
+        parents=[DEFINITION, LABELS, OPTIONS, SEED, OUT_DIR],
         help="spectral detector vs Whisper's heuristics, one model",
     )
     p.add_argument("--spectra", nargs="+", required=True)
@@ -379,11 +387,10 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "intervene-fit",
-        parents=[MODEL_NAME, OUT_DIR],
+        parents=[MODEL_NAME, DEFINITION, LABELS, OUT_DIR],
         help="project's subspaces, fitted out of detector fold",
     )
     p.add_argument("--spectra", nargs="+", required=True)
-    p.add_argument("--transcripts", nargs="+", required=True)
     p.add_argument("--oof", required=True, help="detect/<model>/oof_scores.csv (the folds)")
     p.add_argument("--layers", type=int, nargs="+", required=True)
     p.add_argument("--component", required=True)
@@ -392,14 +399,13 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "mitigation",
-        parents=[MODEL_NAME, SEED, OUT_DIR],
+        parents=[MODEL_NAME, DEFINITION, SEED, OUT_DIR],
         help="one model's mitigation table and dose-response",
     )
     p.add_argument("--transcripts", nargs="+", required=True, help="plain decode transcripts")
     p.add_argument("--mitigated", nargs="*", default=[], help="intervene outputs")
     p.add_argument("--stress-manifests", nargs="*", default=[])
     p.add_argument("--corpus-manifest", required=True)
-    p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--n-boot", type=int, default=1000)
     p.set_defaults(func=cmd_mitigation)
 

@@ -20,11 +20,12 @@ from whisper_spi.mitigation.intervene import (
     load_intervention,
     save_intervention,
 )
-from whisper_spi.registry import CLEAN
+from whisper_spi.registry import CLEAN, STRESSES
 
 __all__ = [
     "ALL_FOLDS",
     "fit_fold_subspaces",
+    "hallucinated_stressed",
     "load_subspaces",
     "save_subspaces",
     "speaker_folds_of",
@@ -56,25 +57,42 @@ def _row_means(spectra_paths: Sequence[str | Path], component: str) -> pl.DataFr
     )
 
 
+def hallucinated_stressed(
+    labels_paths: Sequence[str | Path],
+    definition: str = "wer",
+    threshold: float = 0.5,
+    her_threshold: float = 0.5,
+) -> pl.DataFrame:
+    """(utt_id, condition, speaker) of the stressed decodes that hallucinate under the config's
+    ``definition`` (:func:`whisper_spi.taxonomy.labels.hallucination_expr`), from the
+    taxonomy labels: the ``project`` fit's training utterances."""
+    from whisper_spi import schemas
+    from whisper_spi.taxonomy.labels import hallucination_expr
+
+    labels = schemas.scan_parquet(labels_paths, "taxonomy").collect()
+    return labels.filter(
+        pl.col("condition").is_in(list(STRESSES))
+        & hallucination_expr(definition, threshold, her_threshold)
+    ).select("utt_id", "condition", "speaker")
+
+
 def fit_fold_subspaces(
     spectra_paths: Sequence[str | Path],
-    transcripts_paths: Sequence[str | Path],
+    labels_paths: Sequence[str | Path],
     folds: Mapping[str, int],
     layers: Sequence[int],
     component: str,
     rank: int,
+    *,
+    definition: str = "wer",
+    threshold: float = 0.5,
+    her_threshold: float = 0.5,
 ) -> dict[int, Intervention]:
     """fold -> ``project`` (strength 1) whose subspace at each layer is fitted on the other
-    folds' hallucinated stressed utterances minus their clean twins (row means; see
-    :func:`whisper_spi.mitigation.intervene.fit_subspace`); plus ALL_FOLDS, fitted on every fold."""
-    from whisper_spi import schemas
-
-    tr = (
-        schemas.scan_parquet(transcripts_paths, "transcripts")
-        .select("utt_id", "speaker", "condition", "hallucination")
-        .collect()
-    )
-    bad = tr.filter((pl.col("condition") != CLEAN) & pl.col("hallucination"))
+    folds' hallucinated stressed utterances (:func:`hallucinated_stressed`) minus their clean
+    twins (row means; see :func:`whisper_spi.mitigation.intervene.fit_subspace`); plus
+    ALL_FOLDS, fitted on every fold."""
+    bad = hallucinated_stressed(labels_paths, definition, threshold, her_threshold)
     means = _row_means(spectra_paths, component)
     clean = means.filter(pl.col("condition") == CLEAN).select(
         "layer", "utt_id", pl.col("row_mean").alias("clean_mean")

@@ -45,8 +45,7 @@ from whisper_spi.registry import (
     POOLED,
     STRESSED,
 )
-from whisper_spi.taxonomy.labels import TYPES, label_transcripts
-from whisper_spi.text import normalize, wer
+from whisper_spi.taxonomy.labels import TYPES, hallucination_expr, label_transcripts
 
 __all__ = [
     "arms_frame",
@@ -82,11 +81,15 @@ def arms_frame(
     references: Mapping[str, str],
     threshold: float,
     opts: FallbackOptions = OPENAI,
+    definition: str = "wer",
+    her_threshold: float = 0.5,
 ) -> pl.DataFrame:
     """One row per arm x utterance: the per-utterance values the table averages.
 
     ``plain``: decode-contract transcripts; ``mitigated``: mitigation_transcripts rows
-    (interventions and fallback).
+    (interventions and fallback). A decode hallucinates under the config's ``definition``
+    (:func:`whisper_spi.taxonomy.labels.hallucination_expr`; ``threshold`` on WER,
+    ``her_threshold`` on HER), from its taxonomy label.
     """
     base = plain.with_columns(pl.lit(PLAIN).alias("method"), pl.lit(0.0).alias("strength"))
     gated = _gated(base, opts).with_columns(pl.lit(float("nan")).alias("strength"))
@@ -95,18 +98,12 @@ def arms_frame(
         [f.select(keep) for f in (base, gated, mitigated.select(keep))], how="vertical_relaxed"
     ).with_columns(pl.col("n_tokens").cast(pl.Int32))
     labels = label_transcripts(arms, partners, references)
-    rows_wer, rows_hall = [], []
-    for ref, hyp in arms.select("reference", "hypothesis").iter_rows():
-        if normalize(ref).strip():
-            w = wer(ref, hyp)
-            rows_wer.append(w)
-            rows_hall.append(float(w > threshold))
-        else:  # no speech: any word is a hallucination; WER is undefined
-            rows_wer.append(float("nan"))
-            rows_hall.append(float(bool(normalize(hyp).strip())))
+    hallucinated = labels.select(
+        hallucination_expr(definition, threshold, her_threshold).cast(pl.Float64)
+    ).to_series()
     out = arms.select(_COLS).with_columns(
-        pl.Series("hallucination_rate", rows_hall),
-        pl.Series("wer", rows_wer),
+        hallucinated.alias("hallucination_rate"),
+        labels["wer"].alias("wer"),  # NaN on a non-speech input: no reference
         pl.col("n_tokens").cast(pl.Float64).alias("mean_tokens"),
         *[pl.Series(f"rate:{t}", (labels["type"] == t).cast(pl.Float64)) for t in ERROR_TYPES],
     )
@@ -355,11 +352,13 @@ def run_mitigation(
     threshold: float = 0.5,
     seed: int = 0,
     n_boot: int = 1000,
+    definition: str = "wer",
+    her_threshold: float = 0.5,
 ) -> None:
     """The ``mitigation`` stage: one model's table (CSV), summary (CSV) and dose-response
     figure, into ``out_dir``, from its plain decode ``transcripts``, the intervention stage's
     ``mitigated`` transcripts (none: the baselines only) and the ``stress_manifests`` (their
-    speaker_mix partners); ``threshold``: a decode hallucinates when its WER exceeds it."""
+    speaker_mix partners); a decode hallucinates under ``definition`` (:func:`arms_frame`)."""
     from whisper_spi.charts import save_chart
     from whisper_spi.mitigation.figures import dose_response_chart
     from whisper_spi.taxonomy.labels import mix_partners
@@ -380,7 +379,10 @@ def run_mitigation(
         plain = plain.join(
             edited.select("condition", "utt_id").unique(), on=["condition", "utt_id"]
         )
-    arms = arms_frame(plain, edited, partners, references, threshold)
+    arms = arms_frame(
+        plain, edited, partners, references, threshold,
+        definition=definition, her_threshold=her_threshold,
+    )  # fmt: skip
     table = mitigation_table(arms, seed, n_boot)
     out = Path(out_dir)
     schemas.write_csv(table, "mitigation", out / "mitigation.csv")

@@ -96,7 +96,9 @@ add(
             Col(
                 "hallucination",
                 BOOL,
-                "wer > decode.hallucination_wer; for a non-speech input: any transcript",
+                "wer > decode.hallucination_wer; for a non-speech input: anything said (the"
+                " decode's record; stages decide from the taxonomy labels and"
+                " hallucination.definition)",
             ),
         ),
     )

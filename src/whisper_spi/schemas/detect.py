@@ -63,7 +63,11 @@ add(
             Col("condition", STR, "condition"),
             Col("utt_id", STR, "utterance id"),
             Col("speaker", STR, "speaker id (folds never share one)"),
-            Col("hallucination", BOOL, "wer > the hallucination threshold"),
+            Col(
+                "hallucination",
+                BOOL,
+                "the label: hallucination.definition (without taxonomy labels: wer > threshold)",
+            ),
             Col("fold", I32, "test fold of the utterance"),
             Col("method", STR, "method"),
             Col("score", F64, "higher = more likely a hallucination (log-odds for fitted ones)"),

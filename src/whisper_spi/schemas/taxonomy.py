@@ -68,7 +68,7 @@ add(
             Col("model", STR, "model name"),
             Col("condition", STR, f"{', '.join(NONSPEECH[:-1])} or {NONSPEECH[-1]}"),
             Col("n_decodes", I64, "non-speech inputs decoded"),
-            Col("n_hallucinated", I64, "decodes with a non-empty normalised transcript"),
+            Col("n_hallucinated", I64, "decodes that said anything (a letter or digit)"),
             Col("rate", F64, "n_hallucinated / n_decodes"),
             Col("n_looping", I64, "of those, looping (repeated phrase or token cap)"),
         ),

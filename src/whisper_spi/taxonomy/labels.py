@@ -269,25 +269,34 @@ def bag_of_hallucinations(
 
 
 def hallucination_expr(definition: str, wer_threshold: float, her_threshold: float) -> pl.Expr:
-    """Is a labelled decode (columns wer, type, her of contract ``taxonomy``) a hallucination
-    under ``definition``? NaN WER or HER never passes (nothing to compare with)."""
+    """Is a labelled decode (columns wer, type, her, n_ref_words of contract ``taxonomy``) a
+    hallucination under ``definition``? The one decision every stage takes from the config's
+    ``hallucination.*`` (pairs, detector, mitigation table, the ``project`` fit).
+
+    On a non-speech input (no reference words) anything said is one, under every definition
+    (the taxonomy's non-``correct`` types there). Otherwise NaN WER or HER never passes."""
     if definition == "wer":
-        return pl.col("wer").is_not_nan() & (pl.col("wer") > wer_threshold)
-    if definition == "fabrication":
-        return pl.col("type") == "fabrication"
-    if definition == "ungrounded":
-        return pl.col("her").is_not_nan() & (pl.col("her") > her_threshold)
-    raise ValueError(f"hallucination definition must be one of {DEFINITIONS}, got {definition!r}")
+        speech = pl.col("wer").is_not_nan() & (pl.col("wer") > wer_threshold)
+    elif definition == "fabrication":
+        speech = pl.col("type") == "fabrication"
+    elif definition == "ungrounded":
+        speech = pl.col("her").is_not_nan() & (pl.col("her") > her_threshold)
+    else:
+        raise ValueError(
+            f"hallucination definition must be one of {DEFINITIONS}, got {definition!r}"
+        )
+    return pl.when(pl.col("n_ref_words") == 0).then(pl.col("type") != "correct").otherwise(speech)
 
 
 def nonspeech_rate(labels: pl.DataFrame, conditions: Sequence[str]) -> pl.DataFrame:
-    """Per model x non-speech condition: decodes, non-empty transcripts, their rate, loops."""
+    """Per model x non-speech condition: decodes, those that said anything (a filler too:
+    :func:`hallucination_expr`'s non-speech rule), their rate, loops."""
     return (
         labels.filter(pl.col("condition").is_in(list(conditions)))
         .group_by("model", "condition")
         .agg(
             pl.len().cast(pl.Int64).alias("n_decodes"),
-            (pl.col("n_hyp_words") > 0).sum().cast(pl.Int64).alias("n_hallucinated"),
+            (pl.col("type") != "correct").sum().cast(pl.Int64).alias("n_hallucinated"),
             (pl.col("type") == "looping").sum().cast(pl.Int64).alias("n_looping"),
         )
         .with_columns(rate=pl.col("n_hallucinated") / pl.col("n_decodes"))
