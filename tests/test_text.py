@@ -63,3 +63,14 @@ def test_a_filler_on_a_non_speech_input_is_said_punctuation_is_not():
     assert spoke("Hmm. Hmm hmm.") and hallucinated("", "Hmm. Hmm hmm.", float("nan"), 0.5)
     assert not spoke(" . ... ") and not hallucinated("", " . ", float("nan"), 0.5)
     assert wer("a b c d", "a b x d") == pytest.approx(0.25)
+
+
+def test_the_hallucination_thresholds_have_one_default():
+    """The config schema's defaults are the constants every signature defaults to."""
+    from whisper_spi.config import validate
+    from whisper_spi.taxonomy.labels import HER_THRESHOLD
+    from whisper_spi.text import HALLUCINATION_WER
+
+    config = validate({})
+    assert config["decode"]["hallucination_wer"] == HALLUCINATION_WER
+    assert config["hallucination"]["her_threshold"] == HER_THRESHOLD

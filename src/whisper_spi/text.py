@@ -8,6 +8,10 @@ import functools
 
 import jiwer
 
+# The paper's threshold: a decode hallucinates when its WER exceeds it (config
+# decode.hallucination_wer, whose schema default this is; every signature's default).
+HALLUCINATION_WER = 0.5
+
 
 @functools.cache
 def _normalizer():

@@ -10,7 +10,8 @@ import polars as pl
 from whisper_spi import schemas
 from whisper_spi.analysis.frames import condition_rank
 from whisper_spi.registry import CLEAN, HELL
-from whisper_spi.taxonomy.labels import hallucination_expr
+from whisper_spi.taxonomy.labels import HER_THRESHOLD, hallucination_expr
+from whisper_spi.text import HALLUCINATION_WER
 
 __all__ = ["pairs_and_counts", "write_pairs"]
 
@@ -20,13 +21,13 @@ _LABELS = ("model", "condition", "utt_id", "type", "her", "n_ref_words")
 
 def pairs_and_counts(
     transcript_paths: Sequence[str | Path],
-    threshold: float = 0.5,
+    threshold: float = HALLUCINATION_WER,
     clean_max_wer: float | None = None,
     min_tokens: int = 0,
     *,
     labels: Sequence[str | Path] = (),
     definition: str = "wer",
-    her_threshold: float = 0.5,
+    her_threshold: float = HER_THRESHOLD,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(pairs, counts) from the transcripts (contracts ``pairs`` and ``pair_counts``).
 

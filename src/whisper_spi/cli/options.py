@@ -7,7 +7,8 @@ import argparse
 import json
 
 from whisper_spi.errors import WhisperSpiError
-from whisper_spi.taxonomy.labels import DEFINITIONS
+from whisper_spi.taxonomy.labels import DEFINITIONS, HER_THRESHOLD
+from whisper_spi.text import HALLUCINATION_WER as WER_THRESHOLD
 
 
 def batch_size(text: str) -> int | str:
@@ -52,7 +53,7 @@ DECODE.add_argument("--max-new-tokens", type=int, default=224)
 
 HALLUCINATION_WER = _group()
 HALLUCINATION_WER.add_argument(
-    "--hallucination-wer", type=float, default=0.5, help="a decode hallucinates: WER > this"
+    "--hallucination-wer", type=float, default=WER_THRESHOLD, help="hallucinated: WER > this"
 )
 
 # Which model (its config name) and condition a stage's outputs belong to.
@@ -64,9 +65,9 @@ CONDITION.add_argument("--condition", required=True)
 
 # The hallucination definition (config hallucination.*; taxonomy.labels.hallucination_expr).
 DEFINITION = _group()
-DEFINITION.add_argument("--threshold", type=float, default=0.5, help="WER threshold")
+DEFINITION.add_argument("--threshold", type=float, default=WER_THRESHOLD, help="WER threshold")
 DEFINITION.add_argument("--definition", choices=DEFINITIONS, default="wer")
-DEFINITION.add_argument("--her-threshold", type=float, default=0.5)
+DEFINITION.add_argument("--her-threshold", type=float, default=HER_THRESHOLD)
 
 # The taxonomy labels the definition is applied to.
 LABELS = _group()

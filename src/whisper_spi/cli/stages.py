@@ -22,6 +22,7 @@ from whisper_spi.cli.options import (
     options_of,
 )
 from whisper_spi.errors import WhisperSpiError
+from whisper_spi.text import HALLUCINATION_WER
 
 
 def cmd_corpus(args: argparse.Namespace) -> int:
@@ -300,7 +301,9 @@ def register(sub) -> None:
     p.add_argument("--transcripts", nargs="+", required=True)
     p.add_argument("--mix-manifests", nargs="*", default=[], help="speaker_mix stress shards")
     p.add_argument("--corpus-manifest", required=True)
-    p.add_argument("--wer-threshold", type=float, default=0.5, help="correct: WER <= this")
+    p.add_argument(
+        "--wer-threshold", type=float, default=HALLUCINATION_WER, help="correct: WER <= this"
+    )
     p.add_argument("--out", required=True, help="taxonomy/<model>/labels.parquet")
     p.set_defaults(func=cmd_taxonomy)
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from whisper_spi.registry import COMPONENTS
+from whisper_spi.text import HALLUCINATION_WER
 
 # the submodule whose output is each component (what it adds to the residual stream)
 COMPONENT_MODULES = {
@@ -152,7 +153,7 @@ def spectra_of(matrix: torch.Tensor, opts: SpectrumOptions) -> list[tuple[int, i
 @dataclass(frozen=True)
 class DecodeOptions:
     max_new_tokens: int = 224
-    hallucination_wer: float = 0.5
+    hallucination_wer: float = HALLUCINATION_WER
     tokens: str = "greedy"  # or "reference": teacher-force the reference text
     include_prompt: bool = False
     components: tuple[str, ...] = ("cross_attn", "self_attn", "ffn")

@@ -14,6 +14,7 @@ from whisper_spi.analysis.spectra import ObservableOptions
 from whisper_spi.detect.crossval import METHODS, matrix, method_columns, subset
 from whisper_spi.detect.model import Linear, fit_linear
 from whisper_spi.io import atomic_path
+from whisper_spi.text import HALLUCINATION_WER
 
 __all__ = ["feature_kwargs", "fit_detector", "load_detector", "probability", "save_detector",
            "score"]  # fmt: skip
@@ -38,7 +39,7 @@ def fit_detector(
     method: str = "ours",
     C: float | str = 1.0,
     options: ObservableOptions | None = None,
-    threshold: float = 0.5,
+    threshold: float = HALLUCINATION_WER,
     oof: pl.DataFrame | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from whisper_spi import schemas
 from whisper_spi.analysis.observables import observables
 from whisper_spi.analysis.spectra import ObservableOptions, pack_spectra, sort_descending
 from whisper_spi.registry import CLEAN, COMPONENTS, OBSERVABLES
+from whisper_spi.text import HALLUCINATION_WER
 
 __all__ = ["HEURISTICS", "KEYS", "META", "features", "features_from_capture",
            "spectral_feature_names"]  # fmt: skip
@@ -115,7 +116,7 @@ def features(
     transcripts_paths: Sequence[str | Path],
     options: ObservableOptions | None = None,
     *,
-    threshold: float = 0.5,
+    threshold: float = HALLUCINATION_WER,
     stressed_only: bool = False,
 ) -> pl.DataFrame:
     """One row per decoded utterance (model, condition, utt_id): KEYS, META, then the spectral
@@ -156,7 +157,7 @@ def features_from_capture(
     transcript_rows: Mapping[str, Any] | Iterable[Mapping[str, Any]],
     options: ObservableOptions | None = None,
     *,
-    threshold: float = 0.5,
+    threshold: float = HALLUCINATION_WER,
 ) -> pl.DataFrame:
     """The :func:`features` rows of utterances decoded in memory (the CLI's single pass).
 

@@ -17,7 +17,8 @@ from whisper_spi.detect.evaluate import evaluate, markdown_report
 from whisper_spi.detect.features import features
 from whisper_spi.detect.figure import roc_figure
 from whisper_spi.io import atomic_path
-from whisper_spi.taxonomy.labels import hallucination_expr
+from whisper_spi.taxonomy.labels import HER_THRESHOLD, hallucination_expr
+from whisper_spi.text import HALLUCINATION_WER
 
 __all__ = ["run_detect"]
 
@@ -28,7 +29,7 @@ def run_detect(
     out_dir: str | Path,
     *,
     seed: int = 0,
-    threshold: float = 0.5,
+    threshold: float = HALLUCINATION_WER,
     options: ObservableOptions | None = None,
     C: float | str = 1.0,
     n_splits: int = 5,
@@ -37,7 +38,7 @@ def run_detect(
     figure: bool = True,
     labels_paths: Sequence[str | Path] = (),
     definition: str = "wer",
-    her_threshold: float = 0.5,
+    her_threshold: float = HER_THRESHOLD,
 ) -> dict[str, Path]:
     """Features, CV, tables, detector and ROC figure of one model's files, into ``out_dir``:
     results.csv, comparison.csv, oof_scores.csv (contracts detect_results, detect_comparison,

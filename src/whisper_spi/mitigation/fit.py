@@ -21,6 +21,8 @@ from whisper_spi.mitigation.intervene import (
     save_intervention,
 )
 from whisper_spi.registry import CLEAN, STRESSES
+from whisper_spi.taxonomy.labels import HER_THRESHOLD
+from whisper_spi.text import HALLUCINATION_WER
 
 __all__ = [
     "ALL_FOLDS",
@@ -60,8 +62,8 @@ def _row_means(spectra_paths: Sequence[str | Path], component: str) -> pl.DataFr
 def hallucinated_stressed(
     labels_paths: Sequence[str | Path],
     definition: str = "wer",
-    threshold: float = 0.5,
-    her_threshold: float = 0.5,
+    threshold: float = HALLUCINATION_WER,
+    her_threshold: float = HER_THRESHOLD,
 ) -> pl.DataFrame:
     """(utt_id, condition, speaker) of the stressed decodes that hallucinate under the config's
     ``definition`` (:func:`whisper_spi.taxonomy.labels.hallucination_expr`), from the
@@ -85,8 +87,8 @@ def fit_fold_subspaces(
     rank: int,
     *,
     definition: str = "wer",
-    threshold: float = 0.5,
-    her_threshold: float = 0.5,
+    threshold: float = HALLUCINATION_WER,
+    her_threshold: float = HER_THRESHOLD,
 ) -> dict[int, Intervention]:
     """fold -> ``project`` (strength 1) whose subspace at each layer is fitted on the other
     folds' hallucinated stressed utterances (:func:`hallucinated_stressed`) minus their clean

@@ -19,7 +19,7 @@ from whisper_spi.mitigation.fallback import OPENAI, FallbackOptions, fallback_de
 from whisper_spi.mitigation.fit import ALL_FOLDS, load_subspaces, speaker_folds_of
 from whisper_spi.mitigation.intervene import Intervene, Intervention
 from whisper_spi.registry import FALLBACK
-from whisper_spi.text import hallucinated, wer
+from whisper_spi.text import HALLUCINATION_WER, hallucinated, wer
 
 
 def decoded_from_row(row: Mapping) -> Decoded:
@@ -67,7 +67,7 @@ def intervene_shard(
     *,
     batch_size: int = 8,
     max_new_tokens: int = 224,
-    threshold: float = 0.5,
+    threshold: float = HALLUCINATION_WER,
     progress=None,
 ) -> list[dict]:
     """Decode ``utterances`` (dicts: utt_id, speaker, text, wave) under an intervention.
@@ -118,7 +118,7 @@ def fallback_shard(
     opts: FallbackOptions = OPENAI,
     batch_size: int = 8,
     max_new_tokens: int = 224,
-    threshold: float = 0.5,
+    threshold: float = HALLUCINATION_WER,
     progress=None,
 ) -> list[dict]:
     """Decode ``utterances`` with OpenAI's temperature fallback; ``plain``: utt_id -> its plain
@@ -203,7 +203,7 @@ def run_shard(
     seed: int = 0,
     batch_size: int = 8,
     max_new_tokens: int = 224,
-    threshold: float = 0.5,
+    threshold: float = HALLUCINATION_WER,
     progress=None,
 ) -> None:
     """The intervention stage's job: shard ``shard`` (:func:`select_utterances`) of the

@@ -45,7 +45,8 @@ from whisper_spi.registry import (
     POOLED,
     STRESSED,
 )
-from whisper_spi.taxonomy.labels import TYPES, hallucination_expr, label_transcripts
+from whisper_spi.taxonomy.labels import HER_THRESHOLD, TYPES, hallucination_expr, label_transcripts
+from whisper_spi.text import HALLUCINATION_WER
 
 __all__ = [
     "arms_frame",
@@ -82,7 +83,7 @@ def arms_frame(
     threshold: float,
     opts: FallbackOptions = OPENAI,
     definition: str = "wer",
-    her_threshold: float = 0.5,
+    her_threshold: float = HER_THRESHOLD,
 ) -> pl.DataFrame:
     """One row per arm x utterance: the per-utterance values the table averages.
 
@@ -349,11 +350,11 @@ def run_mitigation(
     corpus_manifest: str | Path,
     out_dir: str | Path,
     *,
-    threshold: float = 0.5,
+    threshold: float = HALLUCINATION_WER,
     seed: int = 0,
     n_boot: int = 1000,
     definition: str = "wer",
-    her_threshold: float = 0.5,
+    her_threshold: float = HER_THRESHOLD,
 ) -> None:
     """The ``mitigation`` stage: one model's table (CSV), summary (CSV) and dose-response
     figure, into ``out_dir``, from its plain decode ``transcripts``, the intervention stage's

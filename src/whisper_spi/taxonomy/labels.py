@@ -31,9 +31,11 @@ import numpy as np
 import polars as pl
 
 from whisper_spi import schemas
-from whisper_spi.text import normalize, spoke
+from whisper_spi.text import HALLUCINATION_WER, normalize, spoke
 from whisper_spi.text import wer as text_wer
 
+# config hallucination.her_threshold's schema default: a decode with HER above it is ungrounded
+HER_THRESHOLD = 0.5
 TYPES = ("correct", "omission", "grounded_error", "other_speaker", "looping", "fabrication")
 # What a pair's stressed decode must be to count as a hallucination (config
 # hallucination.definition): WER > threshold (the paper), a fabrication, or HER > threshold.
@@ -42,7 +44,7 @@ DEFINITIONS = ("wer", "fabrication", "ungrounded")
 
 @dataclass(frozen=True)
 class TaxonomyOptions:
-    wer_threshold: float = 0.5
+    wer_threshold: float = HALLUCINATION_WER
     near_match_cer: float = 0.5
     grounded_share: float = 0.5
     omission_deleted: float = 0.5
