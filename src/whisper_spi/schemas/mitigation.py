@@ -50,7 +50,7 @@ add(
             Col(
                 "metric",
                 STR,
-                "hallucination_rate (decode.hallucination_wer; any words for an empty "
+                "hallucination_rate (hallucination.definition; anything said for an empty "
                 "reference), wer (mean utterance WER), rate:<type> (taxonomy type share), "
                 "mean_tokens (decoded length, the confounder)",
             ),
