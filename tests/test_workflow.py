@@ -225,6 +225,25 @@ def test_changing_the_hallucination_definition_reruns_pairs_and_after_not_decode
     assert not {"stress", "decode_tiny_en", "layer_metrics"} & set(jobs)
 
 
+def test_changing_the_front_end_reruns_every_decoding_stage_with_it(run, tmp_path):
+    config = yaml.safe_load(CONFIG.read_text())
+    config["decode"]["features"] = "transformers"
+    changed = tmp_path / "config.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    dry = snakemake(run, "-n", config=changed)
+    jobs = job_counts(dry)
+    # every rule that computes features reruns, and what reads their outputs; the audio not
+    assert {"decode_tiny_en", "intervene", "fallback", "theory_measure"} <= set(jobs)
+    assert not {"corpus", "stress"} & set(jobs)
+    log = dry.stdout + dry.stderr
+    commands = re.findall(r"^(?:Shell command: )?(whisper-spi \S+ .*)$", log, re.M)
+    decoding = [c for c in commands if c.split()[1] in {"decode", "intervene", "theory-measure"}]
+    assert len(decoding) == sum(jobs[r] for r in ("decode_tiny_en", "intervene", "fallback",
+                                                  "theory_measure"))  # fmt: skip
+    assert all("--features transformers" in c for c in decoding)
+    assert "transformers log-mel front end" in log  # the run's summary
+
+
 def test_non_speech_inputs_are_decoded_labelled_and_reported(run):
     res = run / "results"
     for condition in ("silence", "noise_only", "environmental"):

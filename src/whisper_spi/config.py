@@ -16,6 +16,8 @@ from whisper_spi.errors import ConfigError
 from whisper_spi.registry import (
     COMPONENTS,
     CONDITIONS,
+    DEFAULT_FRONT_END,
+    FRONT_ENDS,
     INTERVENTIONS,
     NONSPEECH,
     NONSPEECH_PARAMS,
@@ -36,6 +38,8 @@ def schema() -> dict:
     nonspeech.update(copy.deepcopy(dict(NONSPEECH_PARAMS)))
     _enum(nonspeech["conditions"], NONSPEECH, default=True)
     _enum(props["decode"]["properties"]["components"], COMPONENTS, default=False)
+    features = props["decode"]["properties"]["features"]
+    features.update(enum=list(FRONT_ENDS), default=DEFAULT_FRONT_END)
     _enum(props["intervene"]["properties"]["methods"], tuple(INTERVENTIONS), default=True)
     return out
 

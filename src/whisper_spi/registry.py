@@ -14,7 +14,9 @@ __all__ = [
     "CLEAN",
     "COMPONENTS",
     "CONDITIONS",
+    "DEFAULT_FRONT_END",
     "FALLBACK",
+    "FRONT_ENDS",
     "GATING",
     "HELL",
     "INTERVENTIONS",
@@ -123,6 +125,15 @@ NONSPEECH = tuple(NONSPEECH_PARAMS)
 
 HELL = "hell"  # the union of the three stresses' kept pairs
 COMPONENTS = ("cross_attn", "self_attn", "ffn", "residual")
+# The log-mel front ends (config decode.features; whisper_spi.decode.loop.log_mel), the
+# default first: what the Whisper people run, and what transformers' extractor gives.
+FRONT_ENDS = MappingProxyType(
+    {
+        "openai": "OpenAI's transcribe() and faster-whisper's: 0.0 past the clip's end",
+        "transformers": "transformers' feature extractor: the waveform zero-padded to 30 s",
+    }
+)
+DEFAULT_FRONT_END = "openai"
 
 
 @dataclass(frozen=True)

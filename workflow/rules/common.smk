@@ -61,7 +61,9 @@ def get_run_summary(config, n_utterances, layers):
     return (
         f"whisper-spi: models\n{models}\n"
         f"whisper-spi: corpus {corpus['root']} splits {', '.join(corpus['splits'])} "
-        f"({limit}): {n_utterances} utterances; results in {config['results_dir']}"
+        f"({limit}): {n_utterances} utterances; results in {config['results_dir']}\n"
+        f"whisper-spi: decode on {config['decode']['device']}, {config['decode']['features']}"
+        " log-mel front end"
     )
 
 
@@ -135,9 +137,12 @@ def get_decode_flags(config):
 
 # Shell fragments the model-loading rules share; Snakemake fills them in, so each rule's
 # command (and its recorded code) stays the same text.
-def get_model_args():
-    """The model, its cache and the condition decoded."""
-    return " --model {params.spec:q} --cache={params.cache:q} --condition {wildcards.condition}"
+def get_model_args(config):
+    """The model, its cache, device and front end, and the condition decoded."""
+    return (
+        " --model {params.spec:q} --cache={params.cache:q} --condition {wildcards.condition}"
+        f" --device {config['decode']['device']} --features {config['decode']['features']}"
+    )
 
 
 def get_stress_args():
@@ -148,7 +153,7 @@ def get_stress_args():
 def get_decode_args():
     """The decode options every decoding rule passes (decode, intervene, fallback)."""
     return (
-        " --threads {threads} --device {params.opts[device]} --dtype {params.opts[dtype]}"
+        " --threads {threads} --dtype {params.opts[dtype]}"
         " --batch-size {params.opts[batch_size]}"
         " --max-new-tokens {params.opts[max_new_tokens]}"
         " --hallucination-wer {params.opts[hallucination_wer]}"

@@ -31,7 +31,7 @@ for _model, _spec in MODELS.items():
             flags=get_decode_flags(config),
         shell:
             "whisper-spi decode --model-name {params.name:q}"
-            + get_model_args()
+            + get_model_args(config)
             + get_stress_args()
             + " --transcripts {output.transcripts:q} --spectra {output.spectra:q}"
             + get_decode_args()

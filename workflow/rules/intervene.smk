@@ -61,7 +61,7 @@ if config["intervene"]["methods"]:  # [] = no intervention jobs
             extra=lambda wc, input: get_intervene_flags(config, input),
         shell:
             "whisper-spi intervene --model-name {wildcards.model}"
-            + get_model_args()
+            + get_model_args(config)
             + get_stress_args()
             + " --shard {wildcards.shard} {params.select} {params.arms}"
             " --layers {params.layers} {params.extra}"
@@ -98,7 +98,7 @@ rule fallback:
         seed=config["seed"],
     shell:
         "whisper-spi intervene --model-name {wildcards.model}"
-        + get_model_args()
+        + get_model_args(config)
         + get_stress_args()
         + " --shard {wildcards.shard} {params.select} --method fallback"
         " --plain {input.plain:q} --seed {params.seed}"

@@ -30,7 +30,7 @@ rule theory_measure:
         seed=config["seed"],
     shell:
         "whisper-spi theory-measure --model-name {wildcards.model}"
-        + get_model_args()
+        + get_model_args(config)
         + " --stress-manifests {input.stress:q} --pairs {input.pairs:q}"
         " --transcripts {input.transcripts:q} --options {params.opts:q}"
         " --seed {params.seed} --threads {threads} --out {output:q}"

@@ -32,7 +32,7 @@ def _load(args: argparse.Namespace, **kwargs):
 
     quiet_transformers()
     tune_process(args.threads)
-    bundle = load_model(args.model, device=args.device, **kwargs)
+    bundle = load_model(args.model, device=args.device, features=args.features, **kwargs)
     if "batch_size" in args:
         tokens = getattr(args, "max_new_tokens", MAX_NEW_TOKENS)
         args.batch_size = resolve_batch_size(args.batch_size, bundle, tokens)

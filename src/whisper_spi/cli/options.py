@@ -7,6 +7,7 @@ import argparse
 import json
 
 from whisper_spi.errors import WhisperSpiError
+from whisper_spi.registry import DEFAULT_FRONT_END, FRONT_ENDS
 from whisper_spi.taxonomy.labels import DEFINITIONS, HER_THRESHOLD
 from whisper_spi.text import HALLUCINATION_WER as WER_THRESHOLD
 
@@ -34,6 +35,9 @@ def _group() -> argparse.ArgumentParser:
 MODEL = _group()
 MODEL.add_argument("--model", required=True, help="model spec: hf:<id>, dir:<path>, ct2:<dir|pkg>")
 MODEL.add_argument("--device", default="auto")
+MODEL.add_argument(
+    "--features", choices=list(FRONT_ENDS), default=DEFAULT_FRONT_END, help="log-mel front end"
+)
 MODEL.add_argument(
     "--threads", type=int, default=None, help="torch threads (default $WHISPER_SPI_THREADS)"
 )

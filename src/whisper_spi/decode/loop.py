@@ -49,13 +49,27 @@ def compression_ratio(text: str) -> float:
 
 
 def log_mel(bundle: WhisperBundle, waves: list[np.ndarray]) -> torch.Tensor:
-    """Log-mel features of 16 kHz mono waves, each padded or cut to Whisper's 30 s window."""
+    """Log-mel features of 16 kHz mono waves in Whisper's 30 s window, by the bundle's front
+    end (registry.FRONT_ENDS).
+
+    Both start from transformers' feature extractor: the wave zero-padded (or cut) to 30 s,
+    its STFT, mel filters, log10 floored at 8 below the window's maximum, scaled. That is
+    the ``transformers`` front end: the padding frames hold the log-mel of digital zero, the
+    clip's floor. ``openai`` then sets every frame from the clip's end on (frame
+    ``len(wave) // hop``) to 0.0, as OpenAI's transcribe() and faster-whisper pad their
+    window: the frames before it are the same in both, since they see the same samples and
+    the same maximum. A clip of 30 s or more has no padding frame under either.
+    """
     fe = bundle.processor.feature_extractor
     feats = fe(
         [np.asarray(w, dtype=np.float32) for w in waves],
         sampling_rate=SAMPLE_RATE,
         return_tensors="pt",
     ).input_features
+    if bundle.features == "openai":
+        content = torch.tensor([len(w) // fe.hop_length for w in waves])
+        padding = torch.arange(feats.shape[-1])[None, :] >= content[:, None]
+        feats = feats.masked_fill(padding[:, None, :], 0.0)
     return feats.to(bundle.device, bundle.dtype)
 
 

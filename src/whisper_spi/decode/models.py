@@ -33,6 +33,7 @@ from whisper_spi.decode.ct2 import (
     whisper_config_kwargs,
 )
 from whisper_spi.errors import CheckpointError, ModelSpecError
+from whisper_spi.registry import DEFAULT_FRONT_END, FRONT_ENDS
 
 if TYPE_CHECKING:  # torch is imported where it is used: planning the DAG must not pay for it
     import torch
@@ -56,6 +57,7 @@ class WhisperBundle:
     no_speech_id: int | None  # <|nospeech|> / <|nocaptions|>, where the vocabulary has it
     suppress_ids: list[int]
     suppress_ids_begin: list[int]
+    features: str = DEFAULT_FRONT_END  # the log-mel front end (whisper_spi.decode.loop.log_mel)
 
     @property
     def device(self) -> torch.device:
@@ -97,10 +99,14 @@ def load_model(
     device: str = "auto",
     dtype: str = "float32",
     cache_dir: str | os.PathLike | None = None,
+    features: str = DEFAULT_FRONT_END,
 ) -> WhisperBundle:
-    """Load the Whisper named by ``spec`` in eval mode on ``device`` (auto: CUDA if present)."""
+    """Load the Whisper named by ``spec`` in eval mode on ``device`` (auto: CUDA if present),
+    computing its input features with the front end ``features`` (registry.FRONT_ENDS)."""
     if dtype not in _DTYPES:
         raise ModelSpecError(f"dtype {dtype!r} is not one of {sorted(_DTYPES)}")
+    if features not in FRONT_ENDS:
+        raise ModelSpecError(f"features {features!r} is not one of {list(FRONT_ENDS)}")
     kind, sep, target = spec.partition(":")
     if not sep or not target:
         raise ModelSpecError(f"model spec {spec!r} must look like hf:<id>, dir:<path> or ct2:<dir>")
@@ -118,7 +124,9 @@ def load_model(
     import torch
 
     torch_dtype = getattr(torch, dtype)
-    return _load_transformers(spec, str(model_dir), str(tokenizer_dir), device, torch_dtype)
+    bundle = _load_transformers(spec, str(model_dir), str(tokenizer_dir), device, torch_dtype)
+    bundle.features = features
+    return bundle
 
 
 def model_config(spec: str, cache_dir: str | os.PathLike | None = None) -> dict:

@@ -24,6 +24,7 @@ from whisper_spi.analysis.figures import FIGURES
 from whisper_spi.analysis.markdown import scope_sentence
 from whisper_spi.analysis.tables import TABLE_NAMES
 from whisper_spi.io import atomic_path
+from whisper_spi.registry import DEFAULT_FRONT_END, FRONT_ENDS
 from whisper_spi.report.html import _CSS, _esc, _figure_html, _figures, _frame_html, _read
 from whisper_spi.report.sections import (
     _extra_html,
@@ -57,6 +58,13 @@ def collect_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def _front_end(config) -> str:
+    """The front end the decodes used (config decode.features; the schema's default when a
+    partial config leaves it out), as the report's header names it."""
+    name = config.get("decode", {}).get("features", DEFAULT_FRONT_END)
+    return f"{name} ({FRONT_ENDS[name]})"
 
 
 def write_report(
@@ -113,7 +121,8 @@ def write_report(
         "<h1>whisper-spi: spectral dynamics of Whisper hallucination</h1>",
         f"<p class='note'>Reproduction of Viakhirev et al., arXiv 2604.08591. Generated {stamp}. "
         f"Models: <b>{_esc(', '.join(models))}</b>. Conditions: "
-        f"<b>{_esc(', '.join(['clean', *conditions]))}</b>.</p>",
+        f"<b>{_esc(', '.join(['clean', *conditions]))}</b>. Log-mel front end: "
+        f"<b>{_esc(_front_end(config))}</b>.</p>",
         _summary_html(tables, figs, pair_counts, config, rejected, pairs),
         "<p class='note'>A pair is a stressed utterance and its clean twin, kept when the "
         "stressed WER exceeds the threshold; hell is the union of the three stresses' kept "
