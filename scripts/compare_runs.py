@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Two finished runs side by side, as Markdown: the hallucination rate per model x condition
-(speech and non-speech) with 95% speaker-bootstrap intervals, the taxonomy counts, and
-Table 1's headline cells (hell vs clean, utterance scope, every kept pair, full length, the
-final decoder layer, K = 50) with their intervals.
+(speech and non-speech) with 95% bootstrap intervals (resampling speakers; items on a
+non-speech input), the taxonomy counts, and Table 1's headline cells (hell vs clean,
+utterance scope, every kept pair, full length, the final decoder layer, K = 50) with their
+intervals.
 
     scripts/compare_runs.py openai=results transformers=results-transformers
 
@@ -27,6 +28,7 @@ from whisper_spi.analysis.bootstrap import (
     percentile_interval,
     seeded_rng,
 )
+from whisper_spi.registry import NONSPEECH
 from whisper_spi.taxonomy.labels import DEFINITIONS, HER_THRESHOLD, hallucination_expr
 from whisper_spi.text import HALLUCINATION_WER
 
@@ -36,7 +38,7 @@ OBSERVABLES = ("d_neff_pct", "d_log10_kf", "d_alpha")
 
 def rates(labels: pl.DataFrame, definition: str, seed: int = 0) -> pl.DataFrame:
     """Hallucination rate per model x condition; the interval resamples speakers (every
-    decode of a drawn speaker counts), percentile, 95%."""
+    decode of a drawn speaker counts; on a non-speech input, items), percentile, 95%."""
     labels = labels.with_columns(
         hallucination_expr(definition, HALLUCINATION_WER, HER_THRESHOLD).alias("h")
     )
@@ -45,7 +47,8 @@ def rates(labels: pl.DataFrame, definition: str, seed: int = 0) -> pl.DataFrame:
     for (model, condition), g in labels.group_by("model", "condition", maintain_order=True):
         v = g["h"].cast(pl.Float64).to_numpy()[:, None]
         key = f"compare/{model}/{condition}"
-        blocks = count_blocks(seeded_rng(seed, key), len(v), N_BOOT, 500, groups=g["speaker"])
+        units = g["utt_id"] if condition in NONSPEECH else g["speaker"]  # no speaker: items
+        blocks = count_blocks(seeded_rng(seed, key), len(v), N_BOOT, 500, groups=units)
         lo, hi = percentile_interval(mean_replicates(v, blocks, N_BOOT), 0.95)
         rows.append({"model": model, "condition": condition, "n": len(v),
                      "rate": float(v.mean()), "lo": float(lo[0]), "hi": float(hi[0])})  # fmt: skip
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         t1[name] = pl.read_csv(Path(d) / "tables" / "table1_final_layer.csv")
 
     a, b = runs
-    print("Hallucination rate (95% speaker-bootstrap interval)\n")
+    print("Hallucination rate (95% bootstrap interval: speakers; items on non-speech)\n")
     print(f"| model | condition | n | {a} | {b} |\n|---|---|---|---|---|")
     joined = rates(labels[a], args.definition).join(
         rates(labels[b], args.definition), on=["model", "condition", "n"], suffix="_b"

@@ -274,3 +274,30 @@ def test_non_speech_inputs_are_decoded_labelled_and_reported(run):
     assert (pooled["n"] == 6).all() and (pooled["n_speakers"] == 6).all()
     questions = pl.read_csv(res / "mitigation" / "verdict.csv")["question"].to_list()
     assert "non-speech inputs: hallucination rate vs the fallback" in questions
+
+
+def test_compare_runs_prints_each_runs_rates_with_speaker_intervals(run, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "compare_runs", ROOT / "scripts" / "compare_runs.py"
+    )
+    compare_runs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare_runs)
+    res = run / "results"
+    assert compare_runs.main([f"a={res}", f"b={res}"]) == 0
+    out = capsys.readouterr().out
+    labels = pl.read_parquet(res / "taxonomy" / "tiny-en" / "labels.parquet")
+    for condition, g in labels.group_by("condition"):
+        wer = g["wer"].to_numpy()
+        said = (g["type"] != "correct").to_numpy()
+        rate = said.mean() if g["n_ref_words"].max() == 0 else (wer > 0.5).mean()
+        row = re.search(
+            rf"^\| tiny-en \| {condition[0]} \| {g.height} \| (.*) \| (.*) \|$", out, re.M
+        )
+        assert row, condition
+        a, b = row.groups()
+        assert a == b  # the same run on both sides
+        point, lo, hi = map(float, re.findall(r"[-\d.]+", a))
+        assert point == pytest.approx(rate, abs=0.005) and lo <= point <= hi
+    assert "Table 1 headline cells" in out and "| tiny-en | cross_attn |" in out
