@@ -88,9 +88,15 @@ def test_the_run_names_what_it_resolved(rehearsal):
     assert f": {rehearsal['n']} utterances" in log
 
 
+# the Snakefile's wildcard constraints, so that layer-0-profile.parquet is no layer-{layer}
+WILDCARDS = {"{layer}": r"\d+", "{shard}": r"\d{3}"}
+
+
 def _template_regex(template: str) -> re.Pattern:
     parts = re.split(r"(\{\w+\})", template)
-    return re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts))
+    return re.compile(
+        "".join(WILDCARDS.get(p, "[^/]+") if p.startswith("{") else re.escape(p) for p in parts)
+    )
 
 
 def _outputs(rehearsal) -> list[Path]:
