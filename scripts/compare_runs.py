@@ -28,12 +28,12 @@ from whisper_spi.analysis.bootstrap import (
     percentile_interval,
     seeded_rng,
 )
-from whisper_spi.registry import NONSPEECH
+from whisper_spi.registry import NONSPEECH, OBSERVABLE_SPECS, PAPER_OBSERVABLES
 from whisper_spi.taxonomy.labels import DEFINITIONS, HER_THRESHOLD, hallucination_expr
 from whisper_spi.text import HALLUCINATION_WER
 
 N_BOOT = 2000
-OBSERVABLES = ("d_neff_pct", "d_log10_kf", "d_alpha")
+OBSERVABLES = tuple(OBSERVABLE_SPECS[o].column for o in PAPER_OBSERVABLES)  # delta columns
 
 
 def rates(labels: pl.DataFrame, definition: str, seed: int = 0) -> pl.DataFrame:

@@ -133,7 +133,7 @@ FRONT_ENDS = MappingProxyType(
         "transformers": "transformers' feature extractor: the waveform zero-padded to 30 s",
     }
 )
-DEFAULT_FRONT_END = "openai"
+DEFAULT_FRONT_END = next(iter(FRONT_ENDS))
 
 
 @dataclass(frozen=True)
