@@ -39,6 +39,7 @@ wildcard_constraints:
     condition="|".join([*registry.CONDITIONS, *registry.NONSPEECH]),
     shard=r"\d{3}",
     layer=r"\d+",
+    baseline="|".join(registry.DECODED_BASELINES),
 
 
 include: "workflow/rules/corpus.smk"

@@ -159,14 +159,16 @@ def test_intervention_shards_and_decodes_per_condition(common, config):
         **config,
         "nonspeech": {**config["nonspeech"], "n_items": 3},
         "intervene": {**config["intervene"], "n_utterances": 7, "shard_size": 2,
-                      "methods": ["cross_gain"], "strengths": [0.5], "fallback": True},
+                      "methods": ["cross_gain"], "strengths": [0.5],
+                      "baselines": ["fallback", "faster_vad"]},
     }  # fmt: skip
     # 7 of the 10 utterances in blocks of 2; a non-speech input has only its 3 items
     by_condition = common.get_intervene_shards(cfg, common.get_n_utterances(cfg))
     assert by_condition["clean"] == ["000", "001", "002", "003"]
     assert by_condition["silence"] == ["000", "001"]
     got = common.get_mitigated("R", cfg, by_condition, "tiny-en")
-    assert len(got) == 2 * (4 * 4 + 3 * 2)  # cross_gain and fallback: speech, non-speech
+    assert len(got) == 3 * (4 * 4 + 3 * 2)  # cross_gain and 2 baselines: speech, non-speech
     assert "R/intervene/tiny-en/cross_gain/0.5/noise_only/shard-001.parquet" in got
     assert "R/intervene/tiny-en/fallback/environmental/shard-001.parquet" in got
+    assert "R/intervene/tiny-en/faster_vad/clean/shard-003.parquet" in got
     assert not any("environmental/shard-002" in p for p in got)

@@ -87,28 +87,37 @@ EXPECTED = {
 }
 
 
-def test_fallback_decode_follows_openai_on_constructed_cases(monkeypatch):
+@pytest.mark.parametrize("timestamps", [False, True], ids=["fallback", "transcribe"])
+def test_fallback_decode_follows_openai_on_constructed_cases(monkeypatch, timestamps):
+    """The fallback arm and the transcribe arm (every pass in timestamp mode) keep and drop
+    what OpenAI's decode_with_fallback and segment skip would."""
     import whisper_spi.decode.loop as decode_module
 
     ids = list(SCRIPT)
     calls = []
 
-    def fake(bundle, enc, max_new_tokens, temperature=0.0, generators=None, capture=None):
+    def fake(bundle, enc, max_new_tokens, temperature=0.0, generators=None, capture=None,
+             timestamps=False):  # fmt: skip
         step = round(temperature / 0.2)
         rows = enc[:, 0].long().tolist()  # the test's encoder output carries the row index
-        calls.append((temperature, [ids[r] for r in rows]))
+        calls.append((temperature, [ids[r] for r in rows], timestamps))
         assert (generators is not None) == (temperature > 0)
         return [_decoded(*SCRIPT[ids[r]][step]) for r in rows]
 
     monkeypatch.setattr(decode_module, "greedy_decode", fake)
     enc = torch.arange(len(ids), dtype=torch.float64)[:, None].repeat(1, 3)
-    out = fallback_decode(None, enc, ids, seed=1)
+    out = fallback_decode(None, enc, ids, seed=1, timestamps=timestamps)
+    assert all(mode == timestamps for _, _, mode in calls)
     assert {u: (r.temperature, r.dropped) for u, r in zip(ids, out, strict=True)} == EXPECTED
     # only the rows that still fail are decoded again
-    assert calls[1] == (0.2, ["repetitive_then_fine", "always_bad", "unlikely_then_silence"])
-    assert [t for t, _ in calls] == list(OPENAI.temperatures)
+    assert calls[1][:2] == (0.2, ["repetitive_then_fine", "always_bad", "unlikely_then_silence"])
+    assert [t for t, _, _ in calls] == list(OPENAI.temperatures)
     dropped = out[ids.index("silence")].decoded
     assert dropped.text == "" and dropped.token_ids == []
+    if timestamps:  # the plain decode has no timestamps: it cannot be the first pass
+        with pytest.raises(ValueError, match="timestamp"):
+            fallback_decode(None, enc, ids, seed=1, first=[], timestamps=True)
+        return
     # a known first pass is not recomputed
     calls.clear()
     first = [_decoded(*SCRIPT[u][0]) for u in ids]

@@ -163,7 +163,7 @@ def test_verdicts_name_a_real_win_and_say_no_otherwise():
     # the synthetic cross_gain lowers hallucinations and, as WER = hallucination here, WER
     v = verdicts(win)
     beats = v.filter(pl.col("question").str.starts_with("beats"))["answer"].item()
-    assert beats.startswith("cross_gain 1:")
+    assert beats.startswith("yes: cross_gain 1:")
     regime = v.filter(pl.col("question").str.starts_with("Regime I"))["answer"].item()
     assert "(lower)" in regime
     none = verdicts(mitigation_table(_synthetic_arms(rng, effect=0.0), seed=0, n_boot=300))
@@ -174,6 +174,7 @@ def test_verdicts_name_a_real_win_and_say_no_otherwise():
     s = summary(win)
     schemas.conform(s, "mitigation_summary")
     assert set(s["method"]) == {"plain", "fallback", "gating", "cross_gain"}
+    assert set(s["best"]) == {"gating"}  # ties with the fallback: the registry's order
     assert "| cross_gain | 1 |" in markdown(s, v)
 
 
@@ -213,9 +214,14 @@ def test_non_speech_items_are_their_own_units_and_reach_the_summary_and_verdicts
     gate = s.filter(pl.col("method") == "gating")
     assert gate["hall_nonspeech"].item().startswith("0.250 [")
     v = verdicts(table)
-    answer = v.filter(pl.col("question").str.starts_with("non-speech"))["answer"].item()
-    assert "gating: -0.750 [" in answer and "(lower)" in answer
-    assert "cross_gain 1: +0.000" in answer
+    question, answer = (
+        v.filter(pl.col("question").str.starts_with("non-speech"))
+        .select("question", "answer")
+        .row(0)
+    )
+    assert question.endswith("vs gating")  # the best baseline (tied with the fallback)
+    assert "fallback: +0.750 [" in answer and "(higher)" in answer
+    assert "cross_gain 1: +0.750" in answer and "gating:" not in answer
     regime = v.filter(pl.col("question").str.starts_with("Regime I (cross_gain up): non-speech"))
     assert regime["answer"].item().startswith("1: +0.000")  # cross_gain = plain on these items
     # without non-speech inputs the column says so and no verdict row is made
@@ -230,3 +236,28 @@ def test_dose_response_panels_in_condition_order():
     table = mitigation_table(pl.concat([arms, silent]), seed=0, n_boot=50)
     spec = dose_response_chart(table, "m").to_dict()
     assert spec["facet"]["sort"] == ["clean", "gaussian_noise", "stressed", "silence", "nonspeech"]
+
+
+def test_an_intervention_is_judged_against_the_strongest_baseline_users_have():
+    """A faster_vad arm with no hallucination becomes the reference: cross_gain beats the
+    fallback but not it, so the verdict says no, and the table's d_best is paired to it."""
+    rng = np.random.default_rng(7)
+    arms = _synthetic_arms(rng, n_speakers=20, effect=-0.2)
+    vad = arms.filter(pl.col("method") == "fallback").with_columns(
+        method=pl.lit("faster_vad"), hallucination_rate=pl.lit(0.0), wer=pl.lit(0.0)
+    )
+    table = mitigation_table(pl.concat([arms, vad]), seed=0, n_boot=300)
+    assert set(table["best"]) == {"faster_vad"}
+    rows = table.filter(
+        (pl.col("metric") == "hallucination_rate") & (pl.col("condition") == "stressed")
+    )
+    by = {m: r for m, r in zip(rows["method"], rows.iter_rows(named=True), strict=True)}
+    assert by["cross_gain"]["d_best"] == pytest.approx(
+        by["cross_gain"]["value"] - by["faster_vad"]["value"]
+    )
+    assert by["faster_vad"]["d_best"] == 0.0
+    assert by["cross_gain"]["d_hi"] < 0 < by["cross_gain"]["db_lo"]  # beats fallback, not vad
+    v = verdicts(table)
+    q, a = v.filter(pl.col("question").str.starts_with("beats")).select("question", "answer").row(0)
+    assert "(faster_vad)" in q and a.startswith("no:") and "faster_vad's" in a
+    assert set(summary(table)["best"]) == {"faster_vad"}

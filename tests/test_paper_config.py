@@ -152,7 +152,7 @@ def test_slurm_resources_of_every_model_job_follow_the_model(tmp_path):
     for rule, wildcards, resources in _job_resources(out):
         if rule.startswith("decode_"):
             model = next(m for m in PAPER_MODELS if rule == f"decode_{m.replace('-', '_')}")
-        elif rule in ("intervene", "fallback", "theory_measure"):
+        elif rule in ("intervene", "baselines", "theory_measure"):
             model = wildcards["model"]
         else:
             assert "gpu" not in resources, rule  # only the model rules ask for a GPU
@@ -164,7 +164,7 @@ def test_slurm_resources_of_every_model_job_follow_the_model(tmp_path):
         want_mem = job_resources(stage, n_params, 1)[0]  # memory does not depend on the items
         assert mem == want_mem, (rule, model)
         seen.setdefault(stage, {})[model] = (mem, minutes)
-    assert set(seen) == {"decode", "intervene", "fallback", "theory"}
+    assert set(seen) == {"decode", "intervene", "baselines", "theory"}
     for stage, by_model in seen.items():
         assert set(by_model) == set(PAPER_MODELS), stage
         tiny, small, turbo = (by_model[m] for m in PAPER_MODELS)

@@ -85,6 +85,14 @@ def test_the_plans_job_counts_are_snakemakes(tmp_path, config_name):
     jobs = {(r["stage"], r["model"]): r["jobs"] for r in plan.iter_rows(named=True)}
     for model in models:
         assert jobs["decode", model] == counts[f"decode_{model.replace('-', '_')}"]
-    for stage, rule in (("intervene", "intervene"), ("fallback", "fallback"),
+    for stage, rule in (("intervene", "intervene"), ("baselines", "baselines"),
                         ("theory", "theory_measure")):  # fmt: skip
         assert sum(jobs[stage, m] for m in models) == counts.get(rule, 0), stage
+
+
+def test_every_decoded_baseline_has_a_cost_and_the_job_limit_is_the_dearest():
+    from whisper_spi.plan import BASELINE_COST_S, COST_S
+    from whisper_spi.registry import DECODED_BASELINES
+
+    assert list(BASELINE_COST_S) == list(DECODED_BASELINES)
+    assert COST_S["baselines"] == max(BASELINE_COST_S.values())

@@ -210,7 +210,7 @@ def test_changing_the_hallucination_definition_reruns_pairs_and_after_not_decode
     jobs = job_counts(snakemake(run, "-n", config=changed))
     # everything that reads the pairs (or the detector's labels), nothing before them; the
     # project arm's subspace is fitted on the detector's labels, so it and its decodes rerun,
-    # the fallback (which reads only the plain decode) does not
+    # the baselines (which read only the plain decode) do not
     assert {"pairs", "pooled", "tables", "figures", "detect", "report", "all"} <= set(jobs)
     assert {"intervene_fit", "intervene", "mitigation"} <= set(jobs)
     assert set(jobs) <= {"pairs", "pooled", "tables", "figures", "detect", "theory_measure",
@@ -233,12 +233,12 @@ def test_changing_the_front_end_reruns_every_decoding_stage_with_it(run, tmp_pat
     dry = snakemake(run, "-n", config=changed)
     jobs = job_counts(dry)
     # every rule that computes features reruns, and what reads their outputs; the audio not
-    assert {"decode_tiny_en", "intervene", "fallback", "theory_measure"} <= set(jobs)
+    assert {"decode_tiny_en", "intervene", "baselines", "theory_measure"} <= set(jobs)
     assert not {"corpus", "stress"} & set(jobs)
     log = dry.stdout + dry.stderr
     commands = re.findall(r"^(?:Shell command: )?(whisper-spi \S+ .*)$", log, re.M)
     decoding = [c for c in commands if c.split()[1] in {"decode", "intervene", "theory-measure"}]
-    assert len(decoding) == sum(jobs[r] for r in ("decode_tiny_en", "intervene", "fallback",
+    assert len(decoding) == sum(jobs[r] for r in ("decode_tiny_en", "intervene", "baselines",
                                                   "theory_measure"))  # fmt: skip
     assert all("--features transformers" in c for c in decoding)
     assert "transformers log-mel front end" in log  # the run's summary
@@ -268,12 +268,20 @@ def test_non_speech_inputs_are_decoded_labelled_and_reported(run):
     cells = mit.filter(pl.col("metric") == "hallucination_rate")
     for condition in ("silence", "noise_only", "environmental"):
         sel = cells.filter(pl.col("condition") == condition)
-        assert set(sel["method"]) == {"plain", "gating", "fallback", "project"}
+        assert set(sel["method"]) == {"plain", "gating", "fallback", "transcribe", "faster_vad",
+                                      "project"}  # fmt: skip
         assert (sel["n"] == 2).all() and (sel["n_speakers"] == 2).all()
     pooled = cells.filter(pl.col("condition") == "nonspeech")
     assert (pooled["n"] == 6).all() and (pooled["n_speakers"] == 6).all()
+    best = set(mit["best"])
+    assert len(best) == 1 and best <= {"gating", "fallback", "transcribe", "faster_vad"}
     questions = pl.read_csv(res / "mitigation" / "verdict.csv")["question"].to_list()
-    assert "non-speech inputs: hallucination rate vs the fallback" in questions
+    assert f"non-speech inputs: hallucination rate vs {best.pop()}" in questions
+    # the baselines' own columns: faster-whisper's VAD drops what it hears no speech in
+    vad = pl.read_parquet(
+        res / "intervene" / "tiny-en" / "faster_vad" / "silence" / "shard-000.parquet"
+    )
+    assert vad["dropped"].all() and (vad["hypothesis"] == "").all()
 
 
 def test_compare_runs_prints_each_runs_rates_with_speaker_intervals(run, capsys):

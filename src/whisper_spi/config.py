@@ -16,6 +16,7 @@ from whisper_spi.errors import ConfigError
 from whisper_spi.registry import (
     COMPONENTS,
     CONDITIONS,
+    DECODED_BASELINES,
     DEFAULT_FRONT_END,
     FRONT_ENDS,
     INTERVENTIONS,
@@ -41,6 +42,7 @@ def schema() -> dict:
     features = props["decode"]["properties"]["features"]
     features.update(enum=list(FRONT_ENDS), default=DEFAULT_FRONT_END)
     _enum(props["intervene"]["properties"]["methods"], tuple(INTERVENTIONS), default=True)
+    _enum(props["intervene"]["properties"]["baselines"], tuple(DECODED_BASELINES), default=True)
     return out
 
 
@@ -126,13 +128,23 @@ def _metrics_problems(metrics: dict) -> list[str]:
     return []
 
 
+# whisper_spi.corpus.user_manifest.SUFFIXES, not imported here: that pulls in polars
+_MANIFEST_SUFFIXES = (".csv", ".jsonl")
+
+
 def _corpus_problems(corpus: dict) -> list[str]:
     root = corpus["root"]
     if root == "demo":
         return []
-    path = Path(root)
+    path = Path(root).expanduser()
+    manifest = path.suffix.lower() in _MANIFEST_SUFFIXES
+    if path.is_file() and manifest:
+        return []  # its columns, rows and splits are checked when the corpus is read
+    if path.is_file():
+        return [f"config key 'corpus.root': {root!r} is a file but not a .csv or .jsonl manifest"]
     if not path.is_dir():
-        return [f"config key 'corpus.root': directory {root!r} does not exist"]
+        what = "manifest file" if manifest else "directory"
+        return [f"config key 'corpus.root': {what} {root!r} does not exist"]
     return [
         f"config key 'corpus.splits': split {split!r} not found under {root!r}"
         for split in corpus["splits"]

@@ -19,11 +19,35 @@ import polars as pl
 
 from whisper_spi.registry import CONDITIONS
 
-__all__ = ["COST_S", "cost_plan", "job_resources", "parameter_count", "planned_shards"]
+__all__ = [
+    "BASELINE_COST_S",
+    "COST_S",
+    "cost_plan",
+    "job_resources",
+    "parameter_count",
+    "planned_shards",
+]
 
 REFERENCE_PARAMS = 39e6  # whisper-tiny, on which COST_S was measured
-# CPU seconds per utterance (per arm for intervene) of the reference model, rounded up
-COST_S = {"decode": 0.6, "intervene": 1.5, "fallback": 1.2, "theory": 7.0}
+# CPU seconds per decode of each baseline arm on the reference model: the fallback's bench
+# figure, the others at their ratio to it measured side by side in the demo (README):
+# faster-whisper's beam 5 / best_of 5 through every temperature is what costs where it
+# hallucinates
+BASELINE_COST_S = {
+    "fallback": 1.2,
+    "transcribe": 2.3,
+    "faster": 5.3,
+    "faster_vad": 4.0,
+    "faster_silence": 6.0,
+}
+# CPU seconds per utterance (per arm for intervene and baselines: the dearest arm, for job
+# time limits) of the reference model, rounded up
+COST_S = {
+    "decode": 0.6,
+    "intervene": 1.5,
+    "baselines": max(BASELINE_COST_S.values()),
+    "theory": 7.0,
+}
 BASE_MB = 2500  # python, torch and the libraries, audio and spectra of one batch
 BASE_MIN = 10  # start-up, model loading, writing
 
@@ -90,14 +114,16 @@ def cost_plan(
     theory = config["theory"]["n_utterances"]
     theory_n = n_utterances if theory is None else min(theory, n_utterances)
     iv_jobs = sum(planned_shards(n, iv["shard_size"]) for n in chosen)
-    fallback = iv["fallback"]
+    baselines = len(iv["baselines"])
+    per_arm = sum(BASELINE_COST_S[b] for b in iv["baselines"]) / max(baselines, 1)
     stages = {  # stage -> (jobs, decodes)
         "decode": (sum(planned_shards(n, corpus["shard_size"]) for n in speech + nonspeech),
                    sum(speech + nonspeech)),
         "intervene": (iv_jobs if arms else 0, arms * sum(chosen)),
-        "fallback": (iv_jobs if fallback else 0, sum(chosen) if fallback else 0),
+        "baselines": (iv_jobs if baselines else 0, baselines * sum(chosen)),
         "theory": (len(CONDITIONS) if theory_n else 0, len(CONDITIONS) * theory_n),
     }  # fmt: skip
+    cost = {**COST_S, "baselines": per_arm}  # the configured arms' mean per decode
     prefixes = sum(config["decode"]["prefix_lengths"])
     rows = []
     for model, model_config in model_configs.items():
@@ -116,7 +142,7 @@ def cost_plan(
                     "model": model,
                     "jobs": jobs,
                     "decodes": decodes,
-                    "cpu_hours": decodes * COST_S[stage] * n_params / REFERENCE_PARAMS / 3600,
+                    "cpu_hours": decodes * cost[stage] * n_params / REFERENCE_PARAMS / 3600,
                     "disk_gb": decodes * per_decode / 1e9 if stage == "decode" else 0.0,
                 }
             )

@@ -15,7 +15,11 @@ __all__ = [
     "COMPONENTS",
     "CONDITIONS",
     "DEFAULT_FRONT_END",
+    "DECODED_BASELINES",
     "FALLBACK",
+    "FASTER",
+    "FASTER_SILENCE",
+    "FASTER_VAD",
     "FRONT_ENDS",
     "GATING",
     "HELL",
@@ -32,6 +36,8 @@ __all__ = [
     "STRESSED",
     "STRESSES",
     "STRESS_PARAMS",
+    "TRANSCRIBE",
+    "USER_BASELINES",
     "Observable",
 ]
 
@@ -238,10 +244,26 @@ INTERVENTIONS = MappingProxyType(
         ),
     }
 )
-# The mitigation table's baselines: the decode stage's transcripts, those with OpenAI's
-# no-speech skip, and OpenAI's temperature fallback.
-PLAIN, GATING, FALLBACK = "plain", "gating", "fallback"
-BASELINES = (PLAIN, FALLBACK, GATING)
+# The mitigation table's baselines: the decode stage's transcripts (plain), those with
+# OpenAI's no-speech skip (gating), and the decodes of the intervene stage's baselines rule
+# (config intervene.baselines; decoded by whisper_spi.mitigation.run.run_shard).
+PLAIN, GATING = "plain", "gating"
+FALLBACK, TRANSCRIBE = "fallback", "transcribe"
+FASTER, FASTER_VAD, FASTER_SILENCE = "faster", "faster_vad", "faster_silence"
+DECODED_BASELINES = MappingProxyType(
+    {
+        FALLBACK: "OpenAI's temperature fallback and no-speech skip, no timestamps (our decoder)",
+        TRANSCRIBE: "OpenAI's transcribe() on one window: timestamp mode, fallback, no-speech "
+        "skip (our decoder)",
+        FASTER: "faster-whisper's default transcribe (CTranslate2): beam 5, best_of 5, "
+        "fallback, timestamps, no-speech skip",
+        FASTER_VAD: "faster-whisper with vad_filter=True (Silero VAD)",
+        FASTER_SILENCE: "faster-whisper with hallucination_silence_threshold (word timestamps)",
+    }
+)
+BASELINES = (PLAIN, GATING, *DECODED_BASELINES)
+# What a user can already run against hallucinations: the arms an intervention must beat.
+USER_BASELINES = (GATING, *DECODED_BASELINES)
 STRESSED = "stressed"  # every stress pooled
 NO_SPEECH = "nonspeech"  # every non-speech input pooled
 POOLED = MappingProxyType({STRESSED: STRESSES, NO_SPEECH: NONSPEECH})

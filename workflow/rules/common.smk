@@ -95,7 +95,15 @@ def get_job_items(config, stage, n_utterances):
     if stage == "theory":
         return config["theory"]["n_utterances"] or n_utterances
     items = config["intervene"]["shard_size"]
+    if stage == "baselines":
+        return items * len(config["intervene"]["baselines"])
     return items * len(get_intervene_arms(config)) if stage == "intervene" else items
+
+
+def get_corpus_file(config):
+    """corpus.root when it is a manifest file (editing it reruns the corpus rule), else none."""
+    root = config["corpus"]["root"]
+    return [root] if os.path.isfile(root) else []
 
 
 def get_log(results, rule, name):
@@ -402,7 +410,7 @@ def get_strengths(config):
 
 
 def get_mitigated(results, config, shards_by_condition, model):
-    """Every intervention x strength and fallback decode of ``model``, on every decoded
+    """Every intervention x strength and decoded baseline of ``model``, on every decoded
     condition (``shards_by_condition``: :func:`get_intervene_shards`): on a non-speech input
     an intervention or a gate should leave nothing."""
     iv = config["intervene"]
@@ -416,13 +424,13 @@ def get_mitigated(results, config, shards_by_condition, model):
             condition=condition,
             shard=shards,
         )
-        if iv["fallback"]:
-            out += expand(
-                result_path(results, "fallback_transcripts"),
-                model=model,
-                condition=condition,
-                shard=shards,
-            )
+        out += expand(
+            result_path(results, "baseline_transcripts"),
+            model=model,
+            baseline=iv["baselines"],
+            condition=condition,
+            shard=shards,
+        )
     return out
 
 
@@ -465,7 +473,7 @@ def get_report_sections(results, config):
                 at("figure_png", name="theory_phase"),
             )
         )
-    if config["intervene"]["methods"] or config["intervene"]["fallback"]:
+    if config["intervene"]["methods"] or config["intervene"]["baselines"]:
         sections += [
             (
                 f"Mitigation: {m}",
@@ -476,7 +484,7 @@ def get_report_sections(results, config):
         ]
         sections.append(
             (
-                "Mitigation vs Whisper's fallback",
+                "Mitigation vs the baselines users run",
                 at("mitigation_verdict"),
                 at("tradeoff_png"),
             )

@@ -1,5 +1,7 @@
 # The corpus's manifest, then each condition's audio, shard by shard.
 rule corpus:
+    input:
+        get_corpus_file(config),
     output:
         manifest=result_path(RESULTS, "manifest"),
         rejected=result_path(RESULTS, "rejected"),

@@ -1,7 +1,7 @@
-# Interventions during decoding and Whisper's own mitigations (issue 17): project's subspaces
+# Interventions during decoding and the baselines (issues 17, 29): project's subspaces
 # (fitted out of detector fold), one job per model x condition x shard decoding every
-# intervention x strength with the model loaded once, and OpenAI's fallback per model x
-# condition x shard.
+# intervention x strength with the model loaded once, and one per model x condition x shard
+# decoding every baseline (OpenAI's fallback and transcribe(), faster-whisper's arms).
 rule intervene_fit:
     input:
         spectra=lambda wc: get_spectra(
@@ -69,38 +69,45 @@ if config["intervene"]["methods"]:  # [] = no intervention jobs
             + " --out {output:q} > {log:q} 2>&1"
 
 
-rule fallback:
-    input:
-        unpack(lambda wc: get_stress_inputs(RESULTS, config, SHARDS, wc.condition)),
-        corpus=rules.corpus.output.manifest,
-        plain=lambda wc: get_transcripts(
-            RESULTS,
-            get_condition_shards(config, SHARDS, wc.condition),
-            wc.model,
-            [wc.condition],
-        ),
-    output:
-        result_path(RESULTS, "fallback_transcripts"),
-    log:
-        get_log(RESULTS, "fallback", "{model}/{condition}/shard-{shard}"),
-    benchmark:
-        get_benchmark(RESULTS, "fallback", "{model}/{condition}/shard-{shard}")
-    conda:
-        "../../envs/gpu.yaml"
-    threads: config["decode"]["threads"]
-    resources:
-        **GPU_RESOURCES("fallback"),
-    params:
-        spec=lambda wc: MODELS[wc.model],
-        cache=config["model_cache"] or "",
-        opts=config["decode"],
-        select=get_intervene_selection(config),
-        seed=config["seed"],
-    shell:
-        "whisper-spi intervene --model-name {wildcards.model}"
-        + get_model_args(config)
-        + get_stress_args()
-        + " --shard {wildcards.shard} {params.select} --method fallback"
-        " --plain {input.plain:q} --seed {params.seed}"
-        + get_decode_args()
-        + " --out {output:q} > {log:q} 2>&1"
+if config["intervene"]["baselines"]:  # [] = no baseline decodes
+
+    rule baselines:
+        input:
+            unpack(lambda wc: get_stress_inputs(RESULTS, config, SHARDS, wc.condition)),
+            corpus=rules.corpus.output.manifest,
+            plain=lambda wc: get_transcripts(
+                RESULTS,
+                get_condition_shards(config, SHARDS, wc.condition),
+                wc.model,
+                [wc.condition],
+            ),
+        output:
+            expand(
+                result_path(RESULTS, "baseline_transcripts"),
+                baseline=config["intervene"]["baselines"],
+                allow_missing=True,
+            ),
+        log:
+            get_log(RESULTS, "baselines", "{model}/{condition}/shard-{shard}"),
+        benchmark:
+            get_benchmark(RESULTS, "baselines", "{model}/{condition}/shard-{shard}")
+        conda:
+            "../../envs/gpu.yaml"
+        threads: config["decode"]["threads"]
+        resources:
+            **GPU_RESOURCES("baselines"),
+        params:
+            spec=lambda wc: MODELS[wc.model],
+            cache=config["model_cache"] or "",
+            opts=config["decode"],
+            select=get_intervene_selection(config),
+            methods=" ".join(config["intervene"]["baselines"]),
+            seed=config["seed"],
+        shell:
+            "whisper-spi intervene --model-name {wildcards.model}"
+            + get_model_args(config)
+            + get_stress_args()
+            + " --shard {wildcards.shard} {params.select} --method {params.methods}"
+            " --plain {input.plain:q} --seed {params.seed}"
+            + get_decode_args()
+            + " --out {output:q} > {log:q} 2>&1"

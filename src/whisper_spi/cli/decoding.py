@@ -19,7 +19,7 @@ from whisper_spi.cli.options import (
     json_object,
 )
 from whisper_spi.errors import WhisperSpiError
-from whisper_spi.registry import COMPONENTS, FALLBACK, INTERVENTIONS
+from whisper_spi.registry import COMPONENTS, DECODED_BASELINES, INTERVENTIONS
 from whisper_spi.tuning import quiet_transformers, tune_process
 
 
@@ -174,6 +174,8 @@ def cmd_intervene(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens,
             threshold=args.hallucination_wer,
             progress=bar,
+            threads=args.threads,
+            cache_dir=args.cache,
         )
     return 0
 
@@ -233,7 +235,7 @@ def register(sub) -> None:
     p = sub.add_parser(
         "intervene",
         parents=[MODEL_NAME, MODEL, CONDITION, CACHE, BATCH, DECODE, HALLUCINATION_WER, SEED],
-        help="decode one shard under interventions (one output each) or the fallback",
+        help="decode one shard under interventions or baselines (one output each)",
     )
     p.add_argument("--stress-manifest", nargs="+", required=True, help="the condition's shards")
     p.add_argument("--corpus-manifest", required=True)
@@ -241,7 +243,7 @@ def register(sub) -> None:
     p.add_argument("--shard", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=16)
     p.add_argument(
-        "--method", nargs="+", required=True, choices=[*INTERVENTIONS, FALLBACK],
+        "--method", nargs="+", required=True, choices=[*INTERVENTIONS, *DECODED_BASELINES],
         help="one arm per value, decoded in turn with the model loaded once",
     )  # fmt: skip
     p.add_argument("--strength", type=float, nargs="+", default=[0.0], help="one, or per arm")

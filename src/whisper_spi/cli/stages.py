@@ -273,8 +273,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     """Add these subcommands to ``sub``, the subparsers of ``whisper-spi``."""
-    p = sub.add_parser("corpus", help="scan a LibriSpeech-layout corpus into a manifest")
-    p.add_argument("--root", default="demo", help="LibriSpeech root, or 'demo'")
+    p = sub.add_parser(
+        "corpus", help="scan a LibriSpeech-layout corpus or a .csv/.jsonl manifest file"
+    )
+    p.add_argument(
+        "--root", default="demo", help="LibriSpeech root, a .csv/.jsonl manifest file, or 'demo'"
+    )
     p.add_argument("--splits", nargs="+", default=["test-clean"])
     p.add_argument("--limit", type=int, default=0, help="0 = all")
     p.add_argument("--on-bad-audio", choices=["skip", "fail"], default="skip")

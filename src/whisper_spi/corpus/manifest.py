@@ -6,14 +6,17 @@ Layout (as distributed by OpenSLR)::
     <root>/<split>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt   (lines "UTT_ID TEXT")
 
 Audio may also be WAV (``.wav``) in place of FLAC. ``root`` may be ``"demo"`` (or None):
-the small corpus shipped inside the package.
+the small corpus shipped inside the package; or a manifest FILE (``.csv`` / ``.jsonl``, one
+row per recording), read by :mod:`whisper_spi.corpus.user_manifest`. Both kinds of root give
+:class:`Candidate` rows that go through the same ranking (stable-hash ``limit``, duplicate
+ids) and the same audio checks here, so the frames out have the same contracts.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
@@ -22,6 +25,8 @@ from tqdm import tqdm
 
 from whisper_spi import schemas
 from whisper_spi.corpus.audio import WHISPER_WINDOW_S, inspect_audio
+from whisper_spi.corpus.candidates import Candidate
+from whisper_spi.corpus.user_manifest import read_candidates
 from whisper_spi.errors import AudioError, ConfigError
 from whisper_spi.io import stable_hash
 
@@ -53,27 +58,16 @@ def demo_root() -> Path:
 
 
 def resolve_root(root: str | os.PathLike | None) -> Path:
-    """``None`` or ``"demo"`` name the embedded corpus; anything else is a directory."""
+    """``None`` or ``"demo"`` name the embedded corpus; anything else is a LibriSpeech
+    directory or a manifest file (its extension is checked by the manifest reader).
+    """
     if root is None or (isinstance(root, str) and root == DEMO):
         return demo_root()
     path = Path(root).expanduser()
-    if not path.is_dir():
-        what = "is not a directory" if path.exists() else "does not exist"
+    if not (path.is_dir() or path.is_file()):
+        what = "is neither a directory nor a file" if path.exists() else "does not exist"
         raise ConfigError(f"corpus root {what}: {path}")
     return path.resolve()
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    """One utterance found on disk (or named in a transcript), not yet checked."""
-
-    utt_id: str
-    split: str
-    speaker: str
-    chapter: str
-    path: Path
-    text: str | None  # None: no line in the transcript file
-    problem: str | None = None  # found wrong before any audio is read
 
 
 def _read_transcripts(path: Path) -> dict[str, str]:
@@ -91,7 +85,7 @@ def _subdirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir())
 
 
-def _scan_split(root: Path, split: str) -> Iterator[_Candidate]:
+def _scan_split(root: Path, split: str) -> Iterator[Candidate]:
     split_dir = root / split
     if not split_dir.is_dir():
         raise ConfigError(f"split directory does not exist: {split_dir}")
@@ -111,9 +105,9 @@ def _scan_split(root: Path, split: str) -> Iterator[_Candidate]:
                     problem = f"file name is not {prefix}<utterance>{audio.suffix}"
                 elif utt_id not in texts:
                     problem = f"no transcript line for {utt_id} in {trans_path.name}"
-                yield _Candidate(utt_id, split, speaker, chapter, audio, texts.get(utt_id), problem)
+                yield Candidate(utt_id, split, speaker, chapter, audio, texts.get(utt_id), problem)
             for utt_id in sorted(texts.keys() - audio_ids):
-                yield _Candidate(
+                yield Candidate(
                     utt_id,
                     split,
                     speaker,
@@ -138,23 +132,18 @@ def _check_limit(limit: int | None) -> None:
         raise ConfigError(f"corpus limit must be a positive integer or null, got {limit!r}")
 
 
-def _ranked_candidates(
-    root: str | os.PathLike | None, splits: str | Sequence[str]
-) -> tuple[Path, list[str], list[_Candidate]]:
-    """Every utterance found, in subset order, with repeated ids marked as problems.
+def rank_candidates(found: Sequence[Candidate]) -> list[Candidate]:
+    """``found`` in subset order, with repeated ids marked as problems.
 
     Subset order is stable_hash(utt_id), so a limit keeps the same utterances whatever
-    the file order; ties (repeated ids) keep the order of the splits as given. An id is
-    claimed by the first file that passes the layout checks; later files with it are
-    duplicates.
+    the file order; ties (repeated ids) keep the order of ``found`` (the splits as given,
+    the manifest's rows). An id is claimed by the first candidate that passes the layout
+    checks; later ones with it are duplicates.
     """
-    root_dir = resolve_root(root)
-    splits = _normalise_splits(splits)
-    found = [c for split in splits for c in _scan_split(root_dir, split)]
     ranked = [
         c for _, c in sorted(enumerate(found), key=lambda ic: (stable_hash(ic[1].utt_id), ic[0]))
     ]
-    claimed: dict[str, Path] = {}
+    claimed: dict[str, str] = {}
     for i, cand in enumerate(ranked):
         if cand.problem is not None:
             continue
@@ -163,8 +152,21 @@ def _ranked_candidates(
                 cand, problem=f"duplicate utterance id {cand.utt_id} (also {claimed[cand.utt_id]})"
             )
         else:
-            claimed[cand.utt_id] = cand.path
-    return root_dir, splits, ranked
+            claimed[cand.utt_id] = cand.where or str(cand.path)
+    return ranked
+
+
+def _ranked_candidates(
+    root: str | os.PathLike | None, splits: str | Sequence[str]
+) -> tuple[Path, list[str], list[Candidate]]:
+    """The root (a directory or a manifest file), the splits and :func:`rank_candidates`."""
+    source = resolve_root(root)
+    splits = _normalise_splits(splits)
+    if source.is_file():
+        found = read_candidates(source, splits)
+    else:
+        found = [c for split in splits for c in _scan_split(source, split)]
+    return source, splits, rank_candidates(found)
 
 
 def list_utterances(
@@ -198,6 +200,11 @@ def build_manifest(
     or split always raises ConfigError. An utterance id found more than once belongs to
     the first file with it (in the order of ``splits``) that has a transcript line; the
     others are rejected as duplicates.
+
+    A manifest file as ``root`` (:mod:`whisper_spi.corpus.user_manifest`) goes through the
+    same checks: a bad row is rejected with its audio path and "line N: <reason>", or under
+    ``"fail"`` raises AudioError naming the manifest, the line and the reason; a manifest
+    that cannot be parsed raises DataError (ConfigError for an unknown extension).
     """
     if on_bad_audio not in ON_BAD_AUDIO:
         raise ConfigError(f"on_bad_audio must be one of {ON_BAD_AUDIO}, got {on_bad_audio!r}")
@@ -216,9 +223,15 @@ def build_manifest(
             report = inspect_audio(cand.path, max_duration_s)
             problem = "; ".join(report.problems) or None
         if problem is not None:
+            if on_bad_audio == "fail" and cand.where is not None:
+                audio = "" if cand.path == root_dir else f" (audio {cand.path})"
+                raise AudioError(
+                    f"bad row in corpus manifest {root_dir}, {cand.where}: {problem}{audio}"
+                )
             if on_bad_audio == "fail":
                 raise AudioError(f"unusable audio {cand.path}: {problem}")
-            rejected.append({"path": str(cand.path), "reason": problem})
+            reason = problem if cand.where is None else f"{cand.where}: {problem}"
+            rejected.append({"path": str(cand.path), "reason": reason})
             continue
         rows.append(
             {
@@ -238,9 +251,9 @@ def build_manifest(
 
     if not rows:
         first = f"; first: {rejected[0]['path']}: {rejected[0]['reason']}" if rejected else ""
+        where = f"in corpus manifest {root_dir}" if root_dir.is_file() else f"under {root_dir}"
         raise AudioError(
-            f"no usable utterance under {root_dir} in splits {splits}"
-            f" ({len(rejected)} rejected{first})"
+            f"no usable utterance {where} in splits {splits} ({len(rejected)} rejected{first})"
         )
     manifest = pl.DataFrame(rows, schema=_MANIFEST_SCHEMA).sort("utt_id")
     rejected_df = pl.DataFrame(rejected, schema=_REJECTED_SCHEMA).sort("path")

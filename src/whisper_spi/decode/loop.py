@@ -19,6 +19,7 @@ import torch
 from transformers.cache_utils import EncoderDecoderCache
 
 from whisper_spi.decode.models import MAX_NEW_TOKENS, WhisperBundle
+from whisper_spi.decode.timestamps import rules_for, text_tokens
 from whisper_spi.io import derive_seed
 
 SAMPLE_RATE = 16000
@@ -30,11 +31,11 @@ STEP_THREADS = 1
 
 @dataclass
 class Decoded:
-    token_ids: list[int]  # generated tokens, without the prompt and the final <|endoftext|>
+    token_ids: list[int]  # generated, less the prompt, final <|endoftext|>, timestamps
     text: str
     hit_max_length: bool  # stopped by max_new_tokens, not by <|endoftext|>
     sum_logprob: float  # over the generated tokens and the <|endoftext|> if emitted
-    avg_logprob: float  # sum_logprob / (len(token_ids) + 1), as OpenAI's decoder
+    avg_logprob: float  # sum_logprob / (tokens sampled + 1), timestamps counted, as OpenAI's
     no_speech_prob: float  # P(<|nospeech|>) at the <|startoftranscript|> position; NaN if none
     compression_ratio: float  # len(text) / len(zlib(text)), as OpenAI's fallback heuristic
 
@@ -222,8 +223,14 @@ def greedy_decode(
     capture=None,
     temperature: float = 0.0,
     generators: list[torch.Generator] | None = None,
+    timestamps: bool = False,
 ) -> list[Decoded]:
     """Greedy decoding for a batch of encoder outputs; returns one :class:`Decoded` each.
+
+    ``timestamps``: Whisper's timestamp mode, as transcribe() decodes: the prompt without
+    <|notimestamps|>, OpenAI's timestamp rules (:mod:`whisper_spi.decode.timestamps`) on
+    every step's logits; ``token_ids`` and the text then hold the text tokens only, while
+    the log-probabilities (and avg_logprob's count) include the timestamps, as OpenAI's.
 
     With ``temperature`` > 0 each token is sampled from softmax(logits / temperature)
     instead (OpenAI's fallback decode), row i with its own ``generators[i]`` (see
@@ -249,9 +256,11 @@ def greedy_decode(
     eot = bundle.eot_id
     if temperature > 0 and (generators is None or len(generators) != batch):
         raise ValueError(f"sampling at temperature {temperature} needs one generator per row")
-    n_prompt = len(bundle.prompt_ids)
+    prompt = bundle.prompt_ids[:-1] if timestamps else bundle.prompt_ids
+    rules = rules_for(bundle) if timestamps else None
+    n_prompt = len(prompt)
 
-    tokens = torch.tensor([bundle.prompt_ids] * batch, device=device)
+    tokens = torch.tensor([prompt] * batch, device=device)
     cache = DecoderCache(model.config, batch, n_prompt + max_new_tokens, bundle.dtype, device)
     rows = list(range(batch))  # original row of each row of the current batch
     rows_t = torch.arange(batch, device=device)
@@ -278,6 +287,8 @@ def greedy_decode(
                 logits = logits[:, 1] + bias_first
             else:
                 logits = decoder_logits(model, tokens, encoder_out, cache, -1).float() + bias
+            if rules is not None:
+                logits = rules.apply(logits, [generated[r] for r in rows])
             nxt, chosen = _pick_tokens(logits, temperature, generators, rows)
             sum_logprob.index_add_(0, rows_t, chosen.double())
             new = nxt.tolist()
@@ -308,6 +319,9 @@ def greedy_decode(
     sums = sum_logprob.tolist()
     for i in range(batch):
         ids = generated[i]
+        n_sampled = len(ids)
+        if rules is not None:
+            ids = text_tokens(ids, eot)
         text = tok.decode(ids, skip_special_tokens=True).strip()
         results.append(
             Decoded(
@@ -315,7 +329,7 @@ def greedy_decode(
                 text=text,
                 hit_max_length=not hit_eot[i],
                 sum_logprob=sums[i],
-                avg_logprob=sums[i] / (len(ids) + 1),
+                avg_logprob=sums[i] / (n_sampled + 1),
                 no_speech_prob=float(no_speech[i]),
                 compression_ratio=compression_ratio(text),
             )

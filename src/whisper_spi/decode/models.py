@@ -318,20 +318,26 @@ def _converted_dir(target: str, cache_dir: Path) -> Path:
     """The cached transformers directory for a ct2 checkpoint, converting it on first use."""
     files = resolve_ct2(target)
     key = f"{file_digest(files.model_parts)}-v{CONVERTER_VERSION}"
-    final = cache_dir / key
-    if (final / "model.safetensors").is_file():
+    return cached_dir(cache_dir / key, "model.safetensors", lambda tmp: convert_ct2(files, tmp))
+
+
+def cached_dir(final: Path, marker: str, build) -> Path:
+    """``final``, made by ``build(tmp)`` unless it already holds ``marker`` (its last file).
+
+    ``build`` writes into a private temp dir, which is then renamed: a concurrent job either
+    wins the rename or finds the complete directory; nobody ever sees a half-written entry.
+    """
+    if (final / marker).is_file():
         return final
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    # Write into a private temp dir, then rename: a concurrent job either wins the rename or
-    # finds the complete directory; nobody ever sees a half-written cache entry.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        convert_ct2(files, tmp)
+        build(tmp)
         os.chmod(tmp, 0o755)  # mkdtemp is owner-only; a shared cache must be readable
         try:
             os.rename(tmp, final)
         except OSError:
-            if not (final / "model.safetensors").is_file():
+            if not (final / marker).is_file():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

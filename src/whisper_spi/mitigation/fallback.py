@@ -5,9 +5,12 @@ while the result looks like a failure: too repetitive (compression ratio > 2.4) 
 unlikely (average log-probability < -1.0), unless it looks like silence (no-speech probability
 > 0.6 with the low log-probability), which ends the loop. The last decode is kept; it is then
 dropped (empty output) if its no-speech probability is > 0.6 and its log-probability is not
-above the threshold. One sample per temperature (the Python API's default, ``best_of`` None).
-:func:`fallback_decode` runs the rule on our decoder; :func:`is_silence` alone on a plain
-decode is the no-speech gating baseline.
+above the threshold. One sample per temperature (the Python API's default, ``best_of`` None
+and ``beam_size`` None: greedy at 0, one draw at each higher temperature; the command line's
+beam 5 / best_of 5 is what faster-whisper's arms run). :func:`fallback_decode` runs the rule
+on our decoder, without timestamps (the ``fallback`` arm, the paper's decoding mode) or with
+them (the ``transcribe`` arm: transcribe() on one 30 s window); :func:`is_silence` alone on
+a plain decode is the no-speech gating baseline.
 """
 
 from __future__ import annotations
@@ -72,15 +75,21 @@ def fallback_decode(
     opts: FallbackOptions = OPENAI,
     max_new_tokens: int = MAX_NEW_TOKENS,
     first: Sequence[Decoded] | None = None,
+    timestamps: bool = False,
 ) -> list[FallbackResult]:
     """OpenAI's ``decode_with_fallback`` then its no-speech skip, for a batch of utterances.
 
     Only the rows that still need it are decoded again at the next temperature; a sample at
     temperature t uses the generator of (seed, "fallback", utt_id, t), so a row's result
     does not depend on the batch. ``first``: the rows' greedy decodes if already known (the
-    plain decode is exactly the temperature-0 pass), which are then not recomputed.
+    plain decode is exactly the temperature-0 pass without timestamps), which are then not
+    recomputed. ``timestamps``: every pass in Whisper's timestamp mode.
     """
     from whisper_spi.decode.loop import greedy_decode, row_generators
+
+    if first is not None and timestamps:
+        raise ValueError("the plain decode has no timestamps: it is not a timestamp-mode pass")
+    stage = "transcribe" if timestamps else "fallback"  # the arms' draws are independent
 
     kept: list[tuple[Decoded, float] | None] = [None] * len(utt_ids)
     pending = list(range(len(utt_ids)))
@@ -97,10 +106,9 @@ def fallback_decode(
                 max_new_tokens,
                 temperature=t,
                 generators=(
-                    row_generators(seed, "fallback", [utt_ids[i] for i in pending], t)
-                    if t > 0
-                    else None
+                    row_generators(seed, stage, [utt_ids[i] for i in pending], t) if t > 0 else None
                 ),
+                timestamps=timestamps,
             )
         for i, d in zip(pending, decoded, strict=True):
             kept[i] = (d, t)

@@ -17,7 +17,6 @@ from whisper_spi.registry import (
     BASELINES,
     CLEAN,
     CONDITIONS,
-    FALLBACK,
     NO_SPEECH,
     NONSPEECH,
     PLAIN,
@@ -123,10 +122,11 @@ def dose_response_chart(table: pl.DataFrame, model: str) -> alt.TopLevelMixin:
     metric = "hallucination_rate"
     conditions = ordered(mine["condition"].to_list(), _PANEL_ORDER)
     curves = pl.concat([_curves(mine, c, metric) for c in conditions])
-    level = mine.filter((pl.col("method") == FALLBACK) & (pl.col("metric") == metric))
+    best = next(iter(mine["best"]), "")  # the dashed level: the best baseline users have
+    level = mine.filter((pl.col("method") == best) & (pl.col("metric") == metric))
     data = _finite(
         pl.concat(
-            [curves.with_columns(kind=pl.lit("curve")), level.with_columns(kind=pl.lit("fallback"))]
+            [curves.with_columns(kind=pl.lit("curve")), level.with_columns(kind=pl.lit("best"))]
         )
     )
     x = alt.X("strength:Q", title="strength")
@@ -145,7 +145,7 @@ def dose_response_chart(table: pl.DataFrame, model: str) -> alt.TopLevelMixin:
         .encode(x=x, y=alt.Y("lo:Q", title="hallucination rate"), y2="hi:Q", color=color)
     )
     fb = (
-        base.transform_filter(alt.datum.kind == "fallback")
+        base.transform_filter(alt.datum.kind == "best")
         .mark_rule(strokeDash=[4, 3], color="black")
         .encode(y="value:Q")
     )
@@ -153,5 +153,7 @@ def dose_response_chart(table: pl.DataFrame, model: str) -> alt.TopLevelMixin:
         alt.layer(band, line, fb, data=data)
         .properties(width=150, height=150)
         .facet(facet=alt.Facet("condition:N", title=None, sort=conditions), columns=4)
-        .properties(title=f"Dose-response, {model}: hallucination rate by strength")
+        .properties(
+            title=f"Dose-response, {model}: hallucination rate by strength (dashed: {best or '-'})"
+        )
     )

@@ -1,4 +1,4 @@
-"""The intervention stage's decodes: a shard under one intervention, or under OpenAI's fallback.
+"""The intervention stage's decodes: a shard under one intervention, or under a baseline.
 
 Rows follow the ``mitigation_transcripts`` contract (the decode contract plus what was
 applied). ``project`` is cross-fitted: the subspace applied to a speaker's utterances was
@@ -18,7 +18,7 @@ from whisper_spi.errors import WhisperSpiError
 from whisper_spi.mitigation.fallback import OPENAI, FallbackOptions, fallback_decode, needs_fallback
 from whisper_spi.mitigation.fit import ALL_FOLDS, load_subspaces, speaker_folds_of
 from whisper_spi.mitigation.intervene import Intervene, Intervention
-from whisper_spi.registry import FALLBACK
+from whisper_spi.registry import DECODED_BASELINES, FALLBACK, TRANSCRIBE
 from whisper_spi.text import HALLUCINATION_WER, hallucinated, wer
 
 
@@ -120,9 +120,12 @@ def fallback_shard(
     max_new_tokens: int = 224,
     threshold: float = HALLUCINATION_WER,
     progress=None,
+    timestamps: bool = False,
 ) -> list[dict]:
     """Decode ``utterances`` with OpenAI's temperature fallback; ``plain``: utt_id -> its plain
-    greedy decode (the temperature-0 pass, then reused; only failing rows are re-encoded)."""
+    greedy decode (the temperature-0 pass, then reused; only failing rows are re-encoded).
+    ``timestamps``: in Whisper's timestamp mode, which is OpenAI's transcribe() on one window
+    (the ``transcribe`` arm; ``plain``, decoded without timestamps, must then be None)."""
 
     def run(batch):
         ids = [u["utt_id"] for u in batch]
@@ -152,6 +155,7 @@ def fallback_shard(
                 opts,
                 max_new_tokens,
                 first=[first[i] for i in redo] if first is not None else None,
+                timestamps=timestamps,
             )
             for i, r in zip(redo, got, strict=True):
                 results[i] = r
@@ -160,19 +164,50 @@ def fallback_shard(
     rows = []
     for batch, results in in_batches(utterances, batch_size, run):
         for utt, r in zip(batch, results, strict=True):
-            applied = {
-                "method": FALLBACK,
-                "strength": float("nan"),
-                "layers": "",
-                "component": "",
-                "fold": ALL_FOLDS,
-                "temperature": r.temperature,
-                "dropped": r.dropped,
-            }
+            method = TRANSCRIBE if timestamps else FALLBACK
+            applied = _baseline(method, r.temperature, r.dropped)
             rows.append(_row(utt, r.decoded, model, condition, threshold, **applied))
         if progress is not None:
             progress.update(len(batch))
     return rows
+
+
+def _baseline(method: str, temperature: float, dropped: bool) -> dict:
+    """A baseline row's mitigation columns (no intervention applied)."""
+    return {
+        "method": method,
+        "strength": float("nan"),
+        "layers": "",
+        "component": "",
+        "fold": ALL_FOLDS,
+        "temperature": temperature,
+        "dropped": dropped,
+    }
+
+
+def faster_shard(
+    engine,
+    utterances: Sequence[Mapping],
+    model: str,
+    condition: str,
+    arm: str,
+    *,
+    max_new_tokens: int = 224,
+    threshold: float = HALLUCINATION_WER,
+    progress=None,
+) -> list[dict]:
+    """Decode ``utterances`` one by one with faster-whisper (``engine``:
+    :func:`whisper_spi.mitigation.faster.load_faster`) under the baseline ``arm``."""
+    from whisper_spi.mitigation.faster import faster_decode
+
+    rows = []
+    for utt in utterances:
+        d, temperature, dropped = faster_decode(engine, utt["wave"], arm, max_new_tokens)
+        applied = _baseline(arm, temperature, dropped)
+        rows.append(_row(utt, d, model, condition, threshold, **applied))
+        if progress is not None:
+            progress.update(1)
+    return sorted(rows, key=lambda r: r["utt_id"])
 
 
 def select_utterances(ids: Sequence[str], n: int | None, shard: int, shard_size: int) -> list[str]:
@@ -205,6 +240,8 @@ def run_shard(
     max_new_tokens: int = 224,
     threshold: float = HALLUCINATION_WER,
     progress=None,
+    threads: int = 1,
+    cache_dir: str | Path | None = None,
 ) -> None:
     """The intervention stage's job: shard ``shard`` (:func:`select_utterances`) of the
     condition's stressed utterances, decoded under each arm (method, strength, out) in turn
@@ -213,7 +250,9 @@ def run_shard(
     An intervention edits ``layers`` (empty or None: every layer; ``project`` takes its
     layers from the ``subspaces`` of intervene-fit, applied per speaker fold of ``oof``);
     the fallback reuses the ``plain`` transcripts as its temperature-0 pass where given.
-    ``threshold``: a decode hallucinates when its WER exceeds it.
+    A baseline arm (registry.DECODED_BASELINES) ignores its strength; faster-whisper's arms
+    run on the model's CTranslate2 conversion (cached in ``cache_dir``), with ``threads``
+    CPU threads. ``threshold``: a decode hallucinates when its WER exceeds it.
     """
     from whisper_spi import schemas
 
@@ -227,16 +266,32 @@ def run_shard(
         threshold=threshold,
         progress=progress,
     )
+    engine = None
     for method, strength, out in arms:
         if progress is not None:
             progress.reset(total=len(utts))
-            progress.set_description(f"{method} {strength:g} {model_name}/{condition}")
+            label = method if method in DECODED_BASELINES else f"{method} {strength:g}"
+            progress.set_description(f"{label} {model_name}/{condition}")
         if method == FALLBACK:
             first = None
             if plain:
                 frame = schemas.scan_parquet(plain, "transcripts").collect()
                 first = {r["utt_id"]: decoded_from_row(r) for r in frame.iter_rows(named=True)}
             rows = fallback_shard(bundle, utts, model_name, condition, seed, first, **common)
+        elif method == TRANSCRIBE:
+            rows = fallback_shard(
+                bundle, utts, model_name, condition, seed, None, timestamps=True, **common
+            )
+        elif method in DECODED_BASELINES:  # faster-whisper's arms
+            if engine is None:
+                from whisper_spi.mitigation.faster import load_faster
+
+                dtype = str(bundle.dtype).removeprefix("torch.")
+                engine = load_faster(bundle.spec, bundle.device.type, dtype, threads, cache_dir)
+            rows = faster_shard(
+                engine, utts, model_name, condition, method,
+                max_new_tokens=max_new_tokens, threshold=threshold, progress=progress,
+            )  # fmt: skip
         else:
             rows = intervene_shard(
                 bundle,
@@ -275,6 +330,7 @@ def layer_list(spec: Sequence[int] | None, n_layers: int) -> tuple[int, ...]:
 __all__ = [
     "decoded_from_row",
     "fallback_shard",
+    "faster_shard",
     "intervene_shard",
     "layer_list",
     "run_shard",

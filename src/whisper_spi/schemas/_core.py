@@ -70,7 +70,7 @@ FILES: dict[str, str] = {
     "roc_png": "detect/{model}/roc.png",
     "roc_html": "detect/{model}/roc.html",
     "subspaces": "intervene/{model}/subspace",
-    "fallback_transcripts": "intervene/{model}/fallback/{condition}/shard-{shard}.parquet",
+    "baseline_transcripts": "intervene/{model}/{baseline}/{condition}/shard-{shard}.parquet",
     "model_mitigation": "mitigation/{model}/mitigation.csv",
     "dose_response_png": "mitigation/{model}/dose_response.png",
     "dose_response_html": "mitigation/{model}/dose_response.html",

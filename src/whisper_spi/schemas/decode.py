@@ -12,14 +12,19 @@ add(
         "corpus/manifest.parquet",
         "One row per usable utterance of the corpus (after the bad-audio checks).",
         (
-            Col("utt_id", STR, "LibriSpeech id <speaker>-<chapter>-<utterance>"),
-            Col("split", STR, "split directory, e.g. test-clean"),
+            Col(
+                "utt_id",
+                STR,
+                "<speaker>-...: LibriSpeech's <speaker>-<chapter>-<utterance>, or a manifest "
+                "file row's id prefixed with its speaker",
+            ),
+            Col("split", STR, "split directory (test-clean), or a manifest file's split or stem"),
             Col("speaker", STR, "speaker id"),
-            Col("chapter", STR, "chapter id"),
+            Col("chapter", STR, "chapter id (empty for a manifest row without one)"),
             Col("path", STR, "absolute path of the source audio file"),
             Col("duration_s", F64, "duration of the source audio", "s"),
             Col("sample_rate", I32, "sample rate of the source file", "Hz"),
-            Col("text", STR, "reference transcript as in the .trans.txt file"),
+            Col("text", STR, "reference transcript (.trans.txt line, or a manifest's transcript)"),
             Col(
                 "note",
                 STR,
@@ -39,7 +44,8 @@ add(
             Col(
                 "reason",
                 STR,
-                "why: unreadable, empty, silent, too short, non-finite, no transcript, ...",
+                "why: unreadable, empty, silent, too short, non-finite, no transcript, ...; "
+                "a manifest file's row: 'line N: ...'",
             ),
         ),
     )

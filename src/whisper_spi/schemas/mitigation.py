@@ -2,30 +2,36 @@
 
 from __future__ import annotations
 
-from whisper_spi.registry import INTERVENTIONS
+from whisper_spi.registry import DECODED_BASELINES, INTERVENTIONS
 from whisper_spi.schemas import decode  # noqa: F401  (registers the transcripts contract extended here)
 from whisper_spi.schemas._core import BOOL, F64, I32, I64, STR, Col, Contract, add, contract
 
 METHOD_DOC = (
-    "plain (no intervention), fallback (OpenAI's temperature fallback), gating (plain + "
-    f"OpenAI's no-speech skip), or an intervention: {', '.join(INTERVENTIONS)}"
+    "plain (no intervention), gating (plain + OpenAI's no-speech skip), a decoded baseline "
+    f"({', '.join(DECODED_BASELINES)}) or an intervention: {', '.join(INTERVENTIONS)}"
 )
 
 add(
     Contract(
         "mitigation_transcripts",
         "intervene/{model}/{method}/{strength}/{condition}/shard-{shard}.parquet",
-        "One row per utterance decoded under an intervention or OpenAI's fallback: the decode "
-        "contract's transcript columns plus what was applied.",
+        "One row per utterance decoded under an intervention or a decoded baseline (also "
+        "written to intervene/{model}/{baseline}/{condition}/shard-{shard}.parquet): the "
+        "decode contract's transcript columns plus what was applied. A timestamped baseline's "
+        "token_ids are its text tokens.",
         (
             *contract("transcripts").cols,
-            Col("method", STR, f"{', '.join(INTERVENTIONS)} or fallback"),
-            Col("strength", F64, "intervention strength in [0, 1]; NaN for fallback"),
-            Col("layers", STR, "decoder layers edited, comma-separated; empty for fallback"),
-            Col("component", STR, "the edited component; empty for fallback"),
+            Col("method", STR, f"{', '.join([*INTERVENTIONS, *DECODED_BASELINES])}"),
+            Col("strength", F64, "intervention strength in [0, 1]; NaN for a baseline"),
+            Col("layers", STR, "decoder layers edited, comma-separated; empty for a baseline"),
+            Col("component", STR, "the edited component; empty for a baseline"),
             Col("fold", I32, "project: detector fold held out of the subspace's fit; else -1"),
-            Col("temperature", F64, "temperature of the kept decode (0 = greedy)"),
-            Col("dropped", BOOL, "fallback: emptied by the no-speech skip; else false"),
+            Col(
+                "temperature",
+                F64,
+                "temperature of the kept decode (0 = greedy); faster-whisper: its segments' top",
+            ),
+            Col("dropped", BOOL, "a baseline kept nothing (no-speech skip, VAD); else false"),
         ),
     )
 )
@@ -63,6 +69,15 @@ add(
             Col("d_plain", F64, "value minus the plain decode's on the same utterances"),
             Col("dp_lo", F64, "its paired speaker-bootstrap CI, lower"),
             Col("dp_hi", F64, "its paired speaker-bootstrap CI, upper"),
+            Col(
+                "best",
+                STR,
+                "the model's best baseline users have: the gating or decoded baseline with the "
+                "lowest stressed hallucination rate (empty: none decoded)",
+            ),
+            Col("d_best", F64, "value minus the best baseline's on the same utterances"),
+            Col("db_lo", F64, "its paired speaker-bootstrap CI, lower"),
+            Col("db_hi", F64, "its paired speaker-bootstrap CI, upper"),
             Col("n", I64, "utterances"),
             Col("n_speakers", I64, "speakers resampled (non-speech inputs: items)"),
             Col("n_boot", I64, "bootstrap replicates"),
@@ -91,6 +106,9 @@ add(
                 "hallucination rate (any word), every non-speech input pooled; '–' without them",
             ),
             Col("d_hall_nonspeech_vs_fallback", STR, "its difference to the fallback's"),
+            Col("best", STR, "the model's best baseline users have (mitigation contract)"),
+            Col("d_hall_vs_best", STR, "stressed hallucination rate minus the best baseline's"),
+            Col("d_wer_clean_vs_best", STR, "clean WER minus the best baseline's"),
             Col("tokens_stressed", STR, "mean decoded tokens on the stresses (confounder)"),
         ),
     )
