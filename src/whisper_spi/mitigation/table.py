@@ -11,9 +11,10 @@ inputs, which no one speaks, each item is its own unit), with the same replicate
 arm of a model x condition (seeded by model/condition only), so the differences to the
 fallback, to the plain decode and to the model's best baseline are paired. The best baseline
 is the arm users already have (registry.USER_BASELINES) with the lowest hallucination rate on
-the pooled stresses, chosen per model on the point estimates: an intervention is then judged
-against the strongest of them, never against a weak one picked after the fact. ``stressed``
-pools the stresses and ``nonspeech`` the non-speech inputs.
+the pooled stresses (ties: on the non-speech inputs), chosen per model on the point
+estimates: an intervention is then judged against the strongest of them, never against a
+weak one picked after the fact. ``stressed`` pools the stresses and ``nonspeech`` the
+non-speech inputs.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from whisper_spi.text import HALLUCINATION_WER
 
 __all__ = [
     "arms_frame",
+    "best_baselines",
     "mitigation_table",
     "summary",
     "verdicts",
@@ -141,17 +143,22 @@ def mitigation_table(
 
 def best_baselines(arms: pl.DataFrame) -> dict[str, str]:
     """model -> its best baseline users have: of registry.USER_BASELINES present, the one with
-    the lowest hallucination rate over the stressed decodes (ties: the registry's order)."""
+    the lowest hallucination rate over the stressed decodes; ties go to the lower rate on the
+    non-speech inputs, then to the registry's order."""
+    rate = pl.col("hallucination_rate")
     rates = (
-        arms.filter(pl.col("method").is_in(USER_BASELINES) & pl.col("condition").is_in(STRESSES))
+        arms.filter(pl.col("method").is_in(USER_BASELINES))
         .group_by("model", "method")
-        .agg(pl.col("hallucination_rate").mean())
+        .agg(
+            stressed=rate.filter(pl.col("condition").is_in(STRESSES)).mean(),
+            silent=rate.filter(pl.col("condition").is_in(NONSPEECH)).mean(),
+        )
         .with_columns(
             order=pl.col("method").replace_strict(
                 {m: i for i, m in enumerate(USER_BASELINES)}, return_dtype=pl.Int32
             )
         )
-        .sort("model", "hallucination_rate", "order")
+        .sort("model", "stressed", "silent", "order", nulls_last=True)
         .unique("model", keep="first", maintain_order=True)
     )
     return dict(rates.select("model", "method").iter_rows())
