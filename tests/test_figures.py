@@ -11,9 +11,10 @@ import polars as pl
 import pytest
 
 from tests.test_tables import MODELS, run_pipeline, write_dataset
-from whisper_spi import charts, report
+from whisper_spi import charts, report, schemas
 from whisper_spi.analysis import figures
 from whisper_spi.analysis.options import MetricOptions
+from whisper_spi.report.findings import PAPER_CLAIMS
 
 CONDITIONS = ("time_stretch", "speaker_mix", "gaussian_noise", "hell")
 
@@ -153,9 +154,18 @@ def test_report_opens_with_a_summary(frames, tmp_path):
         tmp_path / "report.html", res / "tables", charts, out["pair_counts"], config,
         {"python": "3.11"}, rejected=REJECTED,
         pairs=[res / "pairs" / m / "pairs.parquet" for m in MODELS],
+        findings_out=tmp_path / "findings.csv",
     ).read_text()  # fmt: skip
     summary = _summary(page)
     assert page.index("id='summary'") < page.index("Table 1") < page.index("<h2>Figures</h2>")
+    # the findings open the page: a line per paper claim and model, also as CSV and Markdown
+    assert page.index("<h1>") < page.index("id='findings'") < page.index("id='summary'")
+    found = schemas.read_csv(tmp_path / "findings.csv", "findings")
+    for model in MODELS:
+        assert found.filter((pl.col("family") == "paper") & (pl.col("model") == model)).height == (
+            len(PAPER_CLAIMS)
+        )
+    assert (tmp_path / "findings.md").read_text().startswith("# Findings")
     assert "fig-phase_diagram" in summary and page.count("fig-phase_diagram") == 1
     # the headline cells: hell vs clean, final layer, K = 50, scope utterance, full length
     head = out["tables"].filter(

@@ -140,7 +140,7 @@ def test_report_renders_offline_in_chromium(run):
     assert len(captions) >= len(FIGURES) + 8
     for c in captions:
         assert len(c["text"].split()) >= 5, c
-    assert first_heading == "Summary"
+    assert first_heading == "Findings"  # the findings open the page, then the summary
     assert summary["tables"] >= 2 and summary["phase"] == 1
     assert "Headline" in summary["text"] and "Rejected inputs: none" in summary["text"]
     assert "[" in summary["text"]  # the headline cells carry their intervals

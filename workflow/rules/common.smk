@@ -501,6 +501,17 @@ def get_report_extras(results, config):
     ]
 
 
+def get_findings_input(results, config, name):
+    """The report's findings read ``name`` (theory_table or mitigation) when its stage runs:
+    [its path], else []."""
+    iv = config["intervene"]
+    runs = {
+        "theory_table": config["theory"]["n_utterances"] != 0,
+        "mitigation": bool(iv["methods"] or iv["baselines"]),
+    }
+    return [result_path(results, name)] if runs[name] else []
+
+
 def get_report_extra_args(results, config):
     return " ".join(
         f"--extra {shlex.quote(t)} {shlex.quote(c)} {shlex.quote(p or '-')}"

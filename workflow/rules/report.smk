@@ -1,4 +1,5 @@
-# The project's own report: one self-contained page of every table and figure.
+# The project's own report: one self-contained page of every table and figure, opening with
+# the findings (one line per claim and its verdict), also written to findings.csv / .md.
 rule report:
     input:
         tables=rules.tables.output.tables,
@@ -8,8 +9,13 @@ rule report:
         rejected=rules.corpus.output.rejected,
         pairs=expand(rules.pairs.output.pairs, model=MODELS),
         comparisons=expand(rules.detect.output.comparison, model=MODELS),
+        by_type=expand(rules.detect.output.by_type, model=MODELS),
+        theory=get_findings_input(RESULTS, config, "theory_table"),
+        mitigation=get_findings_input(RESULTS, config, "mitigation"),
     output:
-        get_report(result_path(RESULTS, "report"), "report", "Report"),
+        report=get_report(result_path(RESULTS, "report"), "report", "Report"),
+        findings=result_path(RESULTS, "findings"),
+        findings_md=get_markdown(result_path(RESULTS, "findings")),
     log:
         get_log(RESULTS, "report", "report"),
     conda:
@@ -24,5 +30,7 @@ rule report:
         " --figures-dir {params.figures_dir:q} --pair-counts {input.counts:q}"
         " --config-json {params.config:q} --rejected {input.rejected:q}"
         " --pairs {input.pairs:q} --comparison {input.comparisons:q}"
-        " {params.extras} --out {output:q}"
+        " --by-type {input.by_type:q} --theory-table {input.theory:q}"
+        " --mitigation {input.mitigation:q} --findings {output.findings:q}"
+        " {params.extras} --out {output.report:q}"
         " > {log:q} 2>&1"

@@ -229,6 +229,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         rejected=args.rejected,
         pairs=args.pairs or None,
         comparisons=args.comparison,
+        theory=args.theory_table,
+        by_type=args.by_type,
+        mitigation=args.mitigation,
+        findings_out=args.findings,
     )
     return 0
 
@@ -430,6 +434,11 @@ def register(sub) -> None:
     p.add_argument("--rejected", default=None, help="corpus/rejected.parquet")
     p.add_argument("--pairs", nargs="*", default=[], help="pairs/<model>/pairs.parquet")
     p.add_argument("--comparison", nargs="*", default=[], help="detect/<model>/comparison.csv")
+    # the Findings' further inputs (each optional: a claim whose file is absent is left out)
+    p.add_argument("--by-type", nargs="*", default=[], help="detect/<model>/by_type.csv")
+    p.add_argument("--theory-table", nargs="?", default=None, help="theory/theory_table.csv")
+    p.add_argument("--mitigation", nargs="?", default=None, help="mitigation/mitigation.csv")
+    p.add_argument("--findings", default=None, help="also write the findings to this CSV (+ .md)")
     p.add_argument(
         "--extra",
         nargs=3,

@@ -1,10 +1,12 @@
 """One self-contained HTML report: tables, figures, pair counts, config and versions.
 
-The page opens with a summary (the headline cells with their intervals, the phase diagram,
-the pair counts, what was left out), then the full tables, the figures and the sections
-beyond the paper. Every table and figure carries a caption in words, and the page fits a
-1,400 px wide window. It works offline: figures are inline SVG rendered by vl-convert (or
-PNGs embedded as ``data:`` URIs), styles are inline, and there is no script to fetch.
+The page opens with the findings (one line per claim with its verdict, the interval it rests
+on and, if undecided, the n that would decide it: :mod:`whisper_spi.report.findings`), then a
+summary (the headline cells with their intervals, the phase diagram, the pair counts, what was
+left out), then the full tables, the figures and the sections beyond the paper. Every table
+and figure carries a caption in words, and the page fits a 1,400 px wide window. It works
+offline: figures are inline SVG rendered by vl-convert (or PNGs embedded as ``data:`` URIs),
+styles are inline, and there is no script to fetch.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from whisper_spi.analysis.markdown import scope_sentence
 from whisper_spi.analysis.tables import TABLE_NAMES
 from whisper_spi.io import atomic_path
 from whisper_spi.registry import DEFAULT_FRONT_END, FRONT_ENDS
+from whisper_spi.report.findings import findings_from_files, write_findings
 from whisper_spi.report.html import _CSS, _esc, _figure_html, _figures, _frame_html, _read
 from whisper_spi.report.sections import (
     _extra_html,
     _summary_html,
     _tables_section,
+    findings_html,
     report_centered,
     report_options,
 )
@@ -79,6 +83,10 @@ def write_report(
     rejected: pl.DataFrame | str | Path | None = None,
     pairs: pl.DataFrame | Sequence[str | Path] | None = None,
     comparisons: Sequence[str | Path] = (),
+    theory: str | Path | None = None,
+    by_type: Sequence[str | Path] = (),
+    mitigation: str | Path | None = None,
+    findings_out: str | Path | None = None,
 ) -> Path:
     """Write the report page to ``out_html``.
 
@@ -93,6 +101,11 @@ def write_report(
     :func:`collect_versions`. ``rejected`` (contract ``rejected``) and ``pairs`` (contract
     ``pairs``, a frame or files) feed the summary's lines on rejected audio and on
     configured prefix lengths (``config['decode']['prefix_lengths']``) no pair reaches.
+
+    The Findings section opens the page: the claims the tables, ``comparisons`` and, where
+    given, ``theory`` (theory_table.csv), ``by_type`` (the detector's by_type.csv files) and
+    ``mitigation`` (mitigation/mitigation.csv) support; ``findings_out``: also write them to
+    that CSV (contract ``findings``) with its Markdown beside it.
     """
     tables_dir = Path(tables_dir)
     tables = schemas.scan_parquet([tables_dir / "tables.parquet"], "tables").collect()
@@ -112,6 +125,16 @@ def write_report(
         raise ValueError("write_report: the phase diagram (figure 'phase_diagram') is required")
 
     opts = report_options(config)
+    findings = findings_from_files(
+        tables,
+        comparisons=comparisons,
+        theory=theory,
+        by_type=by_type,
+        mitigation=mitigation,
+        paper_models=opts.paper_models,
+    )
+    if findings_out is not None:
+        write_findings(findings, findings_out)
     models = sorted(set(pair_counts["model"]) | set(tables["model"]))
     conditions = list(dict.fromkeys([*pair_counts["condition"], *tables["condition"]]))
     config_yaml = yaml.safe_dump(dict(config), sort_keys=False, allow_unicode=True)
@@ -123,6 +146,7 @@ def write_report(
         f"Models: <b>{_esc(', '.join(models))}</b>. Conditions: "
         f"<b>{_esc(', '.join(['clean', *conditions]))}</b>. Log-mel front end: "
         f"<b>{_esc(_front_end(config))}</b>.</p>",
+        findings_html(findings),
         _summary_html(tables, figs, pair_counts, config, rejected, pairs),
         "<p class='note'>A pair is a stressed utterance and its clean twin, kept when the "
         "stressed WER exceeds the threshold; hell is the union of the three stresses' kept "

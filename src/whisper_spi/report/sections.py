@@ -1,5 +1,5 @@
-"""The report's sections: the summary, the delta tables, prefixes and rejected audio, and the
-sections beyond the paper (detection, theory)."""
+"""The report's sections: the findings, the summary, the delta tables, prefixes and rejected
+audio, and the sections beyond the paper (detection, theory)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from whisper_spi.analysis.options import MetricOptions
 from whisper_spi.analysis.tables import PAPER_K, TABLE_NAMES
 from whisper_spi.captions import captions
 from whisper_spi.registry import HELL, OBSERVABLE_SPECS, PAPER_OBSERVABLES
+from whisper_spi.report.findings import FAILS, FAMILIES, HOLDS, RULE, VERDICTS, _shown
 from whisper_spi.report.html import _caption, _esc, _figure_html, _frame_html
 from whisper_spi.report.mitigation import MITIGATION_FIGURES, mitigation_html
 from whisper_spi.report.taxonomy import TAXONOMY_FIGURES, taxonomy_html
@@ -267,6 +268,38 @@ def _rejected_html(rejected: pl.DataFrame | None) -> str:
         f"{'' if rejected.height == 1 else 's'}</b>, left out of every table: {_esc(summary)}.</p>"
         f"<details><summary>the rejected files</summary>{table}</details>"
     )
+
+
+def findings_html(findings: pl.DataFrame) -> str:
+    """The report's Findings section: the rule, then per family a table, a row per claim, under
+    a line counting its verdicts (the paper's claims and their length check shown open)."""
+    heads = ("verdict", "claim", "model", "condition", "value [95% CI]", "test", "n",
+             "what it would take", "rests on", "note")  # fmt: skip
+    head = "".join(f"<th{_LEFT[i not in (4, 5)]}>{h}</th>" for i, h in enumerate(heads))
+    parts = ["<section class='findings' id='findings'><h2>Findings</h2>",
+             f"<p class='note'>{_esc(RULE)}</p>"]  # fmt: skip
+    for family, title in FAMILIES.items():
+        if not (part := findings.filter(pl.col("family") == family)).height:
+            continue
+        rows = []
+        for r in part.iter_rows(named=True):
+            cls = {HOLDS: " yes", FAILS: " no"}.get(r["verdict"], "")
+            interval, test, takes = _shown(r)
+            cells = (r["claim"], r["model"], r["condition"] or "–", interval, test,
+                     "–" if r["n"] is None else f"{r['n']} {r['n_unit']}", takes,
+                     r["source"], r["note"])  # fmt: skip
+            tds = "".join(  # the value [interval] and its test: unwrapped
+                f"<td{_LEFT[i not in (3, 4)]}>{_esc(c)}</td>" for i, c in enumerate(cells)
+            )
+            rows.append(f"<tr><td class='l{cls}'>{_esc(r['verdict'])}</td>{tds}</tr>")
+        got = part["verdict"].to_list()
+        tally = ", ".join(f"{got.count(v)} {v}" for v in VERDICTS if v in got)
+        caption = f"{title}: a row per claim, its verdict and the interval it rests on."
+        shown = " open" if family in ("paper", "length") else ""
+        parts.append(f"<details{shown}><summary>{_esc(title)}: {_esc(tally)}</summary>"
+                     f"<table>{_caption(caption)}<thead><tr>{head}</tr></thead>"
+                     f"<tbody>{''.join(rows)}</tbody></table></details>")  # fmt: skip
+    return "".join(parts) + "</section>"
 
 
 def _summary_html(

@@ -29,7 +29,15 @@ from whisper_spi.schemas._core import (
 
 # Each module registers its contracts: imported in the pipeline's order.
 # isort: off
-from whisper_spi.schemas import decode, taxonomy, analysis, theory, detect, mitigation  # noqa: E402, F401
+from whisper_spi.schemas import (  # noqa: E402, F401
+    decode,
+    taxonomy,
+    analysis,
+    theory,
+    detect,
+    mitigation,
+    findings,
+)
 
 # isort: on
 from whisper_spi.schemas.theory import THEORY_QUANTITIES  # noqa: E402
