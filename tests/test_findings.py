@@ -15,9 +15,6 @@ from whisper_spi.report import findings as fd
 from whisper_spi.report.findings import ABOVE, BELOW, FAILS, HOLDS, NOT_RUN, UNDECIDED
 from whisper_spi.report.sections import findings_html
 
-DEMO = Path("/tmp/demo-run/results")
-
-
 # --------------------------------------------------------------------------- verdict
 
 
@@ -296,26 +293,33 @@ def test_build_findings_keeps_its_contract_and_writes_csv_and_markdown(tmp_path)
 # --------------------------------------------------------------------------- the demo run
 
 
-@pytest.mark.skipif(not (DEMO / "tables" / "tables.parquet").is_file(), reason="no demo run")
-def test_every_claim_of_the_demo_run_gets_a_line_and_a_valid_verdict():
-    frame = fd.findings_from_dir(DEMO)
+@pytest.mark.slow
+def test_every_claim_of_a_workflow_run_gets_a_line_and_a_valid_verdict(workflow_run):
+    """On the outputs of the session's workflow run (tests/workflow/config.yaml): the builders
+    give every claim a line and a valid verdict, and the report rule wrote the same rows."""
+    results = workflow_run / "results"
+    frame = fd.findings_from_dir(results)
     schemas.conform(frame, "findings")
+    written = schemas.read_csv(results / "findings.csv", "findings")
+    assert written.select("claim", "model", "verdict").equals(
+        frame.select("claim", "model", "verdict")
+    )
     assert set(frame["verdict"]) <= set(fd.VERDICTS)
     undecided = frame.filter(pl.col("verdict") == UNDECIDED)
     assert undecided.filter(pl.col("n_needed").is_null() & ~pl.col("note").str.contains(
         "not estimable")).height == 0  # fmt: skip
-    tables = pl.read_parquet(DEMO / "tables" / "tables.parquet")
+    tables = pl.read_parquet(results / "tables" / "tables.parquet")
     for model in set(tables["model"]):
         lines = frame.filter((pl.col("family") == "paper") & (pl.col("model") == model))
         assert lines.height == len(fd.PAPER_CLAIMS), model
-    for path in DEMO.glob("detect/*/comparison.csv"):
+    for path in results.glob("detect/*/comparison.csv"):
         comp = schemas.read_csv(path, "detect_comparison")
         best = comp.filter((pl.col("method") == "ours") & pl.col("best_baseline"))
         model = comp["model"][0]
         got = frame.filter((pl.col("family") == "detector") & (pl.col("model") == model))
         assert got.height >= best.height > 0
     for family, name in (("theory", "theory_table"), ("mitigation", "mitigation")):
-        if Path(schemas.result_path(DEMO, name)).is_file():
+        if Path(schemas.result_path(results, name)).is_file():
             assert frame.filter(pl.col("family") == family).height > 0, family
     assert frame.filter(pl.col("family") == "error_types").height > 0
 
