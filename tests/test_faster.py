@@ -171,3 +171,22 @@ def test_arms_are_faster_whispers_documented_options():
         "faster_vad": {"vad_filter": True},
         "faster_silence": {"word_timestamps": True, "hallucination_silence_threshold": 2.0},
     }
+
+
+def test_the_paper_turbo_layout_decodes_and_a_short_window_is_refused(tmp_path):
+    """large-v3-turbo's layout (128 mel bins, a multilingual vocabulary, 32 + 4 layers) at a
+    small width: faster-whisper is told its 128 bins and decodes it; the same layout with a
+    10 s window (the rehearsal's) is refused by name, since faster-whisper pads every
+    window to 30 s."""
+    from whisper_spi.decode.layouts import write_layout
+
+    spec = f"dir:{write_layout('large-v3-turbo', tmp_path / 'turbo', d_model=64)}"
+    made = faster.ct2_dir(spec, tmp_path / "cache")
+    assert json.loads((made / "preprocessor_config.json").read_text()) == {"feature_size": 128}
+    engine = faster.load_faster(spec, device="cpu", cache_dir=tmp_path / "cache")
+    wave = np.random.default_rng(0).normal(0, 0.1, 16000 * 4).astype(np.float32)
+    decoded, _, _ = faster.faster_decode(engine, wave, "faster", max_new_tokens=8)
+    assert decoded.n_tokens <= 8
+    short = f"dir:{write_layout('tiny', tmp_path / 'short', d_model=64, window_s=10)}"
+    with pytest.raises(ModelSpecError, match=r"10 s window.*30 s"):
+        faster.ct2_dir(short, tmp_path / "cache")

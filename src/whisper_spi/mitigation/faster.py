@@ -47,6 +47,7 @@ FASTER_ARMS = MappingProxyType(
 )
 # Bump when the conversion changes, so old cache entries are not reused.
 CT2_VERSION = 1
+WINDOW_POSITIONS = 1500  # encoder positions of a 30 s window
 _COMPUTE_TYPES = ("float32", "float16", "bfloat16")
 
 
@@ -57,15 +58,22 @@ def ct2_dir(spec: str, cache_dir: str | os.PathLike | None = None) -> Path:
 
     faster-whisper reads the log-mel size from ``preprocessor_config.json`` (128 bins for
     large-v3), which neither the converter nor transformers 5 (``processor_config.json``)
-    writes: it is written here from the model's config.
+    writes: it is written here from the model's config. faster-whisper pads every window to
+    30 s (3000 frames), so a model with a shorter encoder is refused with a clear error.
     """
     cache = Path(cache_dir) if cache_dir else models.default_cache_dir()
     source, key = _source(spec, cache)
 
     def build(tmp: Path) -> None:
-        n_mels = int(models.model_config(spec, cache)["num_mel_bins"])
+        config = models.model_config(spec, cache)
+        if config["max_source_positions"] != WINDOW_POSITIONS:
+            raise ModelSpecError(
+                f"model spec {spec!r}: a {config['max_source_positions'] // 50} s window; "
+                "faster-whisper pads every window to 30 s, as every released Whisper has"
+            )
         _convert(spec, source, tmp)
-        (tmp / "preprocessor_config.json").write_text(json.dumps({"feature_size": n_mels}))
+        features = {"feature_size": int(config["num_mel_bins"])}
+        (tmp / "preprocessor_config.json").write_text(json.dumps(features))
 
     # preprocessor_config.json is written last: it marks a complete entry
     return models.cached_dir(cache / f"ct2-{key}-v{CT2_VERSION}", "preprocessor_config.json", build)
