@@ -91,7 +91,7 @@ def default_cache_dir() -> Path:
     return Path(root)
 
 
-_DTYPES = ("float32", "float16", "bfloat16")  # names of torch dtypes
+DTYPES = ("float32", "float16", "bfloat16")  # torch dtypes and CTranslate2 compute types
 
 
 def load_model(
@@ -103,8 +103,8 @@ def load_model(
 ) -> WhisperBundle:
     """Load the Whisper named by ``spec`` in eval mode on ``device`` (auto: CUDA if present),
     computing its input features with the front end ``features`` (registry.FRONT_ENDS)."""
-    if dtype not in _DTYPES:
-        raise ModelSpecError(f"dtype {dtype!r} is not one of {sorted(_DTYPES)}")
+    if dtype not in DTYPES:
+        raise ModelSpecError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
     if features not in FRONT_ENDS:
         raise ModelSpecError(f"features {features!r} is not one of {list(FRONT_ENDS)}")
     kind, sep, target = spec.partition(":")

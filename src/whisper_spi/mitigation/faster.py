@@ -48,7 +48,6 @@ FASTER_ARMS = MappingProxyType(
 # Bump when the conversion changes, so old cache entries are not reused.
 CT2_VERSION = 1
 WINDOW_POSITIONS = 1500  # encoder positions of a 30 s window
-_COMPUTE_TYPES = ("float32", "float16", "bfloat16")
 
 
 def ct2_dir(spec: str, cache_dir: str | os.PathLike | None = None) -> Path:
@@ -121,8 +120,8 @@ def load_faster(
 ) -> WhisperModel:
     """faster-whisper's model on :func:`ct2_dir` (auto: CUDA if present), computing in
     ``dtype``, on ``threads`` CPU threads."""
-    if dtype not in _COMPUTE_TYPES:
-        raise ModelSpecError(f"dtype {dtype!r} is not one of {list(_COMPUTE_TYPES)}")
+    if dtype not in models.DTYPES:
+        raise ModelSpecError(f"dtype {dtype!r} is not one of {list(models.DTYPES)}")
     from faster_whisper import WhisperModel
 
     path = ct2_dir(spec, cache_dir)
