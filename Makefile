@@ -9,10 +9,14 @@ BIN    := $(VENV)/bin
 TORCH_CPU := torch==2.13.0
 JOBS ?= $(shell nproc)  # Snakemake's cores: the machine's
 
-.PHONY: demo test setup system lint clean
+.PHONY: demo study test setup system lint clean
 
 demo: setup  # the rules call whisper-spi: the venv's bin must be on PATH for the jobs
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local -j $(JOBS)
+
+study: setup  # about two hours on 2 cores (README "The study"); results in results-study/
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local -j $(JOBS) \
+	  --configfile config/study.yaml
 
 test: setup
 	scripts/system-packages.sh test
@@ -39,5 +43,5 @@ lint: setup
 	$(BIN)/snakefmt --check Snakefile workflow
 	$(BIN)/snakemake --lint
 
-clean:  # logs and benchmarks live under results/
-	rm -rf results .snakemake report.zip
+clean:  # logs and benchmarks live under results/ (the study's under results-study/)
+	rm -rf results results-study .snakemake report.zip

@@ -23,6 +23,9 @@ validate_config(config)  # before any job is planned; an error names the key
 RESULTS = config["results_dir"]
 MODELS = config["models"]
 CONDITIONS = registry.CONDITIONS
+GRADED = get_graded_conditions(
+    config
+)  # graded stress: decoded, labelled, detected, plotted
 NONSPEECH = config["nonspeech"]["conditions"]  # decoded and labelled, in no pair
 N_UTTERANCES = get_n_utterances(config)
 SHARDS = get_shards(N_UTTERANCES, config["corpus"]["shard_size"])
@@ -36,7 +39,7 @@ if workflow.is_main_process:  # what this run is, before any job (dry runs too)
 
 wildcard_constraints:
     model="|".join(MODELS),
-    condition="|".join([*registry.CONDITIONS, *registry.NONSPEECH]),
+    condition=get_condition_constraint(GRADED),
     shard=r"\d{3}",
     layer=r"\d+",
     baseline="|".join(registry.DECODED_BASELINES),

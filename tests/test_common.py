@@ -139,7 +139,10 @@ def test_non_speech_inputs_take_their_own_shards_and_parameters(common, config):
     assert common.get_condition_shards(cfg, shards, "clean") == shards
     assert common.get_stress_limit(cfg, "silence") == 2
     assert common.get_stress_limit(cfg, "speaker_mix") == 0
-    assert json.loads(common.get_stress_params(cfg, "noise_only")) == {"colors": ["white", "pink"]}
+    assert json.loads(common.get_stress_params(cfg, "noise_only")) == {
+        "colors": ["white", "pink"],
+        "level_range_db": [0.0, 0.0],
+    }
     labelled = common.get_labelled_transcripts("R", cfg, shards, "tiny-en")
     assert len(labelled) == 4 * 2 + 3 * 1  # speech conditions on every shard, non-speech on one
     assert "R/decode/tiny-en/environmental/shard-000/transcripts.parquet" in labelled
@@ -172,3 +175,38 @@ def test_intervention_shards_and_decodes_per_condition(common, config):
     assert "R/intervene/tiny-en/fallback/environmental/shard-001.parquet" in got
     assert "R/intervene/tiny-en/faster_vad/clean/shard-003.parquet" in got
     assert not any("environmental/shard-002" in p for p in got)
+
+
+def test_graded_stress_levels_are_conditions_of_their_own(common, config):
+    cfg = {
+        **config,
+        "stresses": {
+            **config["stresses"],
+            "speaker_mix": {"n_speakers": 6, "levels": [4, 2]},
+            "gaussian_noise": {"snr_db": 0.0, "levels": [10]},
+        },
+    }
+    graded = common.get_graded_conditions(cfg)
+    assert graded == ["speaker_mix@2", "speaker_mix@4", "gaussian_noise@10"]
+    # each level's parameters: its own value, the other levels left out (no rerun when added)
+    assert json.loads(common.get_stress_params(cfg, "speaker_mix@2")) == {"n_speakers": 2}
+    assert json.loads(common.get_stress_params(cfg, "speaker_mix")) == {"n_speakers": 6}
+    assert json.loads(common.get_stress_params(cfg, "gaussian_noise@10")) == {"snr_db": 10.0}
+    pattern = re.compile(f"^(?:{common.get_condition_constraint(graded)})$")
+    assert pattern.match("gaussian_noise@10") and pattern.match("silence")
+    assert not pattern.match("gaussian_noise@100") and not pattern.match("gaussian_noise@1")
+    mix = common.get_mix_manifests("R", ["000"], graded)
+    assert mix == [f"R/stress/{c}/shard-000.parquet" for c in
+                   ("speaker_mix", "speaker_mix@2", "speaker_mix@4")]  # fmt: skip
+    shards = ["000", "001"]
+    plain = common.get_labelled_transcripts("R", cfg, shards, "tiny-en")
+    with_graded = common.get_labelled_transcripts("R", cfg, shards, "tiny-en", graded)
+    assert len(with_graded) == len(plain) + 3 * 2
+    inputs = common.get_levels_inputs("R", shards, {"tiny-en": 4}, graded, ["tiny-en"])
+    assert len(inputs["transcripts"]) == (4 + 3) * 2
+    assert "R/metrics/tiny-en/speaker_mix@2/layer-3.parquet" in inputs["metrics"]
+    titles = [t for t, _, _ in common.get_report_sections("R", cfg)]
+    assert "Graded stress" in titles
+    flat = {**cfg, "stresses": {n: {**b, "levels": []} for n, b in cfg["stresses"].items()}}
+    assert common.get_graded_conditions(flat) == []
+    assert "Graded stress" not in [t for t, _, _ in common.get_report_sections("R", flat)]

@@ -211,7 +211,7 @@ def _spectra_rows(rng, utt, condition, T, layers=(0, 1), comps=("cross_attn", "f
                         "centered": False,
                         # prefix rows get a different spectrum: they must not leak in
                         "sv": sv if prefix == 0 else sv[: min(prefix, len(sv))] * 7,
-                        "row_mean": None if prefix else np.zeros(4, np.float32),
+                        "row_mean": None if prefix else rng.normal(size=4).astype(np.float32),
                     }
                 )
     return rows
@@ -269,7 +269,9 @@ def test_features_against_direct_calls(decoded):
         "L0_cross_attn_log10_kf_k10", "L0_cross_attn_log10_kf_k50",
     ]  # fmt: skip
     assert df.columns[: len(detect.KEYS) + len(detect.META)] == [*detect.KEYS, *detect.META]
-    assert df.columns[len(detect.KEYS) + len(detect.META) :] == feats
+    means = [f"L{layer}_{c}_row_mean" for layer in (0, 1) for c in ("cross_attn", "ffn")]
+    assert detect.row_mean_names(df) == means
+    assert df.columns[len(detect.KEYS) + len(detect.META) :] == [*feats, *means]
     for cond, (rows, trs) in rows_by_cond.items():
         for r in (r for r in rows if r["prefix"] == 0):
             got = df.filter((pl.col("condition") == cond) & (pl.col("utt_id") == r["utt_id"]))
@@ -277,6 +279,7 @@ def test_features_against_direct_calls(decoded):
             sv, T = r["sv"], r["n_rows"]
             assert got["n_rows"] == T
             name = f"L{r['layer']}_{r['component']}"
+            np.testing.assert_array_equal(got[f"{name}_row_mean"], r["row_mean"])
             for K in (10, 50):
                 eig = covariance_eigenvalues(sv[:K], T)
                 eig = np.pad(eig, (0, K - len(eig)))

@@ -225,6 +225,32 @@ def test_detector_claims():
     assert "baseline avg_logprob" in out[0]["note"] and out[0]["n_unit"] == "utterances"
 
 
+def test_detector_claim_against_the_decoder_state_probe():
+    """ours - probe: holds when the interval is above 0 (ours better), does not hold when it
+    is at or below 0 (the probe at least as good), undecided when it straddles 0."""
+    rows = [
+        {"model": m, "setting": s, "method": meth, "baseline": b, "best_baseline": False,
+         "d_auroc": d, "d_auroc_lo": lo, "d_auroc_hi": hi, "d_auprc": 0.0,
+         "d_auprc_lo": -0.1, "d_auprc_hi": 0.1, "p_boot": 0.5, "n": 200, "n_pos": 60}
+        for m, s, meth, b, d, lo, hi in [
+            ("base", "all", "ours", "probe", 0.04, 0.01, 0.07),
+            ("base", "stressed", "ours", "probe", -0.10, -0.16, -0.04),
+            ("tiny", "all", "ours", "probe", 0.01, -0.02, 0.04),
+            ("tiny", "all", "ours_no_T", "probe", 0.3, 0.2, 0.4),  # not a claimed method
+            ("tiny", "all", "ours", "heuristics_lr", 0.3, 0.2, 0.4),  # not the probe
+        ]
+    ]  # fmt: skip
+    out = fd.detector_claims(schemas.frame_from_rows(rows, "detect_comparison"))
+    assert all("decoder-state probe" in r["claim"] for r in out)
+    assert [(r["model"], r["condition"], r["verdict"]) for r in out] == [
+        ("base", "all", HOLDS), ("base", "stressed", FAILS), ("tiny", "all", UNDECIDED)
+    ]  # fmt: skip
+    assert out[2]["n_needed"] == math.ceil(200 * (0.03 / 0.01) ** 2)
+    assert out[0]["direction"] == ABOVE and out[0]["threshold"] == 0.0
+    assert "baseline probe" in out[0]["note"] and "baseline probe" in out[0]["source"]
+    assert out[1]["n_needed"] is None and out[1]["family"] == "detector"
+
+
 def test_mitigation_claims():
     def row(method, strength, cond, metric, d, lo, hi):
         return {"model": "tiny", "method": method, "strength": strength, "condition": cond,

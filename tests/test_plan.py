@@ -54,11 +54,12 @@ def test_job_resources_grow_with_the_model_and_the_work():
     assert job_resources("decode", 809_000_000, 1)[0] > 3 * 809e6 * 4 / 2**20
 
 
-@pytest.mark.parametrize("config_name", ["config.yaml", "paper-shaped"])
+@pytest.mark.parametrize("config_name", ["config.yaml", "paper-shaped", "study.yaml"])
 def test_the_plans_job_counts_are_snakemakes(tmp_path, config_name):
     """`whisper-spi plan`'s jobs per model stage equal Snakemake's own dry run (the demo
-    config, and a small config of the paper's shape: both splits' worth of sharding, every
-    stage on, theory on a few pairs)."""
+    config, a small config of the paper's shape: both splits' worth of sharding, every
+    stage on, theory on a few pairs, graded stress; and the study's: graded stress, the
+    interventions on one of its models)."""
     import yaml
 
     from tests.snakemake_runner import ROOT, job_counts, snakemake
@@ -67,8 +68,10 @@ def test_the_plans_job_counts_are_snakemakes(tmp_path, config_name):
     from whisper_spi.decode.models import model_config
     from whisper_spi.plan import cost_plan
 
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    name = "study.yaml" if config_name == "study.yaml" else "config.yaml"
+    config = yaml.safe_load((ROOT / "config" / name).read_text())
     if config_name == "paper-shaped":
+        config["stresses"]["gaussian_noise"]["levels"] = [10, 5]
         config["corpus"].update(limit=40, shard_size=12)
         config["models"] = {"tiny-en": config["models"]["tiny-en"]}
         config["nonspeech"]["n_items"] = 30

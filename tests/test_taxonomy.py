@@ -148,7 +148,7 @@ def _transcripts(rows):
 
 def test_label_transcripts_uses_partners_only_for_the_mix():
     references = {"2-1-0000": PARTNERS[0], "3-1-0000": PARTNERS[1]}
-    partners = {"1-1-0000": ["2-1-0000", "3-1-0000"]}
+    partners = {("speaker_mix", "1-1-0000"): ["2-1-0000", "3-1-0000"]}
     frame = _transcripts(
         [
             ("1-1-0000", "1", "tiny", "speaker_mix", TARGET, PARTNERS[1], False),
@@ -171,9 +171,20 @@ def test_label_transcripts_uses_partners_only_for_the_mix():
 
 def test_mix_partners_from_the_stress_manifest():
     manifest = pl.DataFrame(
-        {"utt_id": ["1-1-0000"], "params": ['{"n_speakers": 3, "partners": ["a", "b"]}']}
+        {
+            "stress": ["speaker_mix", "speaker_mix@2", "gaussian_noise"],
+            "utt_id": ["1-1-0000"] * 3,
+            "params": [
+                '{"n_speakers": 3, "partners": ["a", "b"]}',
+                '{"n_speakers": 2, "partners": ["c"]}',
+                '{"snr_db": 0.0}',
+            ],
+        }
     )
-    assert mix_partners(manifest) == {"1-1-0000": ["a", "b"]}
+    assert mix_partners(manifest) == {
+        ("speaker_mix", "1-1-0000"): ["a", "b"],
+        ("speaker_mix@2", "1-1-0000"): ["c"],
+    }
 
 
 def test_bag_of_hallucinations_counts_non_empty_outputs():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import struct
@@ -191,14 +192,14 @@ def test_changing_a_table_option_reruns_only_downstream(run, tmp_path):
     changed = tmp_path / "config.yaml"
     changed.write_text(yaml.safe_dump(config))
     jobs = job_counts(snakemake(run, "-n", config=changed))
-    assert set(jobs) == {"tables", "figures", "report", "all"}
+    assert set(jobs) == {"tables", "figures", "levels", "report", "all"}
 
     config["metrics"]["k"] = [10, 40]
     config["metrics"]["figure_k"] = 40
     changed.write_text(yaml.safe_dump(config))
     jobs = job_counts(snakemake(run, "-n", config=changed))
-    # 4 layers x (4 speech conditions + 3 non-speech inputs)
-    assert jobs["layer_metrics"] == 28 and "decode_tiny_en" not in jobs and "stress" not in jobs
+    # 4 layers x (4 speech conditions + 3 non-speech inputs), the 2 graded levels' final layer
+    assert jobs["layer_metrics"] == 30 and "decode_tiny_en" not in jobs and "stress" not in jobs
     assert jobs["pooled"] == 4  # one per decoder layer of tiny.en
 
 
@@ -215,7 +216,7 @@ def test_changing_the_hallucination_definition_reruns_pairs_and_after_not_decode
     assert {"intervene_fit", "intervene", "mitigation"} <= set(jobs)
     assert set(jobs) <= {"pairs", "pooled", "tables", "figures", "detect", "theory_measure",
                          "theory_summary", "intervene_fit", "intervene", "mitigation",
-                         "mitigation_summary", "report", "all"}  # fmt: skip
+                         "mitigation_summary", "levels", "report", "all"}  # fmt: skip
     # a taxonomy threshold relabels (taxonomy) and so reruns the pairs, still no decode
     config["hallucination"] = {"definition": "wer"}
     config["taxonomy"] = {"grounded_share": 0.6}
@@ -253,7 +254,7 @@ def test_non_speech_inputs_are_decoded_labelled_and_reported(run):
         assert tr["wer"].is_nan().all()
         assert (res / "metrics" / "tiny-en" / condition / "layer-3.parquet").is_file()
     labels = pl.read_parquet(res / "taxonomy" / "tiny-en" / "labels.parquet")
-    assert labels.height == 10 * 4 + 2 * 3
+    assert labels.height == 10 * 6 + 2 * 3  # clean, 3 stresses, 2 graded levels; 3 x 2 items
     rate = pl.read_csv(res / "tables" / "nonspeech_rate.csv")
     assert set(rate["condition"]) == {"silence", "noise_only", "environmental"}
     pairs = pl.read_parquet(res / "pairs" / "tiny-en" / "pairs.parquet")
@@ -282,6 +283,41 @@ def test_non_speech_inputs_are_decoded_labelled_and_reported(run):
         res / "intervene" / "tiny-en" / "faster_vad" / "silence" / "shard-000.parquet"
     )
     assert vad["dropped"].all() and (vad["hypothesis"] == "").all()
+
+
+def test_graded_stress_is_decoded_detected_and_plotted_apart_from_the_tables(run):
+    """tests/workflow/config.yaml grades speaker_mix (2 speakers) and gaussian_noise (20 dB)."""
+    res = run / "results"
+    graded = ("speaker_mix@2", "gaussian_noise@20")
+    # the paper's tables and pairs keep the paper's levels alone
+    pairs = pl.read_parquet(res / "pairs" / "tiny-en" / "pairs.parquet")
+    assert not set(pairs["condition"]) & set(graded)
+    # each level its own stress: the mix at 2 speakers has one partner, recorded and used
+    mix = pl.read_parquet(res / "stress" / "speaker_mix@2" / "shard-000.parquet")
+    assert all(len(json.loads(p)["partners"]) == 1 for p in mix["params"])
+    labels = pl.read_parquet(res / "taxonomy" / "tiny-en" / "labels.parquet")
+    two = labels.filter(pl.col("condition") == "speaker_mix@2")
+    assert two.height == 10 and all(len(s) == 2 for s in two["source_shares"])
+    # the detector sees every decode, graded levels included
+    oof = pl.read_csv(res / "detect" / "tiny-en" / "oof_scores.csv")
+    assert set(graded) <= set(oof["condition"])
+    # the levels table: a rate per level, harsher last, deltas over every pair
+    levels = pl.read_csv(res / "tables" / "levels.csv")
+    rate = levels.filter(pl.col("quantity") == "hallucination_rate")
+    noise = rate.filter(pl.col("stress") == "gaussian_noise")
+    assert noise["condition"].to_list() == ["gaussian_noise@20", "gaussian_noise"]
+    assert noise["paper"].to_list() == [False, True] and (noise["n"] == 10).all()
+    truth = labels.filter(pl.col("condition").is_in(graded + ("gaussian_noise",)))
+    for r in rate.iter_rows(named=True):
+        cell = truth.filter(pl.col("condition") == r["condition"])
+        if cell.height:
+            assert r["value"] == pytest.approx((cell["wer"] > 0.5).mean())
+        assert r["ci_low"] <= r["value"] <= r["ci_high"]
+    every = levels.filter(pl.col("pairs") == "every")
+    assert set(every["condition"]) == {*graded, "speaker_mix", "gaussian_noise", "time_stretch"}
+    png = (res / "figures" / "levels.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Graded stress" in (res / "report.html").read_text()
 
 
 def test_compare_runs_prints_each_runs_rates_with_speaker_intervals(run, capsys):

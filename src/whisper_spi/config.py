@@ -19,13 +19,24 @@ from whisper_spi.registry import (
     DECODED_BASELINES,
     DEFAULT_FRONT_END,
     FRONT_ENDS,
+    GRADED_PARAM,
+    HARSHER,
     INTERVENTIONS,
     NONSPEECH,
     NONSPEECH_PARAMS,
     STRESS_PARAMS,
+    graded_condition,
 )
 
-__all__ = ["CONDITIONS", "NONSPEECH", "load", "schema", "validate"]
+__all__ = [
+    "CONDITIONS",
+    "NONSPEECH",
+    "graded_conditions",
+    "intervene_models",
+    "load",
+    "schema",
+    "validate",
+]
 
 
 def schema() -> dict:
@@ -109,6 +120,12 @@ def validate(config: dict) -> dict:
             problems += _metrics_problems(cfg["metrics"])
         if "corpus" not in bad:
             problems += _corpus_problems(cfg["corpus"])
+        if "stresses" not in bad:
+            problems += _level_problems(cfg["stresses"])
+        if not {"models", "intervene"} & bad:
+            problems += _intervene_model_problems(cfg)
+        if "nonspeech" not in bad:
+            problems += _nonspeech_problems(cfg["nonspeech"])
     if len(problems) == 1:
         raise ConfigError(problems[0])
     if problems:
@@ -116,6 +133,64 @@ def validate(config: dict) -> dict:
             f"{len(problems)} config errors:\n" + "\n".join(f"  - {p}" for p in problems)
         )
     return cfg
+
+
+def _level_problems(stresses: dict) -> list[str]:
+    """A graded level equal to the stress's own level would be the same condition twice."""
+    return [
+        f"config key 'stresses.{name}.levels': {level!r} is the level "
+        f"stresses.{name}.{key} already decodes"
+        for name, key in GRADED_PARAM.items()
+        for level in stresses[name]["levels"]
+        if level == stresses[name][key]
+    ]
+
+
+def _intervene_model_problems(cfg: dict) -> list[str]:
+    chosen = cfg["intervene"]["models"] or []
+    return [
+        f"config key 'intervene.models': {name!r} is not a key of models "
+        f"({', '.join(cfg['models'])})"
+        for name in chosen
+        if name not in cfg["models"]
+    ]
+
+
+def intervene_models(config: dict) -> list[str]:
+    """The models of a validated config the interventions and baselines decode."""
+    return list(config["intervene"]["models"] or config["models"])
+
+
+def graded_conditions(config: dict) -> list[str]:
+    """The graded stress's conditions of a validated config, stress by stress, each from
+    its mildest level to its harshest (the paper's level is not one: it keeps its name)."""
+    return [
+        graded_condition(name, level)
+        for name, key in GRADED_PARAM.items()
+        for level in sorted(config["stresses"][name]["levels"], key=lambda v: HARSHER[name] * v)
+    ]
+
+
+def _nonspeech_problems(nonspeech: dict) -> list[str]:
+    """Each level range in order; environmental's folder (when it is decoded) a directory
+    holding audio files."""
+    problems = [
+        f"config key 'nonspeech.{name}.level_range_db': low {low!r} > high {high!r}"
+        for name, block in nonspeech.items()
+        if isinstance(block, dict) and "level_range_db" in block
+        for low, high in [block["level_range_db"]]
+        if low > high
+    ]
+    folder = nonspeech["environmental"]["folder"]
+    if "environmental" in nonspeech["conditions"] and folder is not None:
+        # the listing lives with the stress (polars and all): imported only for a folder
+        from whisper_spi.corpus.stress import folder_recordings
+
+        try:
+            folder_recordings(folder)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def _metrics_problems(metrics: dict) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import polars as pl
 
+from whisper_spi.config import graded_conditions, intervene_models
 from whisper_spi.registry import CONDITIONS
 
 __all__ = [
@@ -107,7 +108,9 @@ def cost_plan(
     """
     corpus, ns, iv = config["corpus"], config["nonspeech"], config["intervene"]
     speech = len(CONDITIONS) * [n_utterances]
+    graded = len(graded_conditions(config)) * [n_utterances]  # decoded, not intervened on
     nonspeech = len(ns["conditions"]) * [min(ns["n_items"], n_utterances)]
+    decoded = speech + graded + nonspeech
     cap = iv["n_utterances"] or n_utterances
     chosen = [min(n, cap) for n in speech + nonspeech]
     arms = len(iv["methods"]) * len(iv["strengths"])
@@ -117,8 +120,7 @@ def cost_plan(
     baselines = len(iv["baselines"])
     per_arm = sum(BASELINE_COST_S[b] for b in iv["baselines"]) / max(baselines, 1)
     stages = {  # stage -> (jobs, decodes)
-        "decode": (sum(planned_shards(n, corpus["shard_size"]) for n in speech + nonspeech),
-                   sum(speech + nonspeech)),
+        "decode": (sum(planned_shards(n, corpus["shard_size"]) for n in decoded), sum(decoded)),
         "intervene": (iv_jobs if arms else 0, arms * sum(chosen)),
         "baselines": (iv_jobs if baselines else 0, baselines * sum(chosen)),
         "theory": (len(CONDITIONS) if theory_n else 0, len(CONDITIONS) * theory_n),
@@ -136,6 +138,8 @@ def cost_plan(
             * (8 * (min(mean_tokens, d) + prefixes) + 4 * d)
         )
         for stage, (jobs, decodes) in stages.items():
+            if stage in ("intervene", "baselines") and model not in intervene_models(config):
+                jobs = decodes = 0
             rows.append(
                 {
                     "stage": stage,

@@ -22,8 +22,11 @@ __all__ = [
     "FASTER_VAD",
     "FRONT_ENDS",
     "GATING",
+    "GRADED_PARAM",
+    "HARSHER",
     "HELL",
     "INTERVENTIONS",
+    "LEVEL_SEP",
     "Method",
     "NONSPEECH",
     "NONSPEECH_PARAMS",
@@ -39,12 +42,26 @@ __all__ = [
     "TRANSCRIBE",
     "USER_BASELINES",
     "Observable",
+    "graded_condition",
+    "split_condition",
 ]
 
 
 def _param(kind: str, default, description: str, **bounds) -> dict:
     """One parameter as a JSON-schema property (type, default, description, bounds)."""
     return {"type": kind, "default": default, "description": description, **bounds}
+
+
+def _levels(kind: str, what: str, **bounds) -> dict:
+    """A stress's extra levels (graded stress): each one a condition of its own."""
+    return _param(
+        "array",
+        [],
+        f"{what} decoded besides the level above, each as condition '<stress>@<level>' "
+        "(graded stress: the level plot; Tables 1 and 2 use the level above).",
+        items={"type": kind, **bounds},
+        uniqueItems=True,
+    )
 
 
 def _block(description: str, **params: dict) -> dict:
@@ -72,24 +89,61 @@ STRESS_PARAMS = MappingProxyType(
                 "Speed factor (rubberband rate); 3.5 = 3.5x faster, shorter audio.",
                 exclusiveMinimum=0,
             ),
+            levels=_levels("number", "Speed factors", exclusiveMinimum=0),
         ),
         "speaker_mix": _block(
             "Target speaker plus others at equal RMS.",
             n_speakers=_param("integer", 6, "Speakers in the mix, target included.", minimum=2),
+            levels=_levels("integer", "Speaker counts", minimum=2),
         ),
         "gaussian_noise": _block(
             "White Gaussian noise.",
             snr_db=_param(
                 "number", 0.0, "Signal-to-noise ratio in dB relative to the utterance's mean power."
             ),
+            levels=_levels("number", "SNRs in dB"),
         ),
     }
 )
 STRESSES = tuple(STRESS_PARAMS)
 CONDITIONS = (CLEAN, *STRESSES)
+# Graded stress: the one parameter each stress is graded by; the extra levels of
+# stresses.<name>.levels are conditions of their own, named "<stress>@<level>" (the paper's
+# level keeps the plain name: Tables 1 and 2 compare it with the paper).
+GRADED_PARAM = MappingProxyType(
+    {"time_stretch": "factor", "speaker_mix": "n_speakers", "gaussian_noise": "snr_db"}
+)
+# the direction in which each parameter makes the stress harsher (+1: a larger value)
+HARSHER = MappingProxyType({"time_stretch": 1, "speaker_mix": 1, "gaussian_noise": -1})
+LEVEL_SEP = "@"
+
+
+def graded_condition(stress: str, level: float) -> str:
+    """The condition of ``stress`` at an extra ``level``: ``gaussian_noise@-5``."""
+    return f"{stress}{LEVEL_SEP}{level:g}"
+
+
+def split_condition(condition: str) -> tuple[str, float | None]:
+    """(stress or condition, level): the level of a graded condition, None for the others."""
+    name, sep, level = condition.partition(LEVEL_SEP)
+    if not sep:
+        return condition, None
+    if name not in GRADED_PARAM:
+        raise ValueError(f"{condition!r}: {name!r} is not a stress that can be graded")
+    return name, float(level)
+
 
 # Inputs with no speech: the reference is empty, so any transcript is a hallucination
 # (config ``nonspeech.<name>``); implementations: whisper_spi.corpus.stress.APPLY.
+_NONSPEECH_LEVEL = _param(
+    "array",
+    [0.0, 0.0],
+    "[low, high]: each item's level in dB relative to its utterance's RMS, drawn uniformly "
+    "from this range (low <= high) and recorded as level_db; [0, 0] = the utterance's RMS.",
+    items={"type": "number"},
+    minItems=2,
+    maxItems=2,
+)
 NONSPEECH_PARAMS = MappingProxyType(
     {
         "silence": _block(
@@ -104,7 +158,8 @@ NONSPEECH_PARAMS = MappingProxyType(
             ),
         ),
         "noise_only": _block(
-            "Noise with no speech, at the utterance's RMS.",
+            "Noise with no speech, at the utterance's RMS (shifted by a level drawn from "
+            "level_range_db).",
             colors=_param(
                 "array",
                 ["white", "pink"],
@@ -112,18 +167,38 @@ NONSPEECH_PARAMS = MappingProxyType(
                 items={"type": "string", "enum": ["white", "pink"]},
                 minItems=1,
             ),
+            level_range_db=_NONSPEECH_LEVEL,
         ),
         "environmental": _block(
-            "Real non-speech recordings (music jingles, event sounds) of Debian packages, "
-            "looped or trimmed to the utterance's length at its RMS "
-            "(whisper_spi.corpus.stress.RECORDINGS).",
+            "Real non-speech recordings: by default the music jingles and event sounds of "
+            "Debian packages (whisper_spi.corpus.stress.RECORDINGS), or every audio file of "
+            "your own folder (folder). Item i (its rank by utt_id) takes recording perm[i mod "
+            "n], perm a permutation seeded from the global seed: no recording repeats before "
+            "all n are used. Leading and trailing digital silence (|x| < 1e-4) is trimmed, and "
+            "the recording looped from a random offset to the utterance's length, at the "
+            "utterance's RMS shifted by a level drawn from level_range_db; params records "
+            "source (the file), offset_s and level_db. A file that cannot be decoded, or is "
+            "silent, stops the job with an error naming it.",
             packages=_param(
                 "array",
                 ["oxygen-sounds", "sound-theme-freedesktop"],
-                "The packages whose recordings are drawn from (one recording per item).",
+                "The Debian packages whose recordings are used (when folder is null).",
                 items={"type": "string", "enum": ["oxygen-sounds", "sound-theme-freedesktop"]},
                 minItems=1,
             ),
+            folder=_param(
+                ["string", "null"],
+                None,
+                "A folder of your own non-speech recordings, used instead of the packages "
+                "(MUSAN, ESC-50 or UrbanSound8K as distributed): every audio file under it, "
+                "recursively (.wav .flac .ogg .oga .opus .mp3 .aif .aiff .aifc .au .caf .w64 "
+                ".rf64), in order of relative path; hidden files, other files (metadata .csv, "
+                "README) and every file under a directory named speech (MUSAN's speech part) "
+                "are left out, the last said once in the stress job's log. null = the Debian "
+                "packages.",
+                minLength=1,
+            ),
+            level_range_db=_NONSPEECH_LEVEL,
         ),
     }
 )

@@ -116,10 +116,32 @@ def get_benchmark(results, rule, name):
 
 
 def get_stress_params(config, condition):
-    """The stress's parameters as JSON (clean has none)."""
+    """The stress's parameters as JSON (clean has none; a graded condition's level is in
+    its name). Its other levels are left out: adding one reruns no other level's jobs.
+    """
     if condition in registry.NONSPEECH:
         return json.dumps(config["nonspeech"][condition], sort_keys=True)
-    return json.dumps(config["stresses"].get(condition, {}), sort_keys=True)
+    stress, level = registry.split_condition(condition)
+    params = {
+        k: v for k, v in config["stresses"].get(stress, {}).items() if k != "levels"
+    }
+    if level is not None:
+        key = registry.GRADED_PARAM[stress]
+        params[key] = type(params[key])(level)  # n_speakers stays an integer
+    return json.dumps(params, sort_keys=True)
+
+
+def get_graded_conditions(config):
+    """The graded stress's extra conditions (<stress>@<level>), mildest first."""
+    return spi_config.graded_conditions(config)
+
+
+def get_condition_constraint(graded):
+    """The {condition} wildcard's regex: every registered condition and the graded ones."""
+    import re
+
+    names = [*registry.CONDITIONS, *registry.NONSPEECH, *graded]
+    return "|".join(re.escape(name) for name in names)
 
 
 def get_stress_limit(config, condition):
@@ -248,16 +270,48 @@ def get_decoded_conditions(config):
     return [*registry.CONDITIONS, *config["nonspeech"]["conditions"]]
 
 
-def get_labelled_transcripts(results, config, shards, model):
+def get_labelled_transcripts(results, config, shards, model, graded=()):
     """Every transcript of one model (the taxonomy labels them, the mitigation table reads
-    them): speech and non-speech conditions, each on its own shards."""
+    them): speech and non-speech conditions, each on its own shards, and the ``graded``
+    conditions."""
     return [
         path
-        for c in get_decoded_conditions(config)
+        for c in [*get_decoded_conditions(config), *graded]
         for path in get_transcripts(
             results, get_condition_shards(config, shards, c), model, [c]
         )
     ]
+
+
+def get_mix_manifests(results, shards, graded):
+    """The stress manifests of speaker_mix at every level (the taxonomy's partners)."""
+    mixes = [
+        c for c in ["speaker_mix", *graded] if c.partition("@")[0] == "speaker_mix"
+    ]
+    return expand(
+        result_path(results, "stress_manifest"), condition=mixes, shard=shards
+    )
+
+
+def get_levels_inputs(results, shards, n_layers, graded, model_names):
+    """The levels rule's inputs: every model's transcripts and final-layer metrics of clean
+    and every stress at every level, and its taxonomy labels."""
+    conditions = [*registry.CONDITIONS, *graded]
+    return {
+        "transcripts": [
+            p
+            for m in model_names
+            for p in get_transcripts(results, shards, m, conditions)
+        ],
+        "metrics": [
+            result_path(
+                results, "layer_metrics", model=m, condition=c, layer=n_layers[m] - 1
+            )
+            for m in model_names
+            for c in conditions
+        ],
+        "labels": [result_path(results, "taxonomy", model=m) for m in model_names],
+    }
 
 
 def get_markdown(path):
@@ -465,6 +519,10 @@ def get_report_sections(results, config):
             ("Non-speech inputs", at("nonspeech_rate"), None),
             ("Bag of hallucinations", at("bag_of_hallucinations"), None),
         ]
+    if get_graded_conditions(config):
+        sections.append(
+            ("Graded stress", at("levels"), at("figure_png", name="levels"))
+        )
     if config["theory"]["n_utterances"] != 0:  # null = every kept pair
         sections.append(
             (
@@ -480,7 +538,7 @@ def get_report_sections(results, config):
                 at("mitigation_summary", model=m),
                 at("dose_response_png", model=m),
             )
-            for m in models
+            for m in spi_config.intervene_models(config)
         ]
         sections.append(
             (

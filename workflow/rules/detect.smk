@@ -2,9 +2,15 @@
 rule detect:
     input:
         spectra=lambda wc: get_spectra(
-            RESULTS, SHARDS, wc.model, CONDITIONS, range(N_LAYERS[wc.model])
+            RESULTS,
+            SHARDS,
+            wc.model,
+            [*CONDITIONS, *GRADED],
+            range(N_LAYERS[wc.model]),
         ),
-        transcripts=lambda wc: get_transcripts(RESULTS, SHARDS, wc.model, CONDITIONS),
+        transcripts=lambda wc: get_transcripts(
+            RESULTS, SHARDS, wc.model, [*CONDITIONS, *GRADED]
+        ),
         labels=rules.taxonomy.output.labels,
     output:
         results=get_report(

@@ -35,7 +35,7 @@ rule mitigation:
 
 rule mitigation_summary:
     input:
-        expand(rules.mitigation.output.table, model=MODELS),
+        expand(rules.mitigation.output.table, model=spi_config.intervene_models(config)),
     output:
         table=get_report(result_path(RESULTS, "mitigation"), "mitigation", "Mitigation"),
         markdown=get_markdown(result_path(RESULTS, "mitigation")),

@@ -2,9 +2,9 @@
 rule taxonomy:
     input:
         transcripts=lambda wc: get_labelled_transcripts(
-            RESULTS, config, SHARDS, wc.model
+            RESULTS, config, SHARDS, wc.model, GRADED
         ),
-        mix=expand(rules.stress.output.manifest, condition="speaker_mix", shard=SHARDS),
+        mix=get_mix_manifests(RESULTS, SHARDS, GRADED),
         corpus=rules.corpus.output.manifest,
     output:
         labels=result_path(RESULTS, "taxonomy"),

@@ -85,7 +85,7 @@ _KERNEL = ("layer_metrics", "pooled", "detect")  # the stages that compute obser
 # option -> the stages whose results it changes (their jobs rerun when it does). The tables
 # and figures also rerun whenever their inputs do, so they list only what they read directly.
 STAGES: dict[str, tuple[str, ...]] = {
-    "k": (*_KERNEL, "tables", "figures"),
+    "k": (*_KERNEL, "tables", "figures", "levels"),
     "neff_power": _KERNEL,
     "alpha_start": _KERNEL,
     "alpha_stop": _KERNEL,
@@ -95,16 +95,16 @@ STAGES: dict[str, tuple[str, ...]] = {
     "kf_pad_to_k": _KERNEL,
     "pooled": ("tables",),
     "pooled_center": ("pooled",),
-    "n_boot": ("tables",),
+    "n_boot": ("tables", "levels"),
     "pooled_n_boot": ("pooled", "tables"),
     "pooled_fraction": ("pooled", "tables"),
     "pooled_boot_rank": ("pooled",),
-    "resample_unit": ("pooled", "tables"),
-    "ci": ("tables",),
+    "resample_unit": ("pooled", "tables", "levels"),
+    "ci": ("tables", "levels"),
     "paper_models": ("tables",),
-    "figure_k": ("figures",),
+    "figure_k": ("figures", "levels"),
 }
-KNOWN_STAGES = ("layer_metrics", "pooled", "tables", "figures", "detect")
+KNOWN_STAGES = ("layer_metrics", "pooled", "tables", "figures", "detect", "levels")
 
 
 def check_stages(options_class: type, stages: Mapping[str, tuple[str, ...]]) -> None:

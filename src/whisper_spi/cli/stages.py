@@ -93,6 +93,28 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_levels(args: argparse.Namespace) -> int:
+    from whisper_spi.analysis.levels import level_summary, levels_chart, write_levels
+    from whisper_spi.analysis.options import MetricOptions
+    from whisper_spi.charts import save_chart
+
+    table = level_summary(
+        args.transcripts,
+        args.metrics,
+        args.labels,
+        json_object(args.stresses, "--stresses"),
+        threshold=args.threshold,
+        definition=args.definition,
+        her_threshold=args.her_threshold,
+        min_tokens=args.min_tokens,
+        options=options_of(args.options, MetricOptions),
+        seed=args.seed,
+    )
+    write_levels(table, args.out)
+    save_chart(levels_chart(table), args.figure)
+    return 0
+
+
 def cmd_layer_metrics(args: argparse.Namespace) -> int:
     from whisper_spi.analysis.layer_metrics import layer_metrics, write_layer_metrics
     from whisper_spi.analysis.spectra import ObservableOptions
@@ -334,6 +356,19 @@ def register(sub) -> None:
     p.add_argument("--pairs", required=True)
     p.add_argument("--counts", required=True)
     p.set_defaults(func=cmd_pairs)
+
+    p = sub.add_parser(
+        "levels",
+        parents=[DEFINITION, LABELS, OPTIONS, SEED],
+        help="graded stress: hallucination rate and deltas against the stress level",
+    )
+    p.add_argument("--transcripts", nargs="+", required=True, help="clean and every stress")
+    p.add_argument("--metrics", nargs="+", required=True, help="the final layer's layer metrics")
+    p.add_argument("--stresses", required=True, help="config stresses (JSON): each own level")
+    p.add_argument("--min-tokens", type=int, default=0, help="config pairs.min_tokens")
+    p.add_argument("--out", required=True, help="tables/levels.csv")
+    p.add_argument("--figure", required=True, help="figure stem (writes .html and .png)")
+    p.set_defaults(func=cmd_levels)
 
     p = sub.add_parser(
         "layer-metrics", parents=[OPTIONS], help="observables of every spectrum of one layer"

@@ -12,10 +12,12 @@ stressed audio is the same whatever the shard size, worker count or job order.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import shutil
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -26,10 +28,18 @@ import pyrubberband
 from tqdm import tqdm
 
 from whisper_spi import schemas
-from whisper_spi.corpus.audio import TARGET_SR, load_audio, save_flac
-from whisper_spi.errors import ConfigError, WhisperSpiError
+from whisper_spi.corpus.audio import SILENCE_PEAK, TARGET_SR, load_audio, save_flac
+from whisper_spi.errors import AudioError, ConfigError, WhisperSpiError
 from whisper_spi.io import derive_seed
-from whisper_spi.registry import CLEAN, CONDITIONS, NONSPEECH, NONSPEECH_PARAMS, STRESS_PARAMS
+from whisper_spi.registry import (
+    CLEAN,
+    CONDITIONS,
+    GRADED_PARAM,
+    NONSPEECH,
+    NONSPEECH_PARAMS,
+    STRESS_PARAMS,
+    split_condition,
+)
 
 # Real non-speech recordings from Debian packages (installed by scripts/system-packages.sh):
 # music jingles (oxygen-sounds, LGPL-3) and event sounds (sound-theme-freedesktop, CC-BY /
@@ -54,6 +64,28 @@ RECORDINGS = {
         )
     ],
 }
+
+# A folder of your own non-speech recordings (nonspeech.environmental.folder): the files
+# libsndfile decodes, by suffix; none under a directory named speech (MUSAN's speech part).
+AUDIO_SUFFIXES = frozenset(
+    [
+        ".wav",
+        ".flac",
+        ".ogg",
+        ".oga",
+        ".opus",
+        ".mp3",
+        ".aif",
+        ".aiff",
+        ".aifc",
+        ".au",
+        ".caf",
+        ".w64",
+        ".rf64",
+    ]
+)
+SPEECH_DIR = "speech"
+FOLDER_KEY = "nonspeech.environmental.folder"
 
 
 # each condition's parameters with their defaults, from the registry's schema blocks
@@ -186,27 +218,53 @@ def noise_only(n_samples: int, color: str, rms: float, *, rng: np.random.Generat
     return _limit_peak(colored_noise(n_samples, color, rng) * rms)
 
 
-def recording(source: np.ndarray, n_samples: int, rms: float) -> Stressed:
-    """A non-speech recording looped or trimmed to ``n_samples``, at RMS ``rms``."""
-    fitted = np.resize(_mono(source, "recording"), n_samples)
+def recording(source: np.ndarray, n_samples: int, rms: float, offset: int = 0) -> Stressed:
+    """A non-speech recording looped or trimmed to ``n_samples``, at RMS ``rms``, starting
+    at sample ``offset`` of the recording (the loop wraps round to its start)."""
+    fitted = np.resize(np.roll(_mono(source, "recording"), -offset), n_samples)
     level = _rms(fitted)
     if level == 0.0:
         raise ValueError("the recording is silent over the utterance's length")
     return _limit_peak(fitted * (rms / level))
 
 
-def _resolve_params(condition: str, params: Mapping | None) -> dict:
-    if condition not in CONDITIONS + NONSPEECH:
+def base_condition(condition: str) -> str:
+    """The condition's implementation: a graded ``<stress>@<level>`` is its stress's."""
+    try:
+        name, _ = split_condition(condition)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if name not in CONDITIONS + NONSPEECH:
         known = CONDITIONS + NONSPEECH
         raise ConfigError(f"unknown stress condition {condition!r}; known: {known}")
-    resolved = dict(DEFAULT_PARAMS[condition])
-    unknown = set(params or {}) - set(resolved)
+    return name
+
+
+def _resolve_params(condition: str, params: Mapping | None) -> dict:
+    """The condition's parameters: its defaults, ``params`` over them and, for a graded
+    condition, the level its name gives (``levels`` lists conditions, not a parameter)."""
+    name = base_condition(condition)
+    resolved = {k: v for k, v in DEFAULT_PARAMS[name].items() if k != "levels"}
+    given = {k: v for k, v in (params or {}).items() if k != "levels"}
+    unknown = set(given) - set(resolved)
     if unknown:
         raise ConfigError(
             f"unknown parameter(s) {sorted(unknown)} for stress {condition!r};"
             f" known: {sorted(resolved)}"
         )
-    resolved.update(params or {})
+    resolved.update(given)
+    _, level = split_condition(condition)
+    if level is not None:
+        key = GRADED_PARAM[name]
+        value = type(resolved[key])(level)  # n_speakers stays an integer
+        if key in given and given[key] != value:
+            raise ConfigError(
+                f"condition {condition!r} sets {name}.{key} = {value:g}, but its parameters "
+                f"say {given[key]!r}"
+            )
+        if value != level:
+            raise ConfigError(f"condition {condition!r}: {name}.{key} must be an integer")
+        resolved[key] = value
     return resolved
 
 
@@ -248,18 +306,27 @@ def apply_stress(
     seed: int,
     params: Mapping | None = None,
     partner_waves: Mapping[str, np.ndarray] | None = None,
+    *,
+    rank: int | None = None,
+    recordings: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, float, str]:
     """Apply one condition to one utterance: (stressed wave, gain, params as JSON).
 
     ``params`` overrides :data:`DEFAULT_PARAMS` for the condition. For ``speaker_mix``,
     ``partner_waves`` maps the partner utterance ids (from :func:`draw_mix_partners`) to
-    their waves; the ids go into the JSON.
+    their waves; the ids go into the JSON. For ``environmental``, ``rank`` is the item's
+    rank among the utterances by utt_id (it takes recording perm[rank mod n]: see
+    :func:`recording_order`; None = a recording drawn at random from (seed, utt_id)) and
+    ``recordings`` the files (None = :func:`environmental_recordings` of the params).
     """
     if sr != TARGET_SR:
         raise ValueError(f"stress functions expect {TARGET_SR} Hz audio, got {sr} Hz")
     resolved = _resolve_params(condition, params)
-    item = _Item(wave, sr, utt_id, seed, condition, resolved, partner_waves or {})
-    out = APPLY[condition](item)
+    # a graded level draws what its stress draws (the same noise, the same partners): the
+    # levels differ in the parameter alone
+    name = base_condition(condition)
+    item = _Item(wave, sr, utt_id, seed, name, resolved, partner_waves or {}, rank, recordings)
+    out = APPLY[name](item)
     return out.wave, out.gain, json.dumps(resolved, sort_keys=True)
 
 
@@ -278,6 +345,79 @@ def recording_paths(packages: Sequence[str]) -> list[str]:
     return paths
 
 
+class Recordings(NamedTuple):
+    """The environmental input's recordings and, for a folder, what was left out of it."""
+
+    paths: list[str]  # in order: the packages' lists, or the folder's by relative path
+    speech: int = 0  # files under a directory named speech
+    other: int = 0  # hidden files and files with no audio suffix (metadata, README)
+
+
+def folder_recordings(folder: str | os.PathLike) -> Recordings:
+    """Every audio file under ``folder``, recursively, sorted by relative path (absolute
+    paths); hidden files and those under a directory named ``speech`` are left out. A
+    ConfigError naming the key if the folder does not exist or holds no such file."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"config key '{FOLDER_KEY}': directory {str(folder)!r} does not exist")
+    root = root.resolve()
+    found: list[Path] = []
+    speech = other = 0
+    for path in root.rglob("*"):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or (
+            path.suffix.lower() not in AUDIO_SUFFIXES
+        ):
+            other += 1
+        elif any(part.lower() == SPEECH_DIR for part in rel.parts[:-1]):
+            speech += 1
+        else:
+            found.append(rel)
+    if not found:
+        suffixes = " ".join(sorted(AUDIO_SUFFIXES))
+        raise ConfigError(
+            f"config key '{FOLDER_KEY}': {str(folder)!r} holds no audio file ({suffixes}) "
+            f"outside directories named {SPEECH_DIR!r}"
+        )
+    found.sort(key=lambda rel: rel.as_posix())
+    return Recordings([str(root / rel) for rel in found], speech, other)
+
+
+def environmental_recordings(params: Mapping) -> Recordings:
+    """The recordings of the environmental input's resolved ``params``: its folder's, or
+    the Debian packages' when ``folder`` is null."""
+    folder = params.get("folder")
+    if folder is None:
+        return Recordings(recording_paths(params["packages"]))
+    return folder_recordings(folder)
+
+
+@functools.lru_cache(maxsize=16)
+def recording_order(seed: int, n_recordings: int) -> tuple[int, ...]:
+    """The permutation of the recordings that items take in turn: item i (by rank) takes
+    recording ``order[i % n]``, so none repeats before all n are used. It depends only on
+    (seed, n): never on the shard size or job order."""
+    rng = np.random.default_rng(derive_seed(seed, "environmental", "recording-order"))
+    return tuple(int(i) for i in rng.permutation(n_recordings))
+
+
+def _load_recording(path: str) -> np.ndarray:
+    """A recording, 16 kHz mono, its leading and trailing digital silence trimmed; an
+    AudioError naming the file if it cannot be decoded or is silent."""
+    try:
+        wave = load_audio(path)
+    except AudioError as exc:
+        raise AudioError(
+            f"non-speech recording cannot be used: {exc} (remove or convert it)"
+        ) from None
+    sound = np.flatnonzero(np.abs(wave) >= SILENCE_PEAK)
+    if sound.size == 0:
+        raise AudioError(f"non-speech recording is silent (peak < {SILENCE_PEAK:g}): {path}")
+    return wave[sound[0] : sound[-1] + 1]
+
+
 class _Item(NamedTuple):
     """One utterance to stress, as the condition's implementation sees it; ``params`` is the
     resolved parameters, where an implementation records what it drew."""
@@ -289,6 +429,8 @@ class _Item(NamedTuple):
     condition: str
     params: dict
     partners: Mapping[str, np.ndarray]
+    rank: int | None = None  # among the utterances by utt_id (environmental's recording)
+    recordings: Sequence[str] | None = None  # environmental's files (None: from params)
 
     def rng(self) -> np.random.Generator:
         return np.random.default_rng(derive_seed(self.seed, self.condition, self.utt_id))
@@ -311,18 +453,45 @@ def _silent(item: _Item) -> Stressed:
     return silence(_mono(item.wave).size, level, rng=rng)
 
 
+def _draw_level(item: _Item, rng: np.random.Generator) -> float:
+    """The item's level in dB re its utterance's RMS, uniform in ``level_range_db``
+    (recorded as ``level_db``); [0, 0] gives exactly 0."""
+    low, high = (float(v) for v in item.params["level_range_db"])
+    if low > high:
+        raise ConfigError(
+            f"{item.condition} level_range_db must be [low, high] with low <= high, "
+            f"got {[low, high]}"
+        )
+    level = item.params["level_db"] = float(rng.uniform(low, high))
+    return level
+
+
 def _noise(item: _Item) -> Stressed:
     wave, rng = _mono(item.wave), item.rng()
     colors = item.params["colors"]
     color = item.params["color"] = colors[rng.integers(len(colors))]
-    return noise_only(wave.size, color, _rms(wave), rng=rng)
+    noise = colored_noise(wave.size, color, rng)  # drawn before the level: [0, 0] as before
+    return _limit_peak(noise * (_rms(wave) * 10 ** (_draw_level(item, rng) / 20)))
 
 
 def _environmental(item: _Item) -> Stressed:
     wave, rng = _mono(item.wave), item.rng()
-    paths = recording_paths(item.params["packages"])
-    path = item.params["source"] = paths[rng.integers(len(paths))]
-    return recording(load_audio(path), wave.size, _rms(wave))
+    paths = item.recordings
+    if paths is None:
+        paths = environmental_recordings(item.params).paths
+    if item.rank is None:
+        index = int(rng.integers(len(paths)))
+    else:
+        index = recording_order(item.seed, len(paths))[item.rank % len(paths)]
+    path = item.params["source"] = paths[index]
+    source = _load_recording(path)
+    offset = int(rng.integers(source.size))
+    level_db = _draw_level(item, rng)
+    window = np.resize(np.roll(source, -offset), wave.size)
+    if np.abs(window).max() < SILENCE_PEAK:
+        offset = 0  # a silent stretch inside the recording: start at its first sound
+    item.params["offset_s"] = offset / item.sr
+    return recording(source, wave.size, _rms(wave) * 10 ** (level_db / 20), offset)
 
 
 # condition -> implementation: one entry per registry name (tests/test_registry.py checks)
@@ -392,7 +561,8 @@ def write_stress_shard(
     :func:`whisper_spi.corpus.manifest.list_utterances`, which counts files before their audio is
     checked, so the plan may hold a shard that no usable utterance fills. ``limit``: only the
     first ``limit`` utterances are stressed (the non-speech inputs' nonspeech.n_items); mix
-    partners are still drawn from the whole manifest.
+    partners are still drawn from the whole manifest. An environmental item's rank (which
+    recording it takes) is its row in the sorted manifest, whatever the shard size.
     """
     if shard_index < 0 or shard_size < 1:
         raise ConfigError(
@@ -404,19 +574,41 @@ def write_stress_shard(
     paths = dict(manifest.select("utt_id", "path").iter_rows())
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)  # the rule's output even when empty
+    recordings = None
+    if base_condition(condition) == "environmental":
+        listing = environmental_recordings(resolved)
+        recordings = listing.paths
+        if resolved.get("folder") is not None:
+            print(
+                f"environmental: {len(recordings)} recordings in {resolved['folder']}; left "
+                f"out: {listing.speech} files under directories named {SPEECH_DIR!r} (speech, "
+                f"not non-speech), {listing.other} hidden or non-audio files",
+                file=sys.stderr,
+            )
     rows = []
-    for utt_id, path in tqdm(
-        block.select("utt_id", "path").iter_rows(),
-        total=block.height,
-        desc=f"{condition} shard {shard_index}",
-        unit="utt",
+    for rank, (utt_id, path) in enumerate(
+        tqdm(
+            block.select("utt_id", "path").iter_rows(),
+            total=block.height,
+            desc=f"{condition} shard {shard_index}",
+            unit="utt",
+        ),
+        start=shard_index * shard_size,
     ):
         partners = None
-        if condition == "speaker_mix":
+        if base_condition(condition) == "speaker_mix":
             ids = draw_mix_partners(manifest, utt_id, resolved["n_speakers"], seed)
             partners = {pid: load_audio(paths[pid]) for pid in ids}
         wave, gain, params_json = apply_stress(
-            condition, load_audio(path), TARGET_SR, utt_id, seed, resolved, partners
+            condition,
+            load_audio(path),
+            TARGET_SR,
+            utt_id,
+            seed,
+            resolved,
+            partners,
+            rank=rank,
+            recordings=recordings,
         )
         out_path = out_dir / f"{utt_id}.flac"
         save_flac(out_path, wave)
@@ -427,7 +619,7 @@ def write_stress_shard(
                 "path": str(out_path.resolve()),
                 "params": params_json,
                 "gain": gain,
-                "seed": derive_seed(seed, condition, utt_id),
+                "seed": derive_seed(seed, base_condition(condition), utt_id),
             }
         )
     shard = schemas.frame_from_rows(rows, "stress_manifest")

@@ -7,7 +7,8 @@ compression_ratio and no_speech_prob?
 
 * :mod:`.features`: one row per decoded utterance (from files, or from an in-memory decode);
 * :mod:`.crossval`: out-of-fold scores of every method on shared speaker-grouped folds, in
-  settings ``all`` (clean + stressed) and ``stressed`` (the harder question);
+  settings ``all`` (clean + stressed) and ``stressed`` (the harder question), the
+  decoder-state probe (an L2 LR on the layers' row means) among them;
 * :mod:`.evaluate`: AUROC / AUPRC with stratified, paired bootstrap CIs;
 * :mod:`.detector`: the final detector as JSON, applied with numpy;
 * :mod:`.figure`: ROC curves; :mod:`.run`: everything the detect rule writes.
@@ -15,7 +16,7 @@ compression_ratio and no_speech_prob?
 
 from __future__ import annotations
 
-from whisper_spi.detect.crossval import BASELINES, METHODS, SETTINGS, cross_validate
+from whisper_spi.detect.crossval import BASELINES, METHODS, REFERENCES, SETTINGS, cross_validate
 from whisper_spi.detect.detector import (
     feature_kwargs,
     fit_detector,
@@ -31,6 +32,7 @@ from whisper_spi.detect.features import (
     META,
     features,
     features_from_capture,
+    row_mean_names,
     spectral_feature_names,
 )
 from whisper_spi.detect.figure import roc_figure
@@ -43,6 +45,7 @@ __all__ = [
     "KEYS",
     "META",
     "METHODS",
+    "REFERENCES",
     "SETTINGS",
     "comparison_table",
     "cross_validate",
@@ -57,6 +60,7 @@ __all__ = [
     "results_table",
     "roc_figure",
     "run_detect",
+    "row_mean_names",
     "save_detector",
     "score",
     "speaker_folds",

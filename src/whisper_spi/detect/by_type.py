@@ -26,8 +26,9 @@ CONTRASTS = (
     *((t, "correct") for t in TYPES if t != "correct"),
     ("fabrication", "grounded_error"),
 )
-# ours with and without the decoded length T, T alone, and Whisper's heuristics
-METHODS_BY_TYPE = ("ours", "ours_no_T", "length", "avg_logprob", "compression_ratio",
+# ours with and without the decoded length T, the decoder-state probe, T alone, and
+# Whisper's heuristics
+METHODS_BY_TYPE = ("ours", "ours_no_T", "probe", "length", "avg_logprob", "compression_ratio",
                    "no_speech_prob")  # fmt: skip
 
 

@@ -9,12 +9,13 @@ import numpy as np
 import polars as pl
 
 from whisper_spi import schemas
-from whisper_spi.detect.features import HEURISTICS, spectral_feature_names
+from whisper_spi.analysis.spectra import pack_spectra
+from whisper_spi.detect.features import HEURISTICS, row_mean_names, spectral_feature_names
 from whisper_spi.detect.model import clean, fit_linear, speaker_folds
 from whisper_spi.io import derive_seed
 from whisper_spi.registry import CLEAN
 
-__all__ = ["BASELINES", "METHODS", "SETTINGS", "cross_validate"]
+__all__ = ["BASELINES", "METHODS", "REFERENCES", "SETTINGS", "cross_validate"]
 
 SETTINGS = ("all", "stressed")
 # Sign that makes each heuristic "higher = more suspicious" when used directly as a score.
@@ -24,9 +25,13 @@ DIRECT_SIGN = {"avg_logprob": -1.0, "compression_ratio": 1.0, "no_speech_prob": 
 @dataclass(frozen=True)
 class Method:
     kind: str  # "lr" (logistic regression trained in fold) or "direct" (a column as score)
-    columns: tuple[str, ...]  # "@spectral" expands to the spectral feature columns
-    baseline: bool
+    # "@spectral" expands to the spectral feature columns, "@row_means" to the row-mean lists
+    columns: tuple[str, ...]
+    baseline: bool  # a heuristic baseline (the "best baseline" is one of them)
     doc: str
+    # a competing detector every ours-family method is compared against (not a heuristic)
+    reference: bool = False
+    C: float | str | None = None  # None: cross_validate's C; "cv": always the inner search
 
 
 METHODS: dict[str, Method] = {
@@ -43,19 +48,33 @@ METHODS: dict[str, Method] = {
     "no_speech_prob_lr": Method("lr", ("no_speech_prob",), True, "1-feature LR"),
     "heuristics_lr": Method("lr", HEURISTICS, True, "LR on the three heuristics"),
     "length": Method("direct", ("n_rows",), True, "T (decoded rows) as the score"),
+    # The strongest published kind of detector: a linear probe on the decoder states.
+    "probe": Method(
+        "lr",
+        ("@row_means",),
+        False,
+        "decoder-state probe: L2 LR on every layer's and component's row means",
+        reference=True,
+        C="cv",
+    ),
 }
 # The heuristic baselines the "best baseline" is chosen from (length is reported beside).
 BASELINES = tuple(n for n, m in METHODS.items() if m.baseline and n != "length")
+# The competing detectors (not heuristics) ours is compared against as well.
+REFERENCES = tuple(n for n, m in METHODS.items() if m.reference)
+_EXPAND = {"@spectral": spectral_feature_names, "@row_means": row_mean_names}
 
 
 def method_columns(method: Method, df: pl.DataFrame) -> list[str]:
     cols: list[str] = []
     for c in method.columns:
-        cols.extend(spectral_feature_names(df) if c == "@spectral" else [c])
+        cols.extend(_EXPAND[c](df) if c in _EXPAND else [c])
     return cols
 
 
 def matrix(df: pl.DataFrame, cols: Sequence[str]) -> np.ndarray:
+    """The float64 design matrix of ``cols``; a list or array column (a row mean) contributes
+    one column per element, NaN where the list is null or short (imputed in the fit)."""
     missing = [c for c in cols if c not in df.columns]
     if missing:
         raise KeyError(
@@ -63,7 +82,16 @@ def matrix(df: pl.DataFrame, cols: Sequence[str]) -> np.ndarray:
         )
     if not cols:
         return np.zeros((df.height, 0))
-    return df.select([pl.col(c).cast(pl.Float64) for c in cols]).to_numpy().astype(np.float64)
+    nested = [c for c in cols if isinstance(df.schema[c], (pl.List, pl.Array))]
+    if not nested:
+        return df.select([pl.col(c).cast(pl.Float64) for c in cols]).to_numpy().astype(np.float64)
+    blocks = [
+        pack_spectra(df[c].cast(pl.List(pl.Float64)))
+        if c in nested
+        else df[c].cast(pl.Float64).to_numpy().astype(np.float64)[:, None]
+        for c in cols
+    ]
+    return np.concatenate(blocks, axis=1)
 
 
 def subset(df: pl.DataFrame, setting: str) -> pl.DataFrame:
@@ -89,8 +117,10 @@ def cross_validate(
     from :func:`speaker_folds` seeded by ``derive_seed(seed, "detect", model)``; every LR is
     fitted on the training folds only (imputation medians and standardisation too). ``C``: the
     inverse L2 strength (default 1.0, scikit-learn's) or "cv" for an inner speaker-grouped
-    search over CS_GRID. Direct scores fill a missing value with the column's median over the
-    evaluated rows (label-free, so no leakage). Rows with a null label are dropped.
+    search over CS_GRID; a method with its own ``C`` (the probe: "cv", so that its thousands
+    of features get the regularisation the data call for) uses that. Direct scores fill a
+    missing value with the column's median over the evaluated rows (label-free, so no
+    leakage). Rows with a null label are dropped.
     """
     names = list(methods) if methods is not None else list(METHODS)
     unknown = sorted(set(names) - set(METHODS))
@@ -110,6 +140,8 @@ def cross_validate(
             for name in names:
                 m = METHODS[name]
                 X = matrix(sub, method_columns(m, sub))
+                if X.shape[1] == 0:
+                    raise ValueError(f"method {name!r}: no feature column in the frame")
                 s = np.empty(sub.height)
                 if m.kind == "direct":
                     v = clean(X[:, 0]) * DIRECT_SIGN[m.columns[0]]
@@ -118,7 +150,8 @@ def cross_validate(
                 else:
                     for f in np.unique(fold):
                         te = fold == f
-                        model_f = fit_linear(X[~te], y[~te], C, groups[~te])
+                        c = C if m.C is None else m.C
+                        model_f = fit_linear(X[~te], y[~te], c, groups[~te])
                         s[te] = model_f.decision(X[te])
                 out.append(
                     meta.with_columns(

@@ -58,6 +58,8 @@ def fit_detector(
     m = METHODS[method]
     if m.kind != "lr":
         raise ValueError(f"method {method!r} is not a fitted model")
+    if "@row_means" in m.columns:  # its thousands of features are not a per-name JSON model
+        raise ValueError(f"method {method!r} is evaluated out of fold, not saved as a detector")
     if model is None:
         models = df["model"].unique().to_list()
         if len(models) != 1:

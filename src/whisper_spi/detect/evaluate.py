@@ -10,7 +10,7 @@ import polars as pl
 from whisper_spi import schemas
 from whisper_spi.analysis.bootstrap import count_blocks, percentile_interval
 from whisper_spi.analysis.markdown import number, with_interval
-from whisper_spi.detect.crossval import BASELINES, METHODS
+from whisper_spi.detect.crossval import BASELINES, METHODS, REFERENCES
 from whisper_spi.io import derive_seed, stable_hash
 
 __all__ = ["comparison_table", "evaluate", "markdown_report", "results_table"]
@@ -56,9 +56,12 @@ def evaluate(
     for every method of a (model, setting) (a paired bootstrap), from
     ``default_rng([derive_seed(seed, "detect", model), stable_hash(setting)])``. CIs are
     percentile intervals of coverage ``ci``. The comparison has one row per (ours-family
-    method, baseline); ``best_baseline`` marks the heuristic baseline with the highest point
-    AUROC (chosen on the same data, which favours the baseline). ``p_boot`` is the fraction
-    of replicates where ours does not beat the baseline (d_auroc <= 0).
+    method, baseline), the baselines being the heuristics and the reference detectors
+    (:data:`~whisper_spi.detect.crossval.REFERENCES`: the decoder-state probe), which are
+    compared against, not with the heuristics; ``best_baseline`` marks the heuristic baseline
+    with the highest point AUROC (chosen on the same data, which favours the baseline).
+    ``p_boot`` is the fraction of replicates where ours does not beat the baseline
+    (d_auroc <= 0).
     """
     if not 0 < ci < 1:
         raise ValueError(f"ci must be in (0, 1), got {ci!r}")
@@ -112,11 +115,12 @@ def evaluate(
             )
         heur = [m for m in names if m in BASELINES and np.isfinite(point[m][0][0])]
         best = max(heur, key=lambda m: point[m][0][0]) if heur else None
+        against = {n for n, meth in METHODS.items() if meth.baseline} | set(REFERENCES)
         for m in names:
-            if m in METHODS and METHODS[m].baseline:
+            if m in against:
                 continue
             for b in names:
-                if not (b in METHODS and METHODS[b].baseline):
+                if b not in against:
                     continue
                 da = boot[m][0] - boot[b][0]
                 dp = boot[m][1] - boot[b][1]
@@ -187,10 +191,28 @@ def markdown_report(results: pl.DataFrame, comparison: pl.DataFrame) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in comparison.filter(pl.col("best_baseline")).iter_rows(named=True):
-        out.append(
-            f"| {r['model']} | {r['setting']} | {r['method']} | {r['baseline']} | "
-            f"{with_interval(r['d_auroc'], r['d_auroc_lo'], r['d_auroc_hi'], '.3f')} | "
-            f"{with_interval(r['d_auprc'], r['d_auprc_lo'], r['d_auprc_hi'], '.3f')} | "
-            f"{number(r['p_boot'], '.3f')} |"
-        )
+        out.append(_comparison_line(r))
+    probe = comparison.filter(pl.col("baseline").is_in(list(REFERENCES)))
+    if probe.height:
+        out += [
+            "",
+            "## Ours minus the decoder-state probe (paired bootstrap)",
+            "",
+            "The probe: an L2 logistic regression on the row means of every captured layer and "
+            "component (the same decodes, the same speaker folds; C chosen by an inner "
+            "speaker-grouped search).",
+            "",
+            "| model | setting | method | reference | ΔAUROC | ΔAUPRC | p_boot |",
+            "|---|---|---|---|---|---|---|",
+            *[_comparison_line(r) for r in probe.iter_rows(named=True)],
+        ]
     return "\n".join(out) + "\n"
+
+
+def _comparison_line(r: dict) -> str:
+    return (
+        f"| {r['model']} | {r['setting']} | {r['method']} | {r['baseline']} | "
+        f"{with_interval(r['d_auroc'], r['d_auroc_lo'], r['d_auroc_hi'], '.3f')} | "
+        f"{with_interval(r['d_auprc'], r['d_auprc_lo'], r['d_auprc_hi'], '.3f')} | "
+        f"{number(r['p_boot'], '.3f')} |"
+    )

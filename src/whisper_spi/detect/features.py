@@ -2,7 +2,9 @@
 
 Spectral features ``L{layer}_{component}_{observable}_k{K}`` of the full-length spectra
 (computed by the :func:`whisper_spi.analysis.observables.observables` kernel, as layer_metrics
-does), the decoded length ``n_rows`` (T), the label and Whisper's heuristics.
+does), the decoded length ``n_rows`` (T), the label and Whisper's heuristics, and for the
+decoder-state probe the full-length row means ``L{layer}_{component}_row_mean`` (one list
+column of d floats per layer and component: the mean of the T rows the spectrum is of).
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ from whisper_spi.registry import CLEAN, COMPONENTS, OBSERVABLES
 from whisper_spi.text import HALLUCINATION_WER
 
 __all__ = ["HEURISTICS", "KEYS", "META", "features", "features_from_capture",
-           "spectral_feature_names"]  # fmt: skip
+           "row_mean_names", "spectral_feature_names"]  # fmt: skip
 
 KEYS = ("model", "condition", "utt_id")
 HEURISTICS = ("avg_logprob", "compression_ratio", "no_speech_prob")
 META = ("speaker", "hallucination", "wer", "n_tokens", "hit_max_length", *HEURISTICS, "n_rows")
 _TRANSCRIPT = ("speaker", "wer", "n_tokens", "hit_max_length", *HEURISTICS)
 _FEATURE_RE = re.compile(rf"^L(\d+)_(.+)_({'|'.join(OBSERVABLES)})_k(\d+)$")
+_ROW_MEAN_RE = re.compile(r"^L(\d+)_(.+)_row_mean$")
+_ROW_MEAN = pl.List(pl.Float32)  # the spectra contract's row_mean type
 _CHUNK_ELEMENTS = 1 << 22  # packed values per chunk: bounded memory whatever the count
 _FILES_PER_SCAN = 64
 
@@ -64,6 +68,33 @@ def spectral_feature_names(df: pl.DataFrame | Sequence[str]) -> list[str]:
     return sorted((c for c in cols if _FEATURE_RE.match(c)), key=_feature_order)
 
 
+def _row_mean_order(name: str) -> tuple:
+    m = _ROW_MEAN_RE.match(name)
+    assert m is not None
+    layer, comp = m.groups()
+    return int(layer), COMPONENTS.index(comp) if comp in COMPONENTS else len(COMPONENTS), comp
+
+
+def row_mean_names(df: pl.DataFrame | Sequence[str]) -> list[str]:
+    """The ``L{layer}_{component}_row_mean`` (list) columns of a features frame, in order."""
+    cols = df.columns if isinstance(df, pl.DataFrame) else list(df)
+    return sorted((c for c in cols if _ROW_MEAN_RE.match(c)), key=_row_mean_order)
+
+
+def _wide_row_means(means: pl.DataFrame) -> pl.DataFrame:
+    """Full-length (KEYS, layer, component, row_mean) rows -> one row per utterance with a
+    ``L{layer}_{component}_row_mean`` list column each (null where a decode has none)."""
+    named = means.select(
+        *KEYS,
+        pl.format("L{}_{}_row_mean", pl.col("layer"), pl.col("component")).alias("feature"),
+        pl.col("row_mean").cast(_ROW_MEAN),
+    )
+    if named.height == 0:
+        return pl.DataFrame(schema={k: pl.String for k in KEYS})
+    wide = named.pivot(on="feature", index=list(KEYS), values="row_mean")
+    return wide.select(*KEYS, *[pl.col(n).cast(_ROW_MEAN) for n in row_mean_names(wide)])
+
+
 def _wide(long: pl.DataFrame) -> pl.DataFrame:
     """Long observables -> one row per utterance: ``L{layer}_{component}_{obs}_k{K}`` + n_rows."""
     key_cols = [*KEYS, "layer", "component"]
@@ -90,9 +121,12 @@ def _wide(long: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _assemble(long: pl.DataFrame, transcripts: pl.LazyFrame, threshold: float) -> pl.DataFrame:
-    """Long observables + transcripts -> the features frame (shared by both entry points)."""
-    wide = _wide(long)
+def _assemble(
+    long: pl.DataFrame, means: pl.DataFrame, transcripts: pl.LazyFrame, threshold: float
+) -> pl.DataFrame:
+    """Long observables, row means + transcripts -> the features frame (both entry points)."""
+    # the same full-length rows as ``long``, whose duplicate check covers them
+    wide = _wide(long).join(_wide_row_means(means), on=list(KEYS), how="left")
     tr = transcripts.select(
         *[pl.col(k).cast(pl.String) for k in KEYS],
         pl.col("speaker").cast(pl.String),
@@ -106,7 +140,7 @@ def _assemble(long: pl.DataFrame, transcripts: pl.LazyFrame, threshold: float) -
     if dup.height:
         raise ValueError(f"duplicate transcript rows, e.g. {dup.row(0, named=True)}")
     meta = [m for m in META if m != "n_rows"]
-    feats = [c for c in wide.columns if c not in (*KEYS, "n_rows")]
+    feats = [*spectral_feature_names(wide), *row_mean_names(wide)]
     out = tr.join(wide, on=list(KEYS), how="inner").select(*KEYS, *meta, "n_rows", *feats)
     return out.sort(list(KEYS))
 
@@ -119,12 +153,13 @@ def features(
     threshold: float = HALLUCINATION_WER,
     stressed_only: bool = False,
 ) -> pl.DataFrame:
-    """One row per decoded utterance (model, condition, utt_id): KEYS, META, then the spectral
-    features (sorted by layer, component, observable, K) of the full-length spectra.
+    """One row per decoded utterance (model, condition, utt_id): KEYS, META, the spectral
+    features (sorted by layer, component, observable, K) of the full-length spectra, then
+    their row means (list columns, sorted by layer and component; see :func:`row_mean_names`).
 
     hallucination = wer > ``threshold`` (null when wer is). Utterances need both a transcript
     and spectra; a missing layer/component is null. ``stressed_only`` drops the clean
-    decodes. The files are scanned a group at a time (never ``row_mean``).
+    decodes. The files are scanned a group at a time, only the full-length rows kept.
     """
     opts = options or ObservableOptions()
     spaths = [str(p) for p in spectra_paths]
@@ -133,8 +168,8 @@ def features(
     keep = pl.col("prefix") == 0
     if stressed_only:
         keep = keep & (pl.col("condition") != CLEAN)
-    cols = [*KEYS, "layer", "component", "n_rows", "sv"]
-    longs = []
+    cols = [*KEYS, "layer", "component", "n_rows", "sv", "row_mean"]
+    longs, means = [], []
     for lo in range(0, len(spaths), _FILES_PER_SCAN):
         part = (
             schemas.scan_parquet(spaths[lo : lo + _FILES_PER_SCAN], "spectra", [*cols, "prefix"])
@@ -142,11 +177,12 @@ def features(
             .select(cols)
             .collect()
         )
-        longs.append(_long_observables(part, opts))
+        longs.append(_long_observables(part.drop("row_mean"), opts))
+        means.append(part.select(*KEYS, "layer", "component", "row_mean"))
     tr = schemas.scan_parquet(transcripts_paths, "transcripts", [*KEYS, *_TRANSCRIPT])
     if stressed_only:
         tr = tr.filter(pl.col("condition") != CLEAN)
-    out = _assemble(pl.concat(longs), tr, threshold)
+    out = _assemble(pl.concat(longs), pl.concat(means), tr, threshold)
     if out.height == 0:
         raise ValueError("features: no utterance has both a transcript and spectra")
     return out
@@ -181,6 +217,15 @@ def features_from_capture(
                 [np.asarray(r["sv"], dtype=np.float64).tolist() for r in rows],
                 dtype=pl.List(pl.Float64),
             ),
+            "row_mean": pl.Series(
+                [
+                    None
+                    if r.get("row_mean") is None
+                    else np.asarray(r["row_mean"], dtype=np.float32).tolist()
+                    for r in rows
+                ],
+                dtype=_ROW_MEAN,
+            ),
         }
     )
     trs = [transcript_rows] if isinstance(transcript_rows, Mapping) else list(transcript_rows)
@@ -194,4 +239,5 @@ def features_from_capture(
             **{h: pl.Float64 for h in HEURISTICS},
         },
     )
-    return _assemble(_long_observables(spectra, opts), tr.lazy(), threshold)
+    means = spectra.select(*KEYS, "layer", "component", "row_mean")
+    return _assemble(_long_observables(spectra.drop("row_mean"), opts), means, tr.lazy(), threshold)

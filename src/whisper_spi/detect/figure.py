@@ -1,4 +1,4 @@
-"""ROC curves of the detector and the baselines."""
+"""ROC curves of the detector, the decoder-state probe and the baselines."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from whisper_spi.detect.crossval import METHODS
 __all__ = ["FIGURE_METHODS", "roc_figure"]
 
 FIGURE_METHODS = (
-    "ours", "ours_no_T", "avg_logprob", "compression_ratio", "no_speech_prob",
+    "ours", "ours_no_T", "probe", "avg_logprob", "compression_ratio", "no_speech_prob",
     "heuristics_lr", "length",
 )  # fmt: skip
 

@@ -86,7 +86,7 @@ def _gated(plain: pl.DataFrame, opts: FallbackOptions) -> pl.DataFrame:
 def arms_frame(
     plain: pl.DataFrame,
     mitigated: pl.DataFrame,
-    partners: Mapping[str, Sequence[str]],
+    partners: Mapping[tuple[str, str], Sequence[str]],
     references: Mapping[str, str],
     threshold: float,
     opts: FallbackOptions = OPENAI,
@@ -419,10 +419,9 @@ def run_mitigation(
     edited = (
         schemas.scan_parquet(mitigated, "mitigation_transcripts").collect() if mitigated else None
     )
-    partners: dict[str, list[str]] = {}
+    partners: dict[tuple[str, str], list[str]] = {}
     for path in stress_manifests:
-        manifest = schemas.scan_parquet([path], "stress_manifest").collect()
-        partners |= mix_partners(manifest.filter(pl.col("stress") == "speaker_mix"))
+        partners |= mix_partners(schemas.scan_parquet([path], "stress_manifest").collect())
     corpus = schemas.scan_parquet([corpus_manifest], "manifest").collect()
     references = dict(corpus.select("utt_id", "text").iter_rows())
     if edited is None:

@@ -25,6 +25,7 @@ from whisper_spi.captions import captions
 from whisper_spi.registry import HELL, OBSERVABLE_SPECS, PAPER_OBSERVABLES
 from whisper_spi.report.findings import FAILS, FAMILIES, HOLDS, RULE, VERDICTS, _shown
 from whisper_spi.report.html import _caption, _esc, _figure_html, _frame_html
+from whisper_spi.report.levels import levels_html
 from whisper_spi.report.mitigation import MITIGATION_FIGURES, mitigation_html
 from whisper_spi.report.taxonomy import TAXONOMY_FIGURES, taxonomy_html
 from whisper_spi.skipped import unreached_line, unreached_prefixes
@@ -43,7 +44,7 @@ _THEORY_SHOWN = (
 
 # Captions of the figures the sections beyond the paper bring (keyed by the PNG's stem).
 EXTRA_FIGURES: dict[str, str] = {
-    **captions("roc", "theory_phase"),
+    **captions("roc", "theory_phase", "levels"),
     **TAXONOMY_FIGURES,
     **MITIGATION_FIGURES,
 }
@@ -447,7 +448,11 @@ def _extra_html(
     title: str, table: str | Path, png: str | Path | None, comparison: pl.DataFrame | None
 ) -> str:
     df = schemas.read_csv(table)  # whichever table's contract its header names
-    if (typed := taxonomy_html(df)) is not None or (typed := mitigation_html(df)) is not None:
+    if (
+        (typed := taxonomy_html(df)) is not None
+        or (typed := mitigation_html(df)) is not None
+        or (typed := levels_html(df)) is not None
+    ):
         body = typed
     elif {"method", "auroc"} <= set(df.columns):
         body = _detection_html(df, comparison)

@@ -295,3 +295,29 @@ add(
         ),
     )
 )
+
+add(
+    Contract(
+        "levels",
+        "tables/levels.csv",
+        "Graded stress (whisper_spi.analysis.levels): per model, stress and level, the "
+        "hallucination rate over every decode (quantity hallucination_rate) and each "
+        "observable's mean delta at the final decoder layer (full length, the figures' K) "
+        "over every pair or the hallucinated pairs; intervals resample whole speakers "
+        "(metrics.resample_unit). Rows run from the mildest level to the harshest.",
+        (
+            Col("model", STR, "model name"),
+            Col("stress", STR, _listing(STRESSES, "or")),
+            Col("condition", STR, "the stress at its own level, or <stress>@<level>"),
+            Col("level", F64, "time_stretch factor, speaker_mix speakers or gaussian_noise SNR dB"),
+            Col("paper", BOOL, "the stress's own level (Tables 1 and 2 use it)"),
+            Col("quantity", STR, f"hallucination_rate, or {_listing(OBSERVABLES, 'or')}"),
+            Col("component", STR, "decoder component of a delta (null for the rate)"),
+            Col("pairs", STR, "every or hallucinated: the pairs a delta averages (null: rate)"),
+            Col("n", I64, "decodes (rate) or pairs (delta)"),
+            Col("value", F64, f"the rate, or the mean delta ({_DELTA_DOC})"),
+            Col("ci_low", F64, "interval's lower end (null without resampling)"),
+            Col("ci_high", F64, "interval's upper end"),
+        ),
+    )
+)

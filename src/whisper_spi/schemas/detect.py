@@ -15,7 +15,12 @@ add(
         (
             Col("model", STR, "model name"),
             Col("setting", STR, _SETTING),
-            Col("method", STR, "ours, ours_no_T, ours+heuristics, or a heuristic baseline"),
+            Col(
+                "method",
+                STR,
+                "ours, ours_no_T, ours+heuristics, probe (the decoder-state probe: L2 LR on the "
+                "row means of every layer and component), or a heuristic baseline",
+            ),
             Col("auroc", F64, "area under the ROC curve (ties count 1/2)"),
             Col("auroc_lo", F64, "its bootstrap CI, lower"),
             Col("auroc_hi", F64, "its bootstrap CI, upper"),
@@ -32,12 +37,13 @@ add(
     Contract(
         "detect_comparison",
         "detect/{model}/comparison.csv",
-        "Paired bootstrap differences, each ours-family method minus each baseline.",
+        "Paired bootstrap differences, each ours-family method minus each heuristic baseline "
+        "and minus the decoder-state probe (baseline probe).",
         (
             Col("model", STR, "model name"),
             Col("setting", STR, _SETTING),
             Col("method", STR, "ours-family method"),
-            Col("baseline", STR, "baseline method"),
+            Col("baseline", STR, "heuristic baseline method, or probe"),
             Col("best_baseline", BOOL, "the heuristic baseline with the highest point AUROC"),
             Col("d_auroc", F64, "AUROC difference, method - baseline"),
             Col("d_auroc_lo", F64, "its bootstrap CI, lower"),

@@ -181,26 +181,33 @@ def classify(
     return label("fabrication")
 
 
-def mix_partners(stress_manifest: pl.DataFrame) -> dict[str, list[str]]:
-    """utt_id -> the utt_ids mixed into it, from a speaker_mix stress manifest's params."""
-    return {
-        utt_id: json.loads(params).get("partners", [])
-        for utt_id, params in stress_manifest.select("utt_id", "params").iter_rows()
-    }
+def mix_partners(stress_manifest: pl.DataFrame) -> dict[tuple[str, str], list[str]]:
+    """(condition, utt_id) -> the utt_ids mixed into it, from stress manifests' params (rows
+    with no partners, of other stresses, are left out). Keyed by condition too: each graded
+    speaker_mix level draws its own partners."""
+    out = {}
+    for condition, utt_id, params in stress_manifest.select(
+        "stress", "utt_id", "params"
+    ).iter_rows():
+        partners = json.loads(params).get("partners")
+        if partners:
+            out[condition, utt_id] = partners
+    return out
 
 
 def label_transcripts(
     transcripts: pl.DataFrame,
-    partners: Mapping[str, Sequence[str]],
+    partners: Mapping[tuple[str, str], Sequence[str]],
     references: Mapping[str, str],
     options: TaxonomyOptions = TaxonomyOptions(),
 ) -> pl.DataFrame:
     """One row per decoded utterance (contract ``taxonomy``): its type, HER, grounding and
     looping statistics. ``partners`` lists the other sources of speaker_mix utterances
-    (utt_id -> partner utt_ids), ``references`` their transcripts (utt_id -> text)."""
+    ((condition, utt_id) -> partner utt_ids; :func:`mix_partners`), ``references`` their
+    transcripts (utt_id -> text)."""
     rows = []
     for tr in transcripts.iter_rows(named=True):
-        others = partners.get(tr["utt_id"], []) if tr["condition"] == "speaker_mix" else []
+        others = partners.get((tr["condition"], tr["utt_id"]), [])
         label = classify(
             tr["reference"],
             tr["hypothesis"],

@@ -42,10 +42,11 @@ def label_files(
     speaker_mix utterances come from its stress manifests, their texts from the corpus."""
     transcripts = schemas.scan_parquet(transcripts_paths, "transcripts", _TRANSCRIPT)
     transcripts = transcripts.select(_TRANSCRIPT).sort("condition", "utt_id").collect()
-    partners: dict[str, list[str]] = {}
+    partners: dict[tuple[str, str], list[str]] = {}
     if mix_manifests:
-        manifest = schemas.scan_parquet(mix_manifests, "stress_manifest", ["utt_id", "params"])
-        partners = mix_partners(manifest.select("utt_id", "params").collect())
+        columns = ["stress", "utt_id", "params"]
+        manifest = schemas.scan_parquet(mix_manifests, "stress_manifest", columns)
+        partners = mix_partners(manifest.select(columns).collect())
     corpus = schemas.scan_parquet([corpus_manifest], "manifest", ["utt_id", "text"])
     references = dict(corpus.select("utt_id", "text").collect().iter_rows())
     return label_transcripts(transcripts, partners, references, options)
