@@ -274,6 +274,35 @@ def test_mitigation_claims():
     assert out[1]["n_needed"] == math.ceil(30 * (0.15 / 0.1) ** 2)
 
 
+def test_mitigation_claims_on_non_speech_and_for_each_baseline():
+    def row(method, strength, cond, d, lo, hi, metric="hallucination_rate"):
+        return {"model": "base", "method": method, "strength": strength, "condition": cond,
+                "metric": metric, "value": 0.5, "lo": 0.4, "hi": 0.6, "best": "faster_vad",
+                "d_best": d, "db_lo": lo, "db_hi": hi, "d_plain": d, "dp_lo": lo, "dp_hi": hi,
+                "n": 150 if cond == "nonspeech" else 60, "n_speakers": 7, "n_boot": 100}  # fmt: skip
+
+    frame = schemas.frame_from_rows([
+        row("faster_vad", math.nan, "stressed", 0.0, 0.0, 0.0),  # the best: no line
+        row("gating", math.nan, "stressed", 0.0, -0.02, 0.03),  # ties the best
+        row("fallback", math.nan, "nonspeech", 0.3, 0.2, 0.4),  # worse than the best
+        row("fallback", math.nan, "clean", 0.002, 0.0, 0.004, metric="wer"),
+        row("self_damp", 0.5, "nonspeech", -0.1, -0.2, -0.05),
+        row("plain", 0.0, "nonspeech", 0.5, 0.4, 0.6),  # not a baseline users have
+        row("gating", math.nan, "silence", 0.5, 0.4, 0.6),  # one input: the pooled cell only
+    ], "mitigation")  # fmt: skip
+    out = fd.mitigation_claims(frame)
+    got = [(r["condition"], r["claim"].split(" ")[0:3], r["direction"], r["verdict"]) for r in out]
+    assert got == [
+        ("stressed", ["the", "baseline", "gating"], ABOVE, UNDECIDED),
+        ("nonspeech", ["self_damp", "at", "strength"], BELOW, HOLDS),
+        ("nonspeech", ["the", "baseline", "fallback"], ABOVE, HOLDS),
+    ]  # fmt: skip
+    assert "non-speech hallucination rate below the best baseline" in out[1]["claim"]
+    assert "than the best baseline users have, faster_vad" in out[2]["claim"]
+    assert "clean WER vs it +0.002 [+0.000, +0.004]" in out[2]["note"]
+    assert out[1]["n_unit"] == "items" and out[0]["n_unit"] == "utterances"
+
+
 def test_error_type_claims():
     def row(setting, pos, neg, auroc, lo, hi, n_pos, n_neg, method="ours"):
         return {"model": "tiny", "setting": setting, "positive": pos, "negative": neg,

@@ -124,3 +124,14 @@ def test_rate_interval_covers_the_true_rate_when_speakers_differ():
         # the population rate: the clipped speaker rates' mean, near p (clipping is rare)
         hits += row["ci_low"] <= p <= row["ci_high"]
     assert 0.80 <= hits / trials <= 0.97
+
+
+def test_condition_order_puts_each_level_after_its_stress_mildest_first():
+    from whisper_spi.registry import condition_order
+
+    got = condition_order(
+        ["silence", "gaussian_noise@5", "gaussian_noise", "gaussian_noise@20", "clean",
+         "speaker_mix@4", "speaker_mix@2", "zzz", "speaker_mix", "silence"]
+    )  # fmt: skip
+    assert got == ["clean", "speaker_mix", "speaker_mix@2", "speaker_mix@4", "gaussian_noise",
+                   "gaussian_noise@20", "gaussian_noise@5", "silence", "zzz"]  # fmt: skip

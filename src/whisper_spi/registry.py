@@ -42,6 +42,7 @@ __all__ = [
     "TRANSCRIBE",
     "USER_BASELINES",
     "Observable",
+    "condition_order",
     "graded_condition",
     "split_condition",
 ]
@@ -121,6 +122,24 @@ LEVEL_SEP = "@"
 def graded_condition(stress: str, level: float) -> str:
     """The condition of ``stress`` at an extra ``level``: ``gaussian_noise@-5``."""
     return f"{stress}{LEVEL_SEP}{level:g}"
+
+
+def condition_order(conditions) -> list[str]:
+    """The distinct ``conditions`` in the one display order: clean, each stress followed by
+    its graded levels (mildest first), the non-speech inputs, then unknown names sorted."""
+    known = (*CONDITIONS, *NONSPEECH_PARAMS)
+
+    def key(condition: str) -> tuple:
+        name, _, level = condition.partition(LEVEL_SEP)
+        if name not in known or (level and name not in GRADED_PARAM):
+            return (len(known), 0, 0.0, condition)
+        try:
+            harshness = HARSHER[name] * float(level) if level else 0.0
+        except ValueError:
+            return (len(known), 0, 0.0, condition)
+        return (known.index(name), 1 if level else 0, harshness, condition)
+
+    return sorted(set(conditions), key=key)
 
 
 def split_condition(condition: str) -> tuple[str, float | None]:

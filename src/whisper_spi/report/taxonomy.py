@@ -7,7 +7,7 @@ import polars as pl
 
 from whisper_spi.analysis.markdown import with_interval
 from whisper_spi.captions import captions
-from whisper_spi.registry import CONDITIONS, NONSPEECH
+from whisper_spi.registry import condition_order
 from whisper_spi.report.html import _frame_html
 from whisper_spi.taxonomy.labels import TYPES
 
@@ -17,8 +17,7 @@ TAXONOMY_FIGURES = captions("taxonomy")
 
 
 def _counts(df: pl.DataFrame) -> str:
-    names = dict.fromkeys([*CONDITIONS, *NONSPEECH, *sorted(set(df["condition"]))])
-    order = {c: i for i, c in enumerate(names)}
+    order = {c: i for i, c in enumerate(condition_order(df["condition"]))}
     wide = (
         df.pivot(on="type", index=["model", "condition"], values="n")
         .with_columns(decodes=pl.sum_horizontal(list(TYPES)))
@@ -64,11 +63,13 @@ def taxonomy_html(df: pl.DataFrame) -> str | None:
     if {"n_hallucinated", "rate"} <= cols:
         return _frame_html(
             df,
-            "Non-speech inputs (silence: digital zero or -60 dBFS noise; noise_only: white "
-            "or pink noise; environmental: music jingles and event sounds of Debian's "
-            "oxygen-sounds and sound-theme-freedesktop), each of a corpus utterance's length: "
-            "nothing is said, so any non-empty transcript is a hallucination. rate = "
-            "n_hallucinated / n_decodes; n_looping of those loop.",
+            "Non-speech inputs (silence: digital zero or low-level noise; noise_only: white "
+            "or pink noise; environmental: real recordings, by default music jingles and "
+            "event sounds of Debian's oxygen-sounds and sound-theme-freedesktop, or the "
+            "files of nonspeech.environmental.folder; each item's parameters and source file "
+            "are in its stress manifest), each of a corpus utterance's length: nothing is "
+            "said, so any non-empty transcript is a hallucination. rate = n_hallucinated / "
+            "n_decodes; n_looping of those loop.",
         )
     if {"hypothesis", "n_decodes"} <= cols:
         return _frame_html(

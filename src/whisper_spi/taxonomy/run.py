@@ -12,7 +12,7 @@ import polars as pl
 from whisper_spi import schemas
 from whisper_spi.charts import save_chart
 from whisper_spi.io import atomic_path
-from whisper_spi.registry import CONDITIONS, NONSPEECH
+from whisper_spi.registry import condition_order
 from whisper_spi.taxonomy.labels import (
     TYPES,
     TaxonomyOptions,
@@ -54,8 +54,7 @@ def label_files(
 
 def taxonomy_chart(counts: pl.DataFrame) -> alt.Chart:
     """Stacked bars: the share of each type per condition, one row of panels per model."""
-    order = list(dict.fromkeys([*CONDITIONS, *NONSPEECH, *sorted(counts["condition"].unique())]))
-    present = [c for c in order if c in set(counts["condition"])]
+    present = condition_order(counts["condition"])
     data = counts.with_columns(type_rank=pl.col("type").replace_strict(TYPES, range(len(TYPES))))
     return (
         alt.Chart(data)
