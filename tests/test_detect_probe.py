@@ -13,6 +13,7 @@ from whisper_spi.detect import model as dmodel
 from whisper_spi.detect.by_type import METHODS_BY_TYPE, auroc_by_type
 from whisper_spi.detect.figure import FIGURE_METHODS
 from whisper_spi.report import findings as fd
+from whisper_spi.report import verdicts as vd
 
 LAYERS, COMPS, D = (0, 1), ("cross_attn", "ffn"), 6
 
@@ -88,7 +89,7 @@ def test_probe_finds_a_direction_the_spectra_do_not_carry():
     assert row["d_auroc"] == pytest.approx(ours["auroc"] - probe["auroc"], abs=1e-12)
     assert row["d_auroc_hi"] < 0  # the probe is better, and the interval says so
     claim = [r for r in fd.detector_claims(cmp) if "probe" in r["claim"]]
-    assert [r["verdict"] for r in claim] == [fd.FAILS]
+    assert [r["verdict"] for r in claim] == [vd.FAILS]
 
 
 def test_noise_row_means_give_a_chance_probe():
@@ -101,7 +102,7 @@ def test_noise_row_means_give_a_chance_probe():
     row = _probe_row(cmp)
     assert row["d_auroc_lo"] > 0
     claim = [r for r in fd.detector_claims(cmp) if "probe" in r["claim"]]
-    assert [r["verdict"] for r in claim] == [fd.HOLDS]
+    assert [r["verdict"] for r in claim] == [vd.HOLDS]
 
 
 # --------------------------------------------------------------------------- folds, order

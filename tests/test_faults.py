@@ -151,7 +151,8 @@ def test_resume_reruns_only_unfinished_jobs(resumed):
     rerun = resumed["rerun"]
     jobs = job_counts(rerun)
     assert "corpus" not in jobs and "stress" not in jobs  # finished before the kill
-    n_shards = 11  # 4 conditions x 2 shards of 5 utterances + 3 non-speech inputs x 1 shard
+    # (4 conditions + 2 graded levels) x 2 shards of 5 utterances + 3 non-speech inputs x 1
+    n_shards = 15
     assert resumed["finished_before_kill"] and resumed["killed_during"]
     assert 1 <= jobs["decode_tiny_en"] <= n_shards - len(resumed["finished_before_kill"])
     results = resumed["workdir"] / "results" / "decode"

@@ -12,8 +12,9 @@ import pytest
 
 from whisper_spi import schemas
 from whisper_spi.report import findings as fd
-from whisper_spi.report.findings import ABOVE, BELOW, FAILS, HOLDS, NOT_RUN, UNDECIDED
+from whisper_spi.report import verdicts as vd
 from whisper_spi.report.sections import findings_html
+from whisper_spi.report.verdicts import ABOVE, BELOW, FAILS, HOLDS, NOT_RUN, UNDECIDED
 
 # --------------------------------------------------------------------------- verdict
 
@@ -46,14 +47,14 @@ from whisper_spi.report.sections import findings_html
     ],
 )
 def test_verdict(lo, hi, direction, threshold, n, want):
-    assert fd.verdict(lo, hi, direction, threshold, n) == want
+    assert vd.verdict(lo, hi, direction, threshold, n) == want
 
 
 def test_verdict_minimum_and_direction_are_checked():
-    assert fd.verdict(1.0, 2.0, ABOVE, 0.0, n=4, n_min=5) == UNDECIDED
-    assert fd.verdict(1.0, 2.0, ABOVE, 0.0, n=5, n_min=5) == HOLDS
+    assert vd.verdict(1.0, 2.0, ABOVE, 0.0, n=4, n_min=5) == UNDECIDED
+    assert vd.verdict(1.0, 2.0, ABOVE, 0.0, n=5, n_min=5) == HOLDS
     with pytest.raises(ValueError, match="direction"):
-        fd.verdict(1.0, 2.0, "positive")
+        vd.verdict(1.0, 2.0, "positive")
 
 
 # --------------------------------------------------------------------------- power
@@ -65,30 +66,30 @@ def test_power_n_matches_the_closed_form_of_a_normal_interval():
     z, sigma, effect = 1.959964, 2.0, 0.3
     for n in (20, 40, 80):
         w = z * sigma / math.sqrt(n)
-        got = fd.power_n(effect, effect - w, effect + w, n)
+        got = vd.power_n(effect, effect - w, effect + w, n)
         assert got == math.ceil((z * sigma / effect) ** 2)  # 171
-        assert fd.verdict(effect - w, effect + w, ABOVE, 0.0, n) == UNDECIDED
+        assert vd.verdict(effect - w, effect + w, ABOVE, 0.0, n) == UNDECIDED
 
 
 def test_power_n_uses_the_side_facing_the_threshold():
     # value 1 > threshold 0: the lower end faces it, w = 1 - (-1) = 2, e = 1: 50 * 4
-    assert fd.power_n(1.0, -1.0, 3.0, 50) == 200
+    assert vd.power_n(1.0, -1.0, 3.0, 50) == 200
     # value -0.5 < 0: the upper end faces it, w = 1.5, e = 0.5: 10 * 9
-    assert fd.power_n(-0.5, -0.6, 1.0, 10) == 90
+    assert vd.power_n(-0.5, -0.6, 1.0, 10) == 90
     # a chance level as threshold: e = 0.02 - 0.01, w = 0.02 - 0.005
-    assert fd.power_n(0.02, 0.005, 0.04, 100, threshold=0.01) == 225
+    assert vd.power_n(0.02, 0.005, 0.04, 100, threshold=0.01) == 225
 
 
 def test_power_n_floor_and_what_is_not_estimable():
-    assert fd.power_n(2.0, 1.0, 3.0, 4) == fd.N_MIN  # decided interval, n too small
-    assert fd.power_n(2.0, 1.0, 3.0, 4, n_min=5) == 5
-    assert fd.power_n(0.0, -1.0, 1.0, 50) is None  # effect 0
-    assert fd.power_n(5.0, 5.0, 5.0, 1) is None  # zero spread
-    assert fd.power_n(math.nan, -1.0, 1.0, 50) is None
-    assert fd.power_n(1.0, None, 2.0, 50) is None
-    assert fd.power_n(1.0, -1.0, 2.0, 0) is None
-    assert fd.power_n(1.0, -1.0, 2.0, 50, threshold=math.nan) is None  # no chance level
-    assert fd.verdict(1.0, 2.0, ABOVE, math.nan, 50) == UNDECIDED
+    assert vd.power_n(2.0, 1.0, 3.0, 4) == vd.N_MIN  # decided interval, n too small
+    assert vd.power_n(2.0, 1.0, 3.0, 4, n_min=5) == 5
+    assert vd.power_n(0.0, -1.0, 1.0, 50) is None  # effect 0
+    assert vd.power_n(5.0, 5.0, 5.0, 1) is None  # zero spread
+    assert vd.power_n(math.nan, -1.0, 1.0, 50) is None
+    assert vd.power_n(1.0, None, 2.0, 50) is None
+    assert vd.power_n(1.0, -1.0, 2.0, 0) is None
+    assert vd.power_n(1.0, -1.0, 2.0, 50, threshold=math.nan) is None  # no chance level
+    assert vd.verdict(1.0, 2.0, ABOVE, math.nan, 50) == UNDECIDED
 
 
 # --------------------------------------------------------------------------- claim builders
@@ -279,7 +280,8 @@ def test_mitigation_claims_on_non_speech_and_for_each_baseline():
         return {"model": "base", "method": method, "strength": strength, "condition": cond,
                 "metric": metric, "value": 0.5, "lo": 0.4, "hi": 0.6, "best": "faster_vad",
                 "d_best": d, "db_lo": lo, "db_hi": hi, "d_plain": d, "dp_lo": lo, "dp_hi": hi,
-                "n": 150 if cond == "nonspeech" else 60, "n_speakers": 7, "n_boot": 100}  # fmt: skip
+                "n": 150 if cond == "nonspeech" else 60, "n_speakers": 7,
+                "n_boot": 100}  # fmt: skip
 
     frame = schemas.frame_from_rows([
         row("faster_vad", math.nan, "stressed", 0.0, 0.0, 0.0),  # the best: no line
@@ -326,14 +328,14 @@ def test_error_type_claims():
     ]  # fmt: skip
     assert out[0]["threshold"] == 0.5 and "setting all: 0.950, holds" in out[0]["note"]
     assert out[1]["claim"].startswith("fabrication carries the spectral signature")
-    assert out[2]["n"] == 3 and out[2]["n_needed"] == fd.N_MIN
+    assert out[2]["n"] == 3 and out[2]["n_needed"] == vd.N_MIN
     assert out[3]["n_needed"] is None and "not estimable" in out[3]["note"]
 
 
 def test_build_findings_keeps_its_contract_and_writes_csv_and_markdown(tmp_path):
     frame = fd.build_findings(_tables(), theory=_theory(8))
     assert frame.columns == schemas.contract("findings").names
-    assert frame["family"].to_list()[0] == "paper" and set(frame["verdict"]) <= set(fd.VERDICTS)
+    assert frame["family"].to_list()[0] == "paper" and set(frame["verdict"]) <= set(vd.VERDICTS)
     fd.write_findings(frame, tmp_path / "findings.csv")
     back = schemas.read_csv(tmp_path / "findings.csv", "findings")
     assert back.height == frame.height
@@ -359,7 +361,7 @@ def test_every_claim_of_a_workflow_run_gets_a_line_and_a_valid_verdict(workflow_
     assert written.select("claim", "model", "verdict").equals(
         frame.select("claim", "model", "verdict")
     )
-    assert set(frame["verdict"]) <= set(fd.VERDICTS)
+    assert set(frame["verdict"]) <= set(vd.VERDICTS)
     undecided = frame.filter(pl.col("verdict") == UNDECIDED)
     assert undecided.filter(pl.col("n_needed").is_null() & ~pl.col("note").str.contains(
         "not estimable")).height == 0  # fmt: skip

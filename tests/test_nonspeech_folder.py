@@ -15,10 +15,11 @@ import pytest
 import soundfile as sf
 
 from whisper_spi.config import validate
-from whisper_spi.corpus import stress
+from whisper_spi.corpus import nonspeech, stress
 from whisper_spi.corpus.manifest import write_manifest
 from whisper_spi.corpus.stress import apply_stress, n_shards, write_stress_shard
 from whisper_spi.errors import AudioError, ConfigError
+from whisper_spi.io import derive_seed
 
 SR = 16000
 SEED = 11
@@ -90,7 +91,7 @@ def _write_all(manifest: Path, out: Path, size: int, params: dict, condition="en
 
 
 def test_folder_listing_leaves_out_speech_hidden_and_other_files(folder: Path):
-    listing = stress.folder_recordings(folder)
+    listing = nonspeech.folder_recordings(folder)
     assert listing.paths == _used(folder)  # sorted by relative path
     assert (listing.speech, listing.other) == (2, 2)
 
@@ -101,7 +102,7 @@ def test_every_file_is_used_in_its_turn(folder: Path, manifest_path: Path, tmp_p
     assert log.count("named 'speech'") == n_shards(N_UTTERANCES, 3)  # once per shard job
     sources = [json.loads(p)["source"] for p in table["params"]]
     paths = _used(folder)
-    order = stress.recording_order(SEED, len(paths))
+    order = nonspeech.recording_order(SEED, len(paths))
     assert sorted(order) == list(range(len(paths)))
     assert sources == [paths[order[i % len(paths)]] for i in range(N_UTTERANCES)]
     counts = Counter(sources)
@@ -136,7 +137,7 @@ def test_same_items_whatever_the_shard_size(folder: Path, manifest_path: Path, t
 
 def test_default_recordings_take_turns_too():
     """The Debian packages' recordings follow the same permutation."""
-    paths = stress.environmental_recordings(stress.DEFAULT_PARAMS["environmental"]).paths
+    paths = nonspeech.environmental_recordings(stress.DEFAULT_PARAMS["environmental"]).paths
     wave = np.full(SR // 2, 0.1, np.float32)
     sources = [
         json.loads(apply_stress("environmental", wave, SR, f"u{i}", SEED, rank=i)[2])["source"]
@@ -171,10 +172,10 @@ def test_zero_level_range_leaves_noise_as_it_was():
     """[0, 0] (the default) draws the same noise as before the level existed."""
     wave = (0.05 * np.random.default_rng(4).standard_normal(SR)).astype(np.float32)
     out, _, applied = apply_stress("noise_only", wave, SR, "u", SEED)
-    rng = np.random.default_rng(stress.derive_seed(SEED, "noise_only", "u"))
+    rng = np.random.default_rng(derive_seed(SEED, "noise_only", "u"))
     color = ["white", "pink"][rng.integers(2)]
     rms = float(np.sqrt(np.mean(wave.astype(np.float64) ** 2)))
-    assert out.tobytes() == stress.noise_only(wave.size, color, rms, rng=rng).wave.tobytes()
+    assert out.tobytes() == nonspeech.noise_only(wave.size, color, rms, rng=rng).wave.tobytes()
     assert json.loads(applied)["color"] == color
 
 

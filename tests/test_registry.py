@@ -137,7 +137,7 @@ def test_the_config_schema_takes_every_condition_and_method_from_the_registry():
 
 def test_every_condition_has_an_implementation_and_its_defaults_come_from_the_registry():
     from whisper_spi.config import validate
-    from whisper_spi.corpus import stress
+    from whisper_spi.corpus import nonspeech, stress
 
     assert set(stress.APPLY) == {*registry.CONDITIONS, *registry.NONSPEECH}
     config = validate({"models": {"m": "dir:/x"}, "corpus": {"root": "demo"}})
@@ -146,7 +146,7 @@ def test_every_condition_has_an_implementation_and_its_defaults_come_from_the_re
     for name in registry.NONSPEECH:
         assert stress.DEFAULT_PARAMS[name] == config["nonspeech"][name]
     packages = registry.NONSPEECH_PARAMS["environmental"]["properties"]["packages"]
-    assert packages["items"]["enum"] == sorted(stress.RECORDINGS)
+    assert packages["items"]["enum"] == sorted(nonspeech.RECORDINGS)
 
 
 def test_a_stress_registered_at_runtime_reaches_the_schema_and_the_stress_stage(monkeypatch):
@@ -156,7 +156,7 @@ def test_a_stress_registered_at_runtime_reaches_the_schema_and_the_stress_stage(
     import numpy as np
 
     from whisper_spi import config
-    from whisper_spi.corpus import stress
+    from whisper_spi.corpus import stress, waves
 
     block = registry._block(
         "Halve the level.", gain=registry._param("number", 0.5, "Factor.", exclusiveMinimum=0)
@@ -167,7 +167,7 @@ def test_a_stress_registered_at_runtime_reaches_the_schema_and_the_stress_stage(
     assert validated["stresses"]["quiet"] == {"gain": 0.5}
     monkeypatch.setitem(stress.DEFAULT_PARAMS, "quiet", {"gain": 0.5})
     monkeypatch.setitem(
-        stress.APPLY, "quiet", lambda item: stress.Stressed(item.wave * item.params["gain"], 1.0)
+        stress.APPLY, "quiet", lambda item: waves.Stressed(item.wave * item.params["gain"], 1.0)
     )
     monkeypatch.setattr(stress, "CONDITIONS", (*stress.CONDITIONS, "quiet"))
     wave = np.full(1600, 0.5, np.float32)

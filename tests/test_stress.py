@@ -11,10 +11,9 @@ import pytest
 import soundfile as sf
 
 from whisper_spi import schemas
-from whisper_spi.corpus import stress
+from whisper_spi.corpus import nonspeech, stress
 from whisper_spi.corpus.manifest import write_manifest
 from whisper_spi.corpus.stress import (
-    MAX_PEAK,
     apply_stress,
     clean,
     draw_mix_partners,
@@ -24,6 +23,7 @@ from whisper_spi.corpus.stress import (
     time_stretch,
     write_stress_shard,
 )
+from whisper_spi.corpus.waves import MAX_PEAK
 from whisper_spi.errors import ConfigError, WhisperSpiError
 from whisper_spi.io import derive_seed
 
@@ -248,18 +248,18 @@ def _log_log_slope(wave: np.ndarray) -> float:
 
 @pytest.mark.parametrize(("color", "slope"), [("white", 0.0), ("pink", -1.0)])
 def test_noise_only_has_its_spectrum_and_the_utterances_rms(color: str, slope: float):
-    out, gain = stress.noise_only(20 * SR, color, 0.05, rng=np.random.default_rng(3))
+    out, gain = nonspeech.noise_only(20 * SR, color, 0.05, rng=np.random.default_rng(3))
     assert gain == 1.0 and out.size == 20 * SR
     assert np.sqrt(np.mean(out.astype(np.float64) ** 2)) == pytest.approx(0.05, rel=1e-4)
     assert _log_log_slope(out.astype(np.float64)) == pytest.approx(slope, abs=0.1)
     with pytest.raises(ConfigError, match="brown"):
-        stress.noise_only(SR, "brown", 0.05, rng=np.random.default_rng(3))
+        nonspeech.noise_only(SR, "brown", 0.05, rng=np.random.default_rng(3))
 
 
 def test_silence_digital_zero_and_low_level():
-    zero, _ = stress.silence(SR, None, rng=np.random.default_rng(0))
+    zero, _ = nonspeech.silence(SR, None, rng=np.random.default_rng(0))
     assert not zero.any()
-    low, _ = stress.silence(SR, -60.0, rng=np.random.default_rng(0))
+    low, _ = nonspeech.silence(SR, -60.0, rng=np.random.default_rng(0))
     assert 20 * np.log10(np.sqrt(np.mean(low.astype(np.float64) ** 2))) == pytest.approx(
         -60, abs=0.01
     )
@@ -267,13 +267,13 @@ def test_silence_digital_zero_and_low_level():
 
 def test_recording_is_looped_or_trimmed_to_the_utterance_at_its_rms():
     source = tone(300, 0.5, amp=0.5)
-    out, _ = stress.recording(source, 3 * SR // 2, 0.01)
+    out, _ = nonspeech.recording(source, 3 * SR // 2, 0.01)
     assert out.size == 3 * SR // 2
     assert np.array_equal(out[: source.size], out[source.size : 2 * source.size])  # looped
     assert np.allclose(out[: source.size], source * (out[1] / source[1]), atol=1e-6)
     assert np.sqrt(np.mean(out.astype(np.float64) ** 2)) == pytest.approx(0.01, rel=1e-4)
     with pytest.raises(ValueError, match="silent"):
-        stress.recording(np.zeros(100), SR, 0.01)
+        nonspeech.recording(np.zeros(100), SR, 0.01)
 
 
 @pytest.mark.parametrize("condition", ["silence", "noise_only", "environmental"])
@@ -291,11 +291,11 @@ def test_nonspeech_variant_depends_on_seed_and_utt_id_only(condition: str):
 
 
 def test_environmental_needs_its_packages(monkeypatch):
-    monkeypatch.setitem(stress.RECORDINGS, "oxygen-sounds", ["/nonexistent/jingle.ogg"])
+    monkeypatch.setitem(nonspeech.RECORDINGS, "oxygen-sounds", ["/nonexistent/jingle.ogg"])
     with pytest.raises(WhisperSpiError, match="jingle.ogg.*oxygen-sounds"):
-        stress.recording_paths(["oxygen-sounds"])
+        nonspeech.recording_paths(["oxygen-sounds"])
     with pytest.raises(ConfigError, match="unknown"):
-        stress.recording_paths(["no-such-package"])
+        nonspeech.recording_paths(["no-such-package"])
 
 
 def test_limit_keeps_the_first_utterances_and_partners_from_all(

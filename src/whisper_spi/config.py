@@ -184,7 +184,7 @@ def _nonspeech_problems(nonspeech: dict) -> list[str]:
     folder = nonspeech["environmental"]["folder"]
     if "environmental" in nonspeech["conditions"] and folder is not None:
         # the listing lives with the stress (polars and all): imported only for a folder
-        from whisper_spi.corpus.stress import folder_recordings
+        from whisper_spi.corpus.nonspeech import folder_recordings
 
         try:
             folder_recordings(folder)

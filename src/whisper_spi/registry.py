@@ -190,7 +190,7 @@ NONSPEECH_PARAMS = MappingProxyType(
         ),
         "environmental": _block(
             "Real non-speech recordings: by default the music jingles and event sounds of "
-            "Debian packages (whisper_spi.corpus.stress.RECORDINGS), or every audio file of "
+            "Debian packages (whisper_spi.corpus.nonspeech.RECORDINGS), or every audio file of "
             "your own folder (folder). Item i (its rank by utt_id) takes recording perm[i mod "
             "n], perm a permutation seeded from the global seed: no recording repeats before "
             "all n are used. Leading and trailing digital silence (|x| < 1e-4) is trimmed, and "

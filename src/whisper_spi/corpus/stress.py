@@ -1,10 +1,13 @@
-"""The acoustic stresses: pure functions from a 16 kHz mono wave to a stressed one.
+"""The acoustic stresses: pure functions from a 16 kHz mono wave to a stressed one, and the
+stress stage's shards of every condition.
 
 Conditions: ``clean`` (identity), ``time_stretch`` (3.5x faster), ``speaker_mix`` (the
 target plus five other speakers at equal RMS) and ``gaussian_noise`` (white noise at 0 dB
-SNR). Each function returns :class:`Stressed` (wave, gain): if the result would exceed the
-FLAC full scale it is scaled down as a whole to a peak of :data:`MAX_PEAK`, and ``gain``
-records that factor (1.0 when nothing was done); nothing is ever clipped.
+SNR), each also at the graded levels of ``<stress>@<level>``; the non-speech inputs are
+whisper_spi.corpus.nonspeech's. Each function returns :class:`Stressed` (wave, gain): if the
+result would exceed the FLAC full scale it is scaled down as a whole to a peak of
+whisper_spi.corpus.waves.MAX_PEAK, and ``gain`` records that factor (1.0 when nothing was
+done); nothing is ever clipped.
 
 Randomness comes only from ``derive_seed(seed, condition, utt_id)``, so an utterance's
 stressed audio is the same whatever the shard size, worker count or job order.
@@ -12,7 +15,6 @@ stressed audio is the same whatever the shard size, worker count or job order.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -20,7 +22,6 @@ import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -28,8 +29,16 @@ import pyrubberband
 from tqdm import tqdm
 
 from whisper_spi import schemas
-from whisper_spi.corpus.audio import SILENCE_PEAK, TARGET_SR, load_audio, save_flac
-from whisper_spi.errors import AudioError, ConfigError, WhisperSpiError
+from whisper_spi.corpus.audio import TARGET_SR, load_audio, save_flac
+from whisper_spi.corpus.nonspeech import (
+    SPEECH_DIR,
+    environmental_item,
+    environmental_recordings,
+    noise_item,
+    silent_item,
+)
+from whisper_spi.corpus.waves import Item, Stressed, limit_peak, mono, rms_of
+from whisper_spi.errors import ConfigError, WhisperSpiError
 from whisper_spi.io import derive_seed
 from whisper_spi.registry import (
     CLEAN,
@@ -41,53 +50,6 @@ from whisper_spi.registry import (
     split_condition,
 )
 
-# Real non-speech recordings from Debian packages (installed by scripts/system-packages.sh):
-# music jingles (oxygen-sounds, LGPL-3) and event sounds (sound-theme-freedesktop, CC-BY /
-# CC-BY-SA / GPL); freedesktop's audio-channel-* files are speech and are left out.
-RECORDINGS = {
-    "oxygen-sounds": [
-        "/usr/share/sounds/Oxygen-Sys-Log-In.ogg",
-        "/usr/share/sounds/Oxygen-Sys-Log-In-Short.ogg",
-        "/usr/share/sounds/Oxygen-Sys-Log-Out-Long.ogg",
-        "/usr/share/sounds/Oxygen-Im-Phone-Ring.ogg",
-    ],
-    "sound-theme-freedesktop": [
-        f"/usr/share/sounds/freedesktop/stereo/{name}.oga"
-        for name in (
-            "alarm-clock-elapsed",
-            "phone-incoming-call",
-            "phone-outgoing-busy",
-            "camera-shutter",
-            "trash-empty",
-            "complete",
-            "message-new-instant",
-        )
-    ],
-}
-
-# A folder of your own non-speech recordings (nonspeech.environmental.folder): the files
-# libsndfile decodes, by suffix; none under a directory named speech (MUSAN's speech part).
-AUDIO_SUFFIXES = frozenset(
-    [
-        ".wav",
-        ".flac",
-        ".ogg",
-        ".oga",
-        ".opus",
-        ".mp3",
-        ".aif",
-        ".aiff",
-        ".aifc",
-        ".au",
-        ".caf",
-        ".w64",
-        ".rf64",
-    ]
-)
-SPEECH_DIR = "speech"
-FOLDER_KEY = "nonspeech.environmental.folder"
-
-
 # each condition's parameters with their defaults, from the registry's schema blocks
 DEFAULT_PARAMS: dict[str, dict] = {
     CLEAN: {},
@@ -96,39 +58,14 @@ DEFAULT_PARAMS: dict[str, dict] = {
         for name, block in {**STRESS_PARAMS, **NONSPEECH_PARAMS}.items()
     },
 }
-MAX_PEAK = 0.99
 # rubberband round-trips audio through 16-bit WAV files and lowers the gain by itself if
 # its output would clip; feeding it this peak leaves room for the stretched peaks.
 _STRETCH_HEADROOM_PEAK = 0.5
 
 
-class Stressed(NamedTuple):
-    wave: np.ndarray  # float32, mono
-    gain: float  # anti-clipping scale applied to the whole output (1.0 = none)
-
-
-def _limit_peak(wave: np.ndarray) -> Stressed:
-    """Scale the whole wave down to peak MAX_PEAK if it exceeds full scale 1.0."""
-    wave = np.asarray(wave, dtype=np.float64)
-    peak = float(np.abs(wave).max(initial=0.0))
-    gain = MAX_PEAK / peak if peak > 1.0 else 1.0
-    return Stressed((wave * gain).astype(np.float32), gain)
-
-
-def _mono(wave: np.ndarray, what: str = "wave") -> np.ndarray:
-    wave = np.asarray(wave)
-    if wave.ndim != 1 or wave.size == 0:
-        raise ValueError(f"{what} must be a non-empty 1-D (mono) array, got shape {wave.shape}")
-    return wave.astype(np.float64)
-
-
-def _rms(wave: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(wave))))
-
-
 def clean(wave: np.ndarray) -> Stressed:
     """The unstressed reference: the wave as is (peak-limited like every condition)."""
-    return _limit_peak(_mono(wave))
+    return limit_peak(mono(wave))
 
 
 def time_stretch(wave: np.ndarray, sr: int = TARGET_SR, factor: float = 3.5) -> Stressed:
@@ -146,13 +83,13 @@ def time_stretch(wave: np.ndarray, sr: int = TARGET_SR, factor: float = 3.5) -> 
             "time_stretch needs the `rubberband` program on PATH: install it with "
             "`apt-get install rubberband-cli` (Debian/Ubuntu) or `brew install rubberband`"
         )
-    wave = _mono(wave)
+    wave = mono(wave)
     peak = float(np.abs(wave).max())
     if peak == 0.0:
         return Stressed(np.zeros(round(wave.size / factor), np.float32), 1.0)
     scale = _STRETCH_HEADROOM_PEAK / peak
     stretched = pyrubberband.time_stretch(wave * scale, sr, rate=factor)
-    return _limit_peak(np.asarray(stretched, dtype=np.float64) / scale)
+    return limit_peak(np.asarray(stretched, dtype=np.float64) / scale)
 
 
 def speaker_mix(target: np.ndarray, others: Sequence[np.ndarray]) -> Stressed:
@@ -161,18 +98,18 @@ def speaker_mix(target: np.ndarray, others: Sequence[np.ndarray]) -> Stressed:
     A partner shorter than the target is looped, a longer one trimmed, before its RMS is
     matched, so every voice carries the same power in the mix.
     """
-    target = _mono(target, "target")
+    target = mono(target, "target")
     if not others:
         raise ValueError("speaker_mix needs at least one other utterance")
-    target_rms = _rms(target)
+    target_rms = rms_of(target)
     mix = target.copy()
     for i, other in enumerate(others):
-        fitted = np.resize(_mono(other, f"partner {i}"), target.size)  # loops or trims
-        other_rms = _rms(fitted)
+        fitted = np.resize(mono(other, f"partner {i}"), target.size)  # loops or trims
+        other_rms = rms_of(fitted)
         if other_rms == 0.0:
             raise ValueError(f"partner {i} is silent over the target's length")
         mix += fitted * (target_rms / other_rms)
-    return _limit_peak(mix)
+    return limit_peak(mix)
 
 
 def gaussian_noise(wave: np.ndarray, snr_db: float = 0.0, *, rng: np.random.Generator) -> Stressed:
@@ -183,49 +120,13 @@ def gaussian_noise(wave: np.ndarray, snr_db: float = 0.0, *, rng: np.random.Gene
     ``signal power / 10**(snr_db / 10)``: the SNR of the output is the target exactly,
     not only in expectation. The anti-clipping gain scales signal and noise alike.
     """
-    wave = _mono(wave)
+    wave = mono(wave)
     signal_power = float(np.mean(np.square(wave)))
     if signal_power == 0.0:
         raise ValueError("cannot set an SNR on a silent wave")
     noise = rng.standard_normal(wave.size)
     noise *= math.sqrt(signal_power / 10 ** (snr_db / 10) / np.mean(np.square(noise)))
-    return _limit_peak(wave + noise)
-
-
-def silence(n_samples: int, level_dbfs: float | None, *, rng: np.random.Generator) -> Stressed:
-    """Digital zero (``level_dbfs`` None) or white noise at ``level_dbfs`` RMS re full scale."""
-    if level_dbfs is None:
-        return Stressed(np.zeros(n_samples, np.float32), 1.0)
-    return noise_only(n_samples, "white", 10 ** (level_dbfs / 20), rng=rng)
-
-
-def colored_noise(n_samples: int, color: str, rng: np.random.Generator) -> np.ndarray:
-    """Unit-RMS noise: ``white`` (flat power spectrum) or ``pink`` (power ~ 1/f)."""
-    white = rng.standard_normal(n_samples)
-    if color == "pink":
-        spectrum = np.fft.rfft(white)
-        f = np.fft.rfftfreq(n_samples)
-        spectrum[1:] /= np.sqrt(f[1:])  # amplitude ~ f^-1/2, so power ~ 1/f
-        spectrum[0] = 0.0
-        white = np.fft.irfft(spectrum, n_samples)
-    elif color != "white":
-        raise ConfigError(f"noise_only color must be 'white' or 'pink', got {color!r}")
-    return white / _rms(white)
-
-
-def noise_only(n_samples: int, color: str, rms: float, *, rng: np.random.Generator) -> Stressed:
-    """Noise with no speech in it, of realised RMS exactly ``rms``."""
-    return _limit_peak(colored_noise(n_samples, color, rng) * rms)
-
-
-def recording(source: np.ndarray, n_samples: int, rms: float, offset: int = 0) -> Stressed:
-    """A non-speech recording looped or trimmed to ``n_samples``, at RMS ``rms``, starting
-    at sample ``offset`` of the recording (the loop wraps round to its start)."""
-    fitted = np.resize(np.roll(_mono(source, "recording"), -offset), n_samples)
-    level = _rms(fitted)
-    if level == 0.0:
-        raise ValueError("the recording is silent over the utterance's length")
-    return _limit_peak(fitted * (rms / level))
+    return limit_peak(wave + noise)
 
 
 def base_condition(condition: str) -> str:
@@ -325,118 +226,12 @@ def apply_stress(
     # a graded level draws what its stress draws (the same noise, the same partners): the
     # levels differ in the parameter alone
     name = base_condition(condition)
-    item = _Item(wave, sr, utt_id, seed, name, resolved, partner_waves or {}, rank, recordings)
+    item = Item(wave, sr, utt_id, seed, name, resolved, partner_waves or {}, rank, recordings)
     out = APPLY[name](item)
     return out.wave, out.gain, json.dumps(resolved, sort_keys=True)
 
 
-def recording_paths(packages: Sequence[str]) -> list[str]:
-    """The recordings of the named Debian packages; a clear error if one is not installed."""
-    unknown = sorted(set(packages) - set(RECORDINGS))
-    if unknown:
-        raise ConfigError(f"environmental packages {unknown} unknown; known: {sorted(RECORDINGS)}")
-    paths = [path for name in packages for path in RECORDINGS[name]]
-    missing = [path for path in paths if not Path(path).is_file()]
-    if missing:
-        raise WhisperSpiError(
-            f"non-speech recording {missing[0]} not found: install the Debian packages "
-            f"{' '.join(packages)} (scripts/system-packages.sh does)"
-        )
-    return paths
-
-
-class Recordings(NamedTuple):
-    """The environmental input's recordings and, for a folder, what was left out of it."""
-
-    paths: list[str]  # in order: the packages' lists, or the folder's by relative path
-    speech: int = 0  # files under a directory named speech
-    other: int = 0  # hidden files and files with no audio suffix (metadata, README)
-
-
-def folder_recordings(folder: str | os.PathLike) -> Recordings:
-    """Every audio file under ``folder``, recursively, sorted by relative path (absolute
-    paths); hidden files and those under a directory named ``speech`` are left out. A
-    ConfigError naming the key if the folder does not exist or holds no such file."""
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise ConfigError(f"config key '{FOLDER_KEY}': directory {str(folder)!r} does not exist")
-    root = root.resolve()
-    found: list[Path] = []
-    speech = other = 0
-    for path in root.rglob("*"):
-        if not path.is_file():
-            continue
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or (
-            path.suffix.lower() not in AUDIO_SUFFIXES
-        ):
-            other += 1
-        elif any(part.lower() == SPEECH_DIR for part in rel.parts[:-1]):
-            speech += 1
-        else:
-            found.append(rel)
-    if not found:
-        suffixes = " ".join(sorted(AUDIO_SUFFIXES))
-        raise ConfigError(
-            f"config key '{FOLDER_KEY}': {str(folder)!r} holds no audio file ({suffixes}) "
-            f"outside directories named {SPEECH_DIR!r}"
-        )
-    found.sort(key=lambda rel: rel.as_posix())
-    return Recordings([str(root / rel) for rel in found], speech, other)
-
-
-def environmental_recordings(params: Mapping) -> Recordings:
-    """The recordings of the environmental input's resolved ``params``: its folder's, or
-    the Debian packages' when ``folder`` is null."""
-    folder = params.get("folder")
-    if folder is None:
-        return Recordings(recording_paths(params["packages"]))
-    return folder_recordings(folder)
-
-
-@functools.lru_cache(maxsize=16)
-def recording_order(seed: int, n_recordings: int) -> tuple[int, ...]:
-    """The permutation of the recordings that items take in turn: item i (by rank) takes
-    recording ``order[i % n]``, so none repeats before all n are used. It depends only on
-    (seed, n): never on the shard size or job order."""
-    rng = np.random.default_rng(derive_seed(seed, "environmental", "recording-order"))
-    return tuple(int(i) for i in rng.permutation(n_recordings))
-
-
-def _load_recording(path: str) -> np.ndarray:
-    """A recording, 16 kHz mono, its leading and trailing digital silence trimmed; an
-    AudioError naming the file if it cannot be decoded or is silent."""
-    try:
-        wave = load_audio(path)
-    except AudioError as exc:
-        raise AudioError(
-            f"non-speech recording cannot be used: {exc} (remove or convert it)"
-        ) from None
-    sound = np.flatnonzero(np.abs(wave) >= SILENCE_PEAK)
-    if sound.size == 0:
-        raise AudioError(f"non-speech recording is silent (peak < {SILENCE_PEAK:g}): {path}")
-    return wave[sound[0] : sound[-1] + 1]
-
-
-class _Item(NamedTuple):
-    """One utterance to stress, as the condition's implementation sees it; ``params`` is the
-    resolved parameters, where an implementation records what it drew."""
-
-    wave: np.ndarray
-    sr: int
-    utt_id: str
-    seed: int
-    condition: str
-    params: dict
-    partners: Mapping[str, np.ndarray]
-    rank: int | None = None  # among the utterances by utt_id (environmental's recording)
-    recordings: Sequence[str] | None = None  # environmental's files (None: from params)
-
-    def rng(self) -> np.random.Generator:
-        return np.random.default_rng(derive_seed(self.seed, self.condition, self.utt_id))
-
-
-def _mixed(item: _Item) -> Stressed:
+def _mixed(item: Item) -> Stressed:
     need = item.params["n_speakers"] - 1
     if len(item.partners) != need:
         raise ValueError(
@@ -446,65 +241,17 @@ def _mixed(item: _Item) -> Stressed:
     return speaker_mix(item.wave, list(item.partners.values()))
 
 
-def _silent(item: _Item) -> Stressed:
-    rng = item.rng()
-    levels = item.params["levels_dbfs"]
-    level = item.params["level_dbfs"] = levels[rng.integers(len(levels))]
-    return silence(_mono(item.wave).size, level, rng=rng)
-
-
-def _draw_level(item: _Item, rng: np.random.Generator) -> float:
-    """The item's level in dB re its utterance's RMS, uniform in ``level_range_db``
-    (recorded as ``level_db``); [0, 0] gives exactly 0."""
-    low, high = (float(v) for v in item.params["level_range_db"])
-    if low > high:
-        raise ConfigError(
-            f"{item.condition} level_range_db must be [low, high] with low <= high, "
-            f"got {[low, high]}"
-        )
-    level = item.params["level_db"] = float(rng.uniform(low, high))
-    return level
-
-
-def _noise(item: _Item) -> Stressed:
-    wave, rng = _mono(item.wave), item.rng()
-    colors = item.params["colors"]
-    color = item.params["color"] = colors[rng.integers(len(colors))]
-    noise = colored_noise(wave.size, color, rng)  # drawn before the level: [0, 0] as before
-    return _limit_peak(noise * (_rms(wave) * 10 ** (_draw_level(item, rng) / 20)))
-
-
-def _environmental(item: _Item) -> Stressed:
-    wave, rng = _mono(item.wave), item.rng()
-    paths = item.recordings
-    if paths is None:
-        paths = environmental_recordings(item.params).paths
-    if item.rank is None:
-        index = int(rng.integers(len(paths)))
-    else:
-        index = recording_order(item.seed, len(paths))[item.rank % len(paths)]
-    path = item.params["source"] = paths[index]
-    source = _load_recording(path)
-    offset = int(rng.integers(source.size))
-    level_db = _draw_level(item, rng)
-    window = np.resize(np.roll(source, -offset), wave.size)
-    if np.abs(window).max() < SILENCE_PEAK:
-        offset = 0  # a silent stretch inside the recording: start at its first sound
-    item.params["offset_s"] = offset / item.sr
-    return recording(source, wave.size, _rms(wave) * 10 ** (level_db / 20), offset)
-
-
 # condition -> implementation: one entry per registry name (tests/test_registry.py checks)
-APPLY: dict[str, Callable[[_Item], Stressed]] = {
+APPLY: dict[str, Callable[[Item], Stressed]] = {
     CLEAN: lambda item: clean(item.wave),
     "time_stretch": lambda item: time_stretch(item.wave, item.sr, float(item.params["factor"])),
     "speaker_mix": _mixed,
     "gaussian_noise": lambda item: gaussian_noise(
         item.wave, float(item.params["snr_db"]), rng=item.rng()
     ),
-    "silence": _silent,
-    "noise_only": _noise,
-    "environmental": _environmental,
+    "silence": silent_item,
+    "noise_only": noise_item,
+    "environmental": environmental_item,
 }
 
 

@@ -2,10 +2,10 @@
 undecided claim, what it would take to decide it.
 
 A claim is an inequality on one cell, value < threshold (``below``) or value > threshold
-(``above``): 0 for a sign, a chance level, 1 for Theorem 1's gains. :func:`verdict` is the one
-rule every claim goes through and :func:`power_n` the one power calculation; :data:`RULE`
-states both as the report prints them. ``not run here`` marks a claim of the paper about a
-model no run model stands for (config ``metrics.paper_models``): no verdict on data.
+(``above``): 0 for a sign, a chance level, 1 for Theorem 1's gains, judged by the one rule
+and power calculation of whisper_spi.report.verdicts. ``not run here`` marks a claim of the
+paper about a model no run model stands for (config ``metrics.paper_models``): no verdict on
+data.
 """
 
 from __future__ import annotations
@@ -22,15 +22,23 @@ from whisper_spi.analysis.markdown import number
 from whisper_spi.analysis.options import DEFAULT_PAPER_MODELS
 from whisper_spi.analysis.tables import PAPER_K, PAPER_VALUES, TABLE_NAMES
 from whisper_spi.io import atomic_path
+from whisper_spi.report.verdicts import (
+    ABOVE,
+    BELOW,
+    N_MIN,
+    NOT_RUN,
+    RULE,
+    UNDECIDED,
+    finite,
+    power_n,
+    verdict,
+    why_not,
+)
 from whisper_spi.theory.summary import MIN_SPEAKERS
 
-__all__ = ["VERDICTS", "build_findings", "findings_from_dir", "findings_from_files", "power_n",
-           "verdict", "write_findings"]  # fmt: skip
+__all__ = ["FAMILIES", "build_findings", "findings_from_dir", "findings_from_files",
+           "write_findings"]  # fmt: skip
 
-HOLDS, FAILS, UNDECIDED, NOT_RUN = "holds", "does not hold", "undecided at this n", "not run here"
-VERDICTS = (HOLDS, FAILS, UNDECIDED, NOT_RUN)
-BELOW, ABOVE = "below", "above"
-N_MIN = 10  # fewer units: a percentile interval is too coarse to trust at its ends
 FAMILIES = {
     "paper": "The paper's claims (Tables 1 and 2)",
     "length": "Do the length-adjusted deltas keep the raw signs?",
@@ -39,64 +47,6 @@ FAMILIES = {
     "mitigation": "Each intervention and each baseline against the best baseline users have",
     "error_types": "Which error types carry the spectral signature",
 }
-RULE = (
-    "Verdict: a claim is an inequality on one cell, value < or > a threshold; it holds when the "
-    "cell's whole 95% interval is on the claimed side, does not hold when the whole interval is "
-    "on the other side (the threshold included), and is undecided at this n otherwise, or when "
-    f"the interval is not finite or rests on fewer than {N_MIN} units (Theorem 1's lines: "
-    f"fewer than {MIN_SPEAKERS} speakers, the theory stage's own rule). What it would take: a "
-    "power calculation at the observed spread, n_needed = n (w / |e|)², with e the estimate's "
-    "distance to the threshold and w its distance to the interval's end on the threshold's "
-    "side: the n at which an interval shrinking as 1/√n about the same estimate would just "
-    "exclude the threshold (about 50% power; 80% needs about twice that), at least the minimum "
-    "n; not estimable when e or w is 0 or the interval is not finite. 'not run here': a claim "
-    "of the paper about a model this run does not include."
-)
-
-
-def _finite(*xs: Any) -> bool:
-    return all(x is not None and math.isfinite(x) for x in xs)
-
-
-def verdict(lo, hi, direction: str, threshold=0.0, n: int | None = None, n_min=N_MIN) -> str:
-    """The claim "value < threshold" (``direction`` below) or "value > threshold" (above) from
-    its interval [lo, hi]: ``holds`` when the whole interval is on the claimed side (hi < t;
-    lo > t), ``does not hold`` when it is on the other side, the threshold included (lo >= t;
-    hi <= t: a strict claim fails on [0, 0]), else ``undecided at this n``, which it also is
-    whatever the interval says when lo, hi or the threshold is not finite, lo > hi, or ``n``
-    (None: not checked) is below ``n_min``."""
-    if direction not in (BELOW, ABOVE):
-        raise ValueError(f"direction must be {BELOW!r} or {ABOVE!r}, got {direction!r}")
-    if not _finite(lo, hi, threshold) or lo > hi or (n is not None and n < n_min):
-        return UNDECIDED
-    if direction == BELOW:
-        return HOLDS if hi < threshold else FAILS if lo >= threshold else UNDECIDED
-    return HOLDS if lo > threshold else FAILS if hi <= threshold else UNDECIDED
-
-
-def power_n(value, lo, hi, n: int | None, threshold=0.0, n_min=N_MIN) -> int | None:
-    """The n that would decide the claim at the observed spread: with e = value - threshold
-    and w the distance from value to the interval's end on the threshold's side (value - lo if
-    e > 0, else hi - value), an interval shrinking as 1/sqrt(n) about the same estimate just
-    excludes the threshold at ceil(n (w / |e|)^2); at least ``n_min``. None when not
-    estimable: e = 0 (no n decides it), w <= 0 (no spread), anything not finite, no n."""
-    if not _finite(value, lo, hi, threshold) or not n or value == threshold:
-        return None
-    effect = value - threshold
-    w = value - lo if effect > 0 else hi - value
-    if w <= 0:
-        return None
-    return max(n_min, math.ceil(n * (w / abs(effect)) ** 2 - 1e-9))
-
-
-def _why_not(value, lo, hi, n, threshold) -> str:
-    if not _finite(value, lo, hi, threshold):
-        return "not estimable: the estimate, its interval or the threshold is not finite"
-    if not n:
-        return "not estimable: n = 0"
-    if value == threshold:
-        return "not estimable: the estimate sits on the threshold, no n decides it"
-    return f"not estimable: zero-width interval at n = {n} (every replicate the same)"
 
 
 def _line(family, claim, model, condition, source, direction, threshold, cell, n_unit, note="",
@@ -111,7 +61,7 @@ def _line(family, claim, model, condition, source, direction, threshold, cell, n
         if (alone := verdict(lo, hi, direction, threshold)) != UNDECIDED:
             note += f"; the interval alone says {alone}, but n = {n} < {n_min}"
         if needed is None:
-            note += f"; {_why_not(value, lo, hi, n, threshold)}"
+            note += f"; {why_not(value, lo, hi, n, threshold)}"
         note = note.removeprefix("; ")
     return {
         "family": family, "claim": claim, "model": model, "condition": condition,
@@ -207,7 +157,7 @@ def paper_claims(tables: pl.DataFrame, paper_models: Mapping[str, str] | None = 
                              note))  # fmt: skip
             if cell[0] is None:
                 continue
-            side = ABOVE if _finite(cell[0]) and cell[0] > 0 else BELOW
+            side = ABOVE if finite(cell[0]) and cell[0] > 0 else BELOW
             raw = f"raw {number(cell[0], '+.4g')} [{number(cell[1], '+.4g')}, " + (
                 f"{number(cell[2], '+.4g')}]: {verdict(*cell[1:3], side, 0.0, cell[3])}"
             )
@@ -240,7 +190,7 @@ def _scale_trend(tables, paper_models, models, k) -> dict[str, Any]:
     source, pair = _source(final, "cross_attn", k, column), f"{small} vs {large}"
     a = _cell(tables, final, large, "cross_attn", registry.HELL, k, "neff")
     b = _cell(tables, final, small, "cross_attn", registry.HELL, k, "neff")
-    if a is None or b is None or not _finite(*a[:3], *b[:3]):
+    if a is None or b is None or not finite(*a[:3], *b[:3]):
         return _line("paper", _SCALE_CLAIM, pair, registry.HELL, source, ABOVE, 0.0,
                      (None, None, None, 0), "pairs", "no cell (no kept pair)")  # fmt: skip
     d = a[0] - b[0]
@@ -285,7 +235,7 @@ def theory_claims(theory: pl.DataFrame) -> list[dict[str, Any]]:
                     f"{number(r['align_hi'], '.3g')}] vs chance "
                     f"{number(r['align_chance_median'], '.3g')}"
                 )
-            if not _finite(t):
+            if not finite(t):
                 t, note = math.nan, f"{note}; no chance level"
             cell = (r[col], r[f"{stem}_lo"], r[f"{stem}_hi"], r["n_speakers"])
             out.append(_line("theory", claim, r["model"], r["condition"],

@@ -23,11 +23,12 @@ from whisper_spi.analysis.options import MetricOptions
 from whisper_spi.analysis.tables import PAPER_K, TABLE_NAMES
 from whisper_spi.captions import captions
 from whisper_spi.registry import HELL, OBSERVABLE_SPECS, PAPER_OBSERVABLES
-from whisper_spi.report.findings import FAILS, FAMILIES, HOLDS, RULE, VERDICTS, _shown
+from whisper_spi.report.findings import FAMILIES, _shown
 from whisper_spi.report.html import _caption, _esc, _figure_html, _frame_html
 from whisper_spi.report.levels import levels_html
 from whisper_spi.report.mitigation import MITIGATION_FIGURES, mitigation_html
 from whisper_spi.report.taxonomy import TAXONOMY_FIGURES, taxonomy_html
+from whisper_spi.report.verdicts import FAILS, HOLDS, RULE, VERDICTS
 from whisper_spi.skipped import unreached_line, unreached_prefixes
 
 # The theory table as shown: a median with its interval in one cell (so that it can wrap),
