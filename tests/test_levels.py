@@ -27,6 +27,8 @@ def test_graded_names_round_trip():
     assert split_condition("silence") == ("silence", None)
     with pytest.raises(ValueError, match="silence"):
         split_condition("silence@3")
+    with pytest.raises(ValueError, match="'gaussian_noise@loud': the level 'loud' is not"):
+        split_condition("gaussian_noise@loud")
 
 
 def test_graded_condition_takes_its_level_from_its_name():

@@ -149,7 +149,10 @@ def split_condition(condition: str) -> tuple[str, float | None]:
         return condition, None
     if name not in GRADED_PARAM:
         raise ValueError(f"{condition!r}: {name!r} is not a stress that can be graded")
-    return name, float(level)
+    try:
+        return name, float(level)
+    except ValueError:
+        raise ValueError(f"{condition!r}: the level {level!r} is not a number") from None
 
 
 # Inputs with no speech: the reference is empty, so any transcript is a hallucination
