@@ -92,6 +92,24 @@ def test_power_n_floor_and_what_is_not_estimable():
     assert vd.verdict(1.0, 2.0, ABOVE, math.nan, 50) == UNDECIDED
 
 
+def test_power_n_asks_for_more_than_n_when_the_interval_reaches_the_threshold():
+    """[-0.02, 0] about -0.0067 touches 0 (undecided: the threshold is included), and the
+    formula's n (w = |e|) is n itself: deciding it takes more than the n it was computed at."""
+    assert vd.verdict(-0.02, 0.0, BELOW, 0.0, 150) == UNDECIDED
+    assert vd.power_n(-1 / 150, -0.02, 0.0, 150) == 151
+    # just inside the interval: the formula alone already asks for more
+    assert vd.power_n(1.0, -0.5, 3.0, 40) == 90
+
+
+def test_approx_n_shows_two_significant_digits_from_a_thousand():
+    assert [vd.approx_n(n) for n in (10, 999, 1000, 1087, 6567, 37_126_668)] == [
+        "10", "999", "1,000", "1,100", "6,600", "37,000,000",
+    ]  # fmt: skip
+    row = {"verdict": UNDECIDED, "n_needed": 6567, "n_unit": "utterances", "value": 0.003,
+           "lo": -0.007, "hi": 0.013, "direction": ABOVE, "threshold": 0.0}  # fmt: skip
+    assert fd._shown(row)[2] == "n ≈ 6,600 utterances"
+
+
 # --------------------------------------------------------------------------- claim builders
 
 

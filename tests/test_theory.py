@@ -586,8 +586,11 @@ def test_theory_table_place_and_figure():
     assert table.filter(pl.col("layer") == 0)["gamma_median"].is_null().all()
     sentences = theory.summary.model_sentences(table)
     assert (
-        "Regime I's hypothesis (sup_l s(rho + eps) < 1) hold in clean, noise" in sentences["tiny"]
+        "Regime I's hypothesis (sup_l s(rho + eps) < 1) holds in clean, noise" in sentences["tiny"]
     )
+    assert "Regime I's hypothesis (sup_l s(rho + eps) < 1) does not hold in" in sentences["big"]
+    regime2 = "Regime II's (path gain >= 1, L eps/rho < 1, rho above chance)"
+    assert f"{regime2} hold in" in sentences["big"]
     assert "n = 12-12 utterances" in sentences["big"]
     few = theory.theory_table(_fake_measurements().filter(pl.col("utt_id").str.head(1) < "3"))
     assert set(few["regime1"]) == set(few["regime2"]) == {"undecided"}  # 3 speakers: too few

@@ -29,6 +29,7 @@ from whisper_spi.report.verdicts import (
     NOT_RUN,
     RULE,
     UNDECIDED,
+    approx_n,
     finite,
     power_n,
     verdict,
@@ -423,7 +424,8 @@ def _shown(r: Mapping[str, Any]) -> tuple[str, str, str]:
     """A row's "value [lo, hi]", its test ("< 0") and what it would take, as shown."""
     if r["verdict"] == NOT_RUN:
         return "–", "", ""
-    takes = "not estimable" if r["n_needed"] is None else f"n ≈ {r['n_needed']} {r['n_unit']}"
+    needed = r["n_needed"]
+    takes = "not estimable" if needed is None else f"n ≈ {approx_n(needed)} {r['n_unit']}"
     return (
         f"{number(r['value'], '.4g')} [{number(r['lo'], '.4g')}, {number(r['hi'], '.4g')}]",
         f"{'<' if r['direction'] == BELOW else '>'} {number(r['threshold'], '.4g')}",

@@ -56,15 +56,27 @@ def power_n(value, lo, hi, n: int | None, threshold=0.0, n_min=N_MIN) -> int | N
     """The n that would decide the claim at the observed spread: with e = value - threshold
     and w the distance from value to the interval's end on the threshold's side (value - lo if
     e > 0, else hi - value), an interval shrinking as 1/sqrt(n) about the same estimate just
-    excludes the threshold at ceil(n (w / |e|)^2); at least ``n_min``. None when not
-    estimable: e = 0 (no n decides it), w <= 0 (no spread), anything not finite, no n."""
+    excludes the threshold at ceil(n (w / |e|)^2); at least ``n_min``, and more than n when
+    the interval reaches the threshold at n. None when not estimable: e = 0 (no n decides
+    it), w <= 0 (no spread), anything not finite, no n."""
     if not finite(value, lo, hi, threshold) or not n or value == threshold:
         return None
     effect = value - threshold
     w = value - lo if effect > 0 else hi - value
     if w <= 0:
         return None
-    return max(n_min, math.ceil(n * (w / abs(effect)) ** 2 - 1e-9))
+    needed = max(n_min, math.ceil(n * (w / abs(effect)) ** 2 - 1e-9))
+    # An interval that reaches the threshold at n (the threshold included) leaves the claim
+    # undecided at n itself: only a larger n decides it.
+    return max(needed, n + 1) if w >= abs(effect) else needed
+
+
+def approx_n(n: int) -> str:
+    """An n from power_n as shown: two significant digits from 1,000 up, since a calculation
+    at the observed spread is no more precise than that (the CSV keeps the exact value)."""
+    if n < 1000:
+        return str(n)
+    return f"{round(n, 1 - int(math.log10(n))):,}"
 
 
 def why_not(value, lo, hi, n, threshold) -> str:

@@ -212,11 +212,15 @@ def regime_verdicts(table: pl.DataFrame, by: Sequence[str] = ("model", "conditio
     )
 
 
-_HYPOTHESES = {
-    "regime1": "Regime I's hypothesis (sup_l s(rho + eps) < 1)",
-    "regime2": "Regime II's (path gain >= 1, L eps/rho < 1, rho above chance)",
+_HYPOTHESES = {  # the text and whether it names one hypothesis or several (the verb agrees)
+    "regime1": ("Regime I's hypothesis (sup_l s(rho + eps) < 1)", False),
+    "regime2": ("Regime II's (path gain >= 1, L eps/rho < 1, rho above chance)", True),
 }
-_WORDS = {"holds": "hold", "fails": "do not hold", "undecided": "cannot be decided at this n"}
+_WORDS = {
+    "holds": ("holds", "hold"),
+    "fails": ("does not hold", "do not hold"),
+    "undecided": ("cannot be decided at this n",) * 2,
+}
 
 
 def model_sentences(table: pl.DataFrame) -> dict[str, str]:
@@ -226,12 +230,12 @@ def model_sentences(table: pl.DataFrame) -> dict[str, str]:
     out = {}
     for (model,), rows in pooled.group_by("model", maintain_order=True):
         clauses = []
-        for col, text in _HYPOTHESES.items():
+        for col, (text, plural) in _HYPOTHESES.items():
             parts = []
-            for verdict, word in _WORDS.items():
+            for verdict, words in _WORDS.items():
                 conds = rows.filter(pl.col(col) == verdict)["condition"].to_list()
                 if conds:
-                    parts.append(f"{word} in {', '.join(conds)}")
+                    parts.append(f"{words[plural]} in {', '.join(conds)}")
             clauses.append(f"{text} {'; '.join(parts)}")
         n = rows["n_utts"]
         out[model] = (
