@@ -14,7 +14,7 @@ JOBS ?= $(shell nproc)  # Snakemake's cores: the machine's
 demo: setup  # the rules call whisper-spi: the venv's bin must be on PATH for the jobs
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local -j $(JOBS)
 
-study: setup  # about two hours on 2 cores (README "The study"); results in results-study/
+study: setup  # 48 min on 2 cores (README "The study"); results in results-study/
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --profile profiles/local -j $(JOBS) \
 	  --configfile config/study.yaml
 
